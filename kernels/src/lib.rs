@@ -1,0 +1,1 @@
+//! octet-kernels: SIMD kernels. Depends on nothing else in octet.
