@@ -1,1 +1,6 @@
-//! octet
+//! octet: turns ONNX models into fast, accurate int8 programs for x86 CPUs.
+//!
+//! Pipeline: `frontend::onnx` (load) -> `passes` (bind shapes, fold constants, ...) ->
+//! `reference` (the oracle interpreter). See docs/ARCHITECTURE.md for the map.
+
+pub mod reference;
