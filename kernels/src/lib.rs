@@ -1,1 +1,34 @@
-//! octet-kernels: SIMD kernels. Depends on nothing else in octet.
+//! # octet-kernels
+//!
+//! int8 and fp32 CPU kernels for octet, with run-time ISA dispatch (AVX512-VNNI, AVX-512, AVX2,
+//! scalar). Depends on nothing else in octet. Built without `target-cpu=native`: every SIMD path is
+//! a `#[target_feature]` function reached only through a [`Kernel`] handle, whose constructor
+//! checks the CPU and the `OCTET_ISA` cap. See `DESIGN.md` (layouts, rounding, saturation,
+//! threading) and `PERFORMANCE.md` (measured figures) beside this crate's `Cargo.toml`.
+//!
+//! ## Public entry points
+//! - ISA: [`Isa`] (`detected`, `active`, `supported`, `parse`), [`Kernel`] (`new`, `best`, `scalar`),
+//!   [`KernelError`].
+//! - int8 GEMM: [`PackedB::new`] (prepack weights once, [`WeightLayout`]),
+//!   [`gemm_u8s8`] (u8 x s8 -> fused [`Epilogue`] -> [`OutputSlice`] u8/s8/i32/f32),
+//!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
+//! - Oracles: [`reference`] (triple-loop GEMM, saturating emulation, requantization rule).
+//!
+//! Every public function validates its arguments and returns `Result<_, KernelError>`; none
+//! panics on bad input. Multi-threaded kernels run on the caller's current rayon pool and give
+//! bit-identical results for any thread count.
+
+#![warn(missing_docs)]
+
+mod aligned;
+mod error;
+mod gemm_u8s8;
+mod isa;
+pub mod reference;
+
+pub use error::KernelError;
+pub use gemm_u8s8::{
+    gemm_u8s8, gemm_u8s8_is_exact, shift_s8_to_u8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale,
+    WeightLayout, NR,
+};
+pub use isa::{Isa, Kernel};

@@ -1,0 +1,259 @@
+//! The fused GEMM epilogue: zero-point correction, bias, requantization / dequantization and
+//! clamping of one tile row, per ISA, with *identical* arithmetic on every path.
+//!
+//! Exact rule (documented in `DESIGN.md` and on [`crate::Epilogue`]):
+//! ```text
+//! v   = acc + colterm[j] + rowterm[i]              (int32, wrapping)
+//!       colterm[j] = bias[j] - za*colsum[j] + K*za*zb,  rowterm[i] = -zb*rowsum[i]
+//! U8/I8: f = (v as f32) * mult[j]                  (one f32 multiply, round-to-nearest-even)
+//!        f = min(max(f, -2^24), 2^24)              (keeps the conversion in range; cannot change
+//!                                                    the final result since |zp| <= 255)
+//!        q = clamp(round_half_even(f) + zp, lo, hi)
+//! F32:   y = (v as f32) * scale[j] (+ fbias[j])    (separate multiply and add: no FMA)
+//! I32:   v
+//! ```
+//! SIMD uses `cvtepi32_ps`, `mul_ps`, `max/min_ps` and a round-to-nearest-even conversion, which
+//! are the same IEEE operations as the scalar `as f32`, `*`, `max/min`, `round_ties_even`.
+
+use crate::isa::Isa;
+
+/// Where a tile row goes: pointer to output element (row i, column j0).
+#[derive(Clone, Copy)]
+pub(crate) enum OutPtr {
+    U8(*mut u8),
+    I8(*mut i8),
+    I32(*mut i32),
+    F32(*mut f32),
+}
+
+impl OutPtr {
+    pub(crate) unsafe fn add(self, off: usize) -> OutPtr {
+        match self {
+            OutPtr::U8(p) => OutPtr::U8(p.add(off)),
+            OutPtr::I8(p) => OutPtr::I8(p.add(off)),
+            OutPtr::I32(p) => OutPtr::I32(p.add(off)),
+            OutPtr::F32(p) => OutPtr::F32(p.add(off)),
+        }
+    }
+}
+
+/// Per-call epilogue constants, all indexed by global output column.
+pub(crate) struct EpiPlan<'a> {
+    pub colterm: &'a [i32],
+    pub scale: &'a [f32],
+    pub fbias: Option<&'a [f32]>,
+    pub zp: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+pub(crate) const CLAMP_F: f32 = 16_777_216.0;
+
+/// Scalar requantization of one value: the reference rule.
+#[inline(always)]
+pub(crate) fn requant_one(v: i32, mult: f32, zp: i32, lo: i32, hi: i32) -> i32 {
+    let f = (v as f32) * mult;
+    let f = f.max(-CLAMP_F).min(CLAMP_F);
+    (f.round_ties_even() as i32).wrapping_add(zp).clamp(lo, hi)
+}
+
+/// Scalar epilogue of columns `j0 + [from, nc)` of one row.
+#[inline(always)]
+unsafe fn row_scalar(
+    p: &EpiPlan,
+    acc: *const i32,
+    rowterm: i32,
+    j0: usize,
+    from: usize,
+    nc: usize,
+    out: OutPtr,
+) {
+    for c in from..nc {
+        let j = j0 + c;
+        let v = (*acc.add(c))
+            .wrapping_add(p.colterm[j])
+            .wrapping_add(rowterm);
+        match out {
+            OutPtr::I32(o) => *o.add(c) = v,
+            OutPtr::U8(o) => *o.add(c) = requant_one(v, p.scale[j], p.zp, p.lo, p.hi) as u8,
+            OutPtr::I8(o) => *o.add(c) = requant_one(v, p.scale[j], p.zp, p.lo, p.hi) as i8,
+            OutPtr::F32(o) => {
+                let mut y = (v as f32) * p.scale[j];
+                if let Some(fb) = p.fbias {
+                    y += fb[j];
+                }
+                *o.add(c) = y;
+            }
+        }
+    }
+}
+
+/// Applies the epilogue to `nc` columns of one row: `acc[0..nc]` -> `out[0..nc]`.
+///
+/// # Safety
+/// `isa` supported (a `Kernel` exists); `acc` readable for `nc`; `out` writable for `nc`;
+/// `j0 + nc <= p.colterm.len()` (and the other per-column slices).
+pub(crate) unsafe fn row(
+    isa: Isa,
+    p: &EpiPlan,
+    acc: *const i32,
+    rowterm: i32,
+    j0: usize,
+    nc: usize,
+    out: OutPtr,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => x86::row_avx512(p, acc, rowterm, j0, nc, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            let done = x86::row_avx2(p, acc, rowterm, j0, nc, out);
+            row_scalar(p, acc, rowterm, j0, done, nc, out)
+        }
+        _ => row_scalar(p, acc, rowterm, j0, 0, nc, out),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{EpiPlan, OutPtr, CLAMP_F};
+    use std::arch::x86_64::*;
+
+    /// SAFETY: caller holds a Kernel with AVX-512 F/BW/VL; masked loads/stores never touch lanes
+    /// at or beyond `nc`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn row_avx512(
+        p: &EpiPlan,
+        acc: *const i32,
+        rowterm: i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+    ) {
+        let rt = _mm512_set1_epi32(rowterm);
+        let zp = _mm512_set1_epi32(p.zp);
+        let lo = _mm512_set1_epi32(p.lo);
+        let hi = _mm512_set1_epi32(p.hi);
+        let cmax = _mm512_set1_ps(CLAMP_F);
+        let cmin = _mm512_set1_ps(-CLAMP_F);
+        let ct = p.colterm.as_ptr().add(j0);
+        let sc = p.scale.as_ptr().add(j0);
+        let mut c = 0;
+        while c < nc {
+            let rem = nc - c;
+            let m: __mmask16 = if rem >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << rem) - 1) as u16
+            };
+            let v = _mm512_add_epi32(
+                _mm512_add_epi32(
+                    _mm512_maskz_loadu_epi32(m, acc.add(c)),
+                    _mm512_maskz_loadu_epi32(m, ct.add(c)),
+                ),
+                rt,
+            );
+            match out {
+                OutPtr::I32(o) => _mm512_mask_storeu_epi32(o.add(c), m, v),
+                OutPtr::U8(_) | OutPtr::I8(_) => {
+                    let f = _mm512_mul_ps(
+                        _mm512_cvt_roundepi32_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                            v,
+                        ),
+                        _mm512_maskz_loadu_ps(m, sc.add(c)),
+                    );
+                    let f = _mm512_min_ps(_mm512_max_ps(f, cmin), cmax);
+                    let r = _mm512_cvt_roundps_epi32::<
+                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                    >(f);
+                    let q = _mm512_max_epi32(_mm512_min_epi32(_mm512_add_epi32(r, zp), hi), lo);
+                    let q8 = _mm512_cvtepi32_epi8(q);
+                    let dst = match out {
+                        OutPtr::U8(o) => o.add(c) as *mut i8,
+                        OutPtr::I8(o) => o.add(c),
+                        _ => unreachable!(),
+                    };
+                    _mm_mask_storeu_epi8(dst, m, q8);
+                }
+                OutPtr::F32(o) => {
+                    let mut y = _mm512_mul_ps(
+                        _mm512_cvt_roundepi32_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                            v,
+                        ),
+                        _mm512_maskz_loadu_ps(m, sc.add(c)),
+                    );
+                    if let Some(fb) = p.fbias {
+                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, fb.as_ptr().add(j0 + c)));
+                    }
+                    _mm512_mask_storeu_ps(o.add(c), m, y);
+                }
+            }
+            c += 16;
+        }
+    }
+
+    /// AVX2 epilogue for whole groups of 8 columns; returns how many columns it did (the rest go
+    /// to the scalar tail, which computes the same thing). Uses the default MXCSR rounding
+    /// (round-to-nearest-even), which Rust never changes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_avx2(
+        p: &EpiPlan,
+        acc: *const i32,
+        rowterm: i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+    ) -> usize {
+        let rt = _mm256_set1_epi32(rowterm);
+        let zp = _mm256_set1_epi32(p.zp);
+        let lo = _mm256_set1_epi32(p.lo);
+        let hi = _mm256_set1_epi32(p.hi);
+        let cmax = _mm256_set1_ps(CLAMP_F);
+        let cmin = _mm256_set1_ps(-CLAMP_F);
+        let ct = p.colterm.as_ptr().add(j0);
+        let sc = p.scale.as_ptr().add(j0);
+        let mut c = 0;
+        while c + 8 <= nc {
+            let v = _mm256_add_epi32(
+                _mm256_add_epi32(
+                    _mm256_loadu_si256(acc.add(c) as *const __m256i),
+                    _mm256_loadu_si256(ct.add(c) as *const __m256i),
+                ),
+                rt,
+            );
+            match out {
+                OutPtr::I32(o) => _mm256_storeu_si256(o.add(c) as *mut __m256i, v),
+                OutPtr::U8(_) | OutPtr::I8(_) => {
+                    let f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(sc.add(c)));
+                    let f = _mm256_min_ps(_mm256_max_ps(f, cmin), cmax);
+                    let r = _mm256_cvtps_epi32(f);
+                    let q = _mm256_max_epi32(_mm256_min_epi32(_mm256_add_epi32(r, zp), hi), lo);
+                    // q is already in [lo, hi] within the 8-bit range: take the low byte of each lane.
+                    let shuf = _mm256_setr_epi8(
+                        0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12,
+                        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                    );
+                    let s = _mm256_shuffle_epi8(q, shuf);
+                    let lo4 = _mm_cvtsi128_si32(_mm256_castsi256_si128(s)) as u32;
+                    let hi4 = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(s)) as u32;
+                    let bytes = (lo4 as u64) | ((hi4 as u64) << 32);
+                    let dst = match out {
+                        OutPtr::U8(o) => o.add(c),
+                        OutPtr::I8(o) => o.add(c) as *mut u8,
+                        _ => unreachable!(),
+                    };
+                    std::ptr::write_unaligned(dst as *mut u64, bytes.to_le());
+                }
+                OutPtr::F32(o) => {
+                    let mut y = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(sc.add(c)));
+                    if let Some(fb) = p.fbias {
+                        y = _mm256_add_ps(y, _mm256_loadu_ps(fb.as_ptr().add(j0 + c)));
+                    }
+                    _mm256_storeu_ps(o.add(c), y);
+                }
+            }
+            c += 8;
+        }
+        c
+    }
+}

@@ -1,0 +1,286 @@
+//! int8 micro-kernels: one `R` x 64 tile of int32 dot products over the whole (padded) K, for
+//! each ISA. Owns the inner loops only: no zero-point handling, no epilogue, no blocking.
+//!
+//! Contract of every micro-kernel `(kg, a, a_rs, b, tile)`:
+//! - `kg` K-groups of 4; `b` points at a packed weight panel (see `pack.rs`), 256 bytes per group;
+//! - activation row `r` (r < R) has its 4 bytes of group `g` at `a + r * a_rs + 4 * g`
+//!   (so `a` may be the caller's row-major matrix when K % 4 == 0, or a zero-padded copy);
+//! - `tile` receives R rows of 64 int32, row stride 64; it is written, never read.
+//!
+//! Semantics: `Scalar` and `Avx512Vnni` are exact int32 dot products. `Avx2` and `Avx512` use
+//! `vpmaddubsw`, which sums each *pair* of u8 x s8 products into an int16 **with signed
+//! saturation** before `vpmaddwd` widens to int32: a pair (a0*b0 + a1*b1) outside
+//! [-32768, 32767] is clamped. That is the real instruction behaviour and it is kept on purpose
+//! (it is why `reduce_range` 7-bit weights exist); [`crate::reference`] has a scalar emulation.
+
+use super::pack::NR;
+use crate::isa::Isa;
+
+/// Rows per tile for the given ISA.
+pub(crate) fn mr(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512Vnni => 6,
+        _ => 4,
+    }
+}
+
+/// Runs the micro-kernel of `isa` for `rows` (1..=mr(isa)) rows.
+///
+/// # Safety
+/// `isa` must be supported by the CPU (guaranteed by holding a `Kernel`); the pointers must be
+/// valid for the reads/writes described in the module contract.
+pub(crate) unsafe fn run(
+    isa: Isa,
+    rows: usize,
+    kg: usize,
+    a: *const u8,
+    a_rs: usize,
+    b: *const i8,
+    tile: *mut i32,
+) {
+    macro_rules! by_rows {
+        ($f:ident, $($r:literal),*) => {
+            match rows { $($r => $f::<$r>(kg, a, a_rs, b, tile),)* _ => unreachable!("rows {rows}") }
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
+    use x86::{avx2, avx512bw, vnni};
+    match isa {
+        Isa::Scalar => by_rows!(scalar, 1, 2, 3, 4),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => by_rows!(avx2, 1, 2, 3, 4),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => by_rows!(avx512bw, 1, 2, 3, 4),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => by_rows!(vnni, 1, 2, 3, 4, 5, 6),
+        #[allow(unreachable_patterns)]
+        _ => by_rows!(scalar, 1, 2, 3, 4),
+    }
+}
+
+/// Portable exact kernel (same results as VNNI).
+unsafe fn scalar<const R: usize>(
+    kg: usize,
+    a: *const u8,
+    a_rs: usize,
+    b: *const i8,
+    tile: *mut i32,
+) {
+    let mut acc = [[0i32; NR]; R];
+    for g in 0..kg {
+        let bg = b.add(g * NR * 4);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let ar = a.add(r * a_rs + 4 * g);
+            let av = [
+                *ar as i32,
+                *ar.add(1) as i32,
+                *ar.add(2) as i32,
+                *ar.add(3) as i32,
+            ];
+            for (j, c) in row.iter_mut().enumerate() {
+                let bj = bg.add(4 * j);
+                let mut s = 0i32;
+                for (t, &x) in av.iter().enumerate() {
+                    s += x * (*bj.add(t) as i32);
+                }
+                *c = c.wrapping_add(s);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        std::ptr::copy_nonoverlapping(row.as_ptr(), tile.add(r * NR), NR);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn bcast4(p: *const u8) -> i32 {
+        std::ptr::read_unaligned(p as *const i32)
+    }
+
+    /// VNNI body: R x 4 zmm accumulators, 4 weight loads and R dword broadcasts per K-group.
+    #[inline(always)]
+    unsafe fn vnni_body<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+        let mut bp = b;
+        let mut ap = a;
+        for _ in 0..kg {
+            let b0 = _mm512_loadu_si512(bp as *const _);
+            let b1 = _mm512_loadu_si512(bp.add(64) as *const _);
+            let b2 = _mm512_loadu_si512(bp.add(128) as *const _);
+            let b3 = _mm512_loadu_si512(bp.add(192) as *const _);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(bcast4(ap.add(r * a_rs)));
+                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
+                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+                acc_r[2] = _mm512_dpbusd_epi32(acc_r[2], av, b2);
+                acc_r[3] = _mm512_dpbusd_epi32(acc_r[3], av, b3);
+            }
+            bp = bp.add(4 * NR);
+            ap = ap.add(4);
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (c, v) in acc_r.iter().enumerate() {
+                _mm512_storeu_si512(tile.add(r * NR + 16 * c) as *mut _, *v);
+            }
+        }
+    }
+
+    /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
+    /// chains hide the instruction latency; summed at the end (exact integer sums, same result).
+    #[inline(always)]
+    unsafe fn vnni_gemv_body(kg: usize, a: *const u8, b: *const i8, tile: *mut i32) {
+        let mut x = [_mm512_setzero_si512(); 4];
+        let mut y = [_mm512_setzero_si512(); 4];
+        let mut bp = b;
+        let mut ap = a;
+        let mut g = 0;
+        while g + 2 <= kg {
+            let a0 = _mm512_set1_epi32(bcast4(ap));
+            let a1 = _mm512_set1_epi32(bcast4(ap.add(4)));
+            for c in 0..4 {
+                x[c] =
+                    _mm512_dpbusd_epi32(x[c], a0, _mm512_loadu_si512(bp.add(64 * c) as *const _));
+                y[c] = _mm512_dpbusd_epi32(
+                    y[c],
+                    a1,
+                    _mm512_loadu_si512(bp.add(256 + 64 * c) as *const _),
+                );
+            }
+            bp = bp.add(8 * NR);
+            ap = ap.add(8);
+            g += 2;
+        }
+        if g < kg {
+            let a0 = _mm512_set1_epi32(bcast4(ap));
+            for c in 0..4 {
+                x[c] =
+                    _mm512_dpbusd_epi32(x[c], a0, _mm512_loadu_si512(bp.add(64 * c) as *const _));
+            }
+        }
+        for c in 0..4 {
+            _mm512_storeu_si512(tile.add(16 * c) as *mut _, _mm512_add_epi32(x[c], y[c]));
+        }
+    }
+
+    /// SAFETY (all entry points below): callers (`super::run`) hold a `Kernel` proving the
+    /// features; pointer validity is the module contract.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn vnni<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        if R == 1 {
+            vnni_gemv_body(kg, a, b, tile)
+        } else {
+            vnni_body::<R>(kg, a, a_rs, b, tile)
+        }
+    }
+
+    /// AVX-512BW body without VNNI: `vpmaddubsw` (saturating int16 pairs) + `vpmaddwd` by ones.
+    #[inline(always)]
+    unsafe fn avx512bw_body<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        let ones = _mm512_set1_epi16(1);
+        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+        let mut bp = b;
+        let mut ap = a;
+        for _ in 0..kg {
+            let bv = [
+                _mm512_loadu_si512(bp as *const _),
+                _mm512_loadu_si512(bp.add(64) as *const _),
+                _mm512_loadu_si512(bp.add(128) as *const _),
+                _mm512_loadu_si512(bp.add(192) as *const _),
+            ];
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(bcast4(ap.add(r * a_rs)));
+                for c in 0..4 {
+                    let p16 = _mm512_maddubs_epi16(av, bv[c]);
+                    acc_r[c] = _mm512_add_epi32(acc_r[c], _mm512_madd_epi16(p16, ones));
+                }
+            }
+            bp = bp.add(4 * NR);
+            ap = ap.add(4);
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (c, v) in acc_r.iter().enumerate() {
+                _mm512_storeu_si512(tile.add(r * NR + 16 * c) as *mut _, *v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn avx512bw<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        avx512bw_body::<R>(kg, a, a_rs, b, tile)
+    }
+
+    /// AVX2 body: the 64-column panel in four 16-column passes of 2 ymm accumulators per row.
+    #[inline(always)]
+    unsafe fn avx2_body<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        for chunk in 0..4 {
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            let mut bp = b.add(chunk * 64);
+            let mut ap = a;
+            for _ in 0..kg {
+                let b0 = _mm256_loadu_si256(bp as *const __m256i);
+                let b1 = _mm256_loadu_si256(bp.add(32) as *const __m256i);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_epi32(bcast4(ap.add(r * a_rs)));
+                    let p0 = _mm256_maddubs_epi16(av, b0);
+                    let p1 = _mm256_maddubs_epi16(av, b1);
+                    acc_r[0] = _mm256_add_epi32(acc_r[0], _mm256_madd_epi16(p0, ones));
+                    acc_r[1] = _mm256_add_epi32(acc_r[1], _mm256_madd_epi16(p1, ones));
+                }
+                bp = bp.add(4 * NR);
+                ap = ap.add(4);
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                let t = tile.add(r * NR + chunk * 16);
+                _mm256_storeu_si256(t as *mut __m256i, acc_r[0]);
+                _mm256_storeu_si256(t.add(8) as *mut __m256i, acc_r[1]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        avx2_body::<R>(kg, a, a_rs, b, tile)
+    }
+}

@@ -1,0 +1,400 @@
+//! int8 GEMM: u8 activations x s8 prepacked weights -> int32, with a fused epilogue
+//! (bias, requantization to u8/s8, dequantization to f32, or raw int32).
+//! Owns the public GEMM API and the blocked driver; the inner loops are in `micro.rs`, the
+//! epilogue arithmetic in `epilogue.rs`, the weight layout in `pack.rs`.
+//!
+//! Zero points: with activation zero point `za` and weight zero point `zb`,
+//! `sum_k (a-za)(b-zb) = sum ab - zb*rowsum(a) - za*colsum(b) + K*za*zb`. Column sums come from
+//! [`PackedB`]; row sums are computed only when `zb != 0`. s8 activations go through the +128
+//! shift: see [`shift_s8_to_u8`].
+//!
+//! Saturation: on `Isa::Avx2` and `Isa::Avx512` the products go through `vpmaddubsw`, whose
+//! int16 pair sums saturate (255*127*2 = 64770 > 32767). Results then differ from the exact ones
+//! unless the weights are 7-bit (`reduce_range`, |w| <= 64) or activations are < 128. This is
+//! the hardware's behaviour, kept and documented, not a bug to be fixed here.
+
+mod epilogue;
+mod micro;
+mod pack;
+
+pub(crate) use epilogue::requant_one;
+pub use pack::{PackedB, WeightLayout, NR};
+
+use crate::error::{bad, check_matrix, KernelError};
+use crate::isa::{Isa, Kernel};
+use epilogue::{EpiPlan, OutPtr};
+use rayon::prelude::*;
+
+/// A row-major u8 activation matrix: `rows` x K (K is taken from the [`PackedB`]), row stride `ld`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatrixU8<'a> {
+    /// Elements; row `i` starts at `i * ld`.
+    pub data: &'a [u8],
+    /// M.
+    pub rows: usize,
+    /// Row stride in elements (>= K).
+    pub ld: usize,
+    /// Activation zero point, in [0, 255] (or [128, 383] after the s8 +128 shift).
+    pub zero_point: i32,
+}
+
+/// A requantization (or dequantization) multiplier, per tensor or per output channel.
+#[derive(Debug, Clone, Copy)]
+pub enum Scale<'a> {
+    /// One multiplier for all columns.
+    PerTensor(f32),
+    /// One multiplier per output column (length N).
+    PerChannel(&'a [f32]),
+}
+
+/// What happens to each int32 accumulator before it is stored.
+///
+/// With `v = sum_k (a-za)(b-zb) + bias[j]` (int32, wrapping):
+/// - `OutputSlice::I32`: `v` (scale, zero point and clamp ignored);
+/// - `OutputSlice::U8` / `I8`: `q = clamp(round_half_even(min(max(v as f32 * mult[j], -2^24), 2^24)) + out_zero_point, lo, hi)`
+///   where `mult = s_a * s_w[j] / s_out` is one f32 multiply rounded to nearest-even, rounding is
+///   half to even as ONNX QuantizeLinear, and `[lo, hi]` is the type range intersected with `clamp`
+///   (fold ReLU as `clamp = (zp_out, 255)`); multipliers must be finite;
+/// - `OutputSlice::F32`: `v as f32 * scale[j] + f32_bias[j]` (multiply then add, no FMA): dynamic
+///   quantization's dequantized output.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// int32 bias per output column (length N), scale `s_a * s_w`, zero point 0.
+    pub bias: Option<&'a [i32]>,
+    /// Requantization multiplier (U8/I8) or dequantization scale (F32).
+    pub scale: Scale<'a>,
+    /// Output zero point (U8/I8 only).
+    pub out_zero_point: i32,
+    /// Extra clamp in the quantized output domain, inclusive (U8/I8 only).
+    pub clamp: Option<(i32, i32)>,
+    /// f32 bias added after dequantization (F32 only, length N).
+    pub f32_bias: Option<&'a [f32]>,
+}
+
+impl<'a> Epilogue<'a> {
+    /// Raw int32 output with zero-point correction only.
+    pub fn raw() -> Epilogue<'static> {
+        Epilogue {
+            bias: None,
+            scale: Scale::PerTensor(1.0),
+            out_zero_point: 0,
+            clamp: None,
+            f32_bias: None,
+        }
+    }
+    /// Requantize with `scale` and output zero point `zp`.
+    pub fn requant(scale: Scale<'a>, zp: i32) -> Epilogue<'a> {
+        Epilogue {
+            bias: None,
+            scale,
+            out_zero_point: zp,
+            clamp: None,
+            f32_bias: None,
+        }
+    }
+    /// Adds an int32 bias.
+    pub fn with_bias(mut self, bias: &'a [i32]) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+    /// Adds an output clamp (quantized domain, inclusive).
+    pub fn with_clamp(mut self, lo: i32, hi: i32) -> Self {
+        self.clamp = Some((lo, hi));
+        self
+    }
+    /// Adds an f32 bias (F32 output).
+    pub fn with_f32_bias(mut self, b: &'a [f32]) -> Self {
+        self.f32_bias = Some(b);
+        self
+    }
+}
+
+/// The output matrix (row-major, row stride `ldc` given to the call), typed by what the epilogue stores.
+#[derive(Debug)]
+pub enum OutputSlice<'a> {
+    /// Requantized u8.
+    U8(&'a mut [u8]),
+    /// Requantized s8.
+    I8(&'a mut [i8]),
+    /// Raw int32 accumulators (zero-point corrected, plus bias).
+    I32(&'a mut [i32]),
+    /// Dequantized f32.
+    F32(&'a mut [f32]),
+}
+
+impl OutputSlice<'_> {
+    fn len(&self) -> usize {
+        match self {
+            OutputSlice::U8(s) => s.len(),
+            OutputSlice::I8(s) => s.len(),
+            OutputSlice::I32(s) => s.len(),
+            OutputSlice::F32(s) => s.len(),
+        }
+    }
+    fn ptr(&mut self) -> OutPtr {
+        match self {
+            OutputSlice::U8(s) => OutPtr::U8(s.as_mut_ptr()),
+            OutputSlice::I8(s) => OutPtr::I8(s.as_mut_ptr()),
+            OutputSlice::I32(s) => OutPtr::I32(s.as_mut_ptr()),
+            OutputSlice::F32(s) => OutPtr::F32(s.as_mut_ptr()),
+        }
+    }
+}
+
+/// Converts s8 activations to u8 by adding 128 (a bit flip). Use the result with
+/// `zero_point = za_s8 + 128`: `(a + 128) - (za + 128) = a - za`, so results are unchanged
+/// (except for the `Avx2`/`Avx512` saturation, which sees the shifted bytes).
+pub fn shift_s8_to_u8(src: &[i8], dst: &mut [u8]) -> Result<(), KernelError> {
+    if src.len() != dst.len() {
+        return Err(bad(format!(
+            "shift_s8_to_u8: src has {} elements, dst {}",
+            src.len(),
+            dst.len()
+        )));
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = (*s as u8) ^ 0x80;
+    }
+    Ok(())
+}
+
+/// Raw pointer wrapper so disjoint output tiles can be written from rayon workers.
+#[derive(Clone, Copy)]
+struct SendOut(OutPtr);
+// SAFETY: every work item writes a disjoint set of output rows x columns (see `gemm_u8s8`).
+unsafe impl Send for SendOut {}
+unsafe impl Sync for SendOut {}
+
+#[repr(C, align(64))]
+struct Tile([i32; 6 * NR]);
+
+/// One work item: rows [m0, m1) x panels [p0, p1).
+#[derive(Clone, Copy)]
+struct Item {
+    m0: usize,
+    m1: usize,
+    p0: usize,
+    p1: usize,
+}
+
+/// Splits the output into work items. The split never changes the result: each output element
+/// is computed by exactly one micro-kernel call over the full K with the same instruction
+/// sequence, whichever thread runs it.
+fn plan_items(m: usize, panels: usize, kp: usize, mr: usize, threads: usize) -> Vec<Item> {
+    let l2_rows = ((256 * 1024) / kp.max(1)).max(mr) / mr * mr;
+    let mut n_chunks = 1;
+    let mut m_blocks = m.div_ceil(l2_rows).max(1);
+    if threads > 1 {
+        n_chunks = panels.min(threads);
+        let want = (2 * threads).div_ceil(n_chunks);
+        let max_blocks = m.div_ceil(mr).max(1);
+        m_blocks = m_blocks.max(want).min(max_blocks);
+        if n_chunks < threads && m_blocks > 1 {
+            m_blocks = (m_blocks.div_ceil(threads) * threads).min(max_blocks);
+        }
+    }
+    let mc = m.div_ceil(m_blocks).div_ceil(mr) * mr;
+    let pc = panels.div_ceil(n_chunks);
+    let mut items = Vec::new();
+    let mut p0 = 0;
+    while p0 < panels {
+        let p1 = (p0 + pc).min(panels);
+        let mut m0 = 0;
+        while m0 < m {
+            let m1 = (m0 + mc).min(m);
+            items.push(Item { m0, m1, p0, p1 });
+            m0 = m1;
+        }
+        p0 = p1;
+    }
+    items
+}
+
+/// int8 GEMM with fused epilogue: `out[i][j] = epilogue(sum_k (a[i][k]-za) * (b[k][j]-zb))`.
+///
+/// Runs on the current rayon pool (call inside `pool.install(..)` to choose the thread count);
+/// results are bit-identical for any thread count. Every output element is written; `out` must
+/// hold `m` rows of stride `ldc >= N`.
+///
+/// Errors (never panics) on: buffers too small, `ldc < N`, bias/scale lengths != N, zero points
+/// out of range, `clamp` empty or outside the output type.
+pub fn gemm_u8s8(
+    kernel: &Kernel,
+    a: MatrixU8<'_>,
+    b: &PackedB,
+    ep: &Epilogue<'_>,
+    mut out: OutputSlice<'_>,
+    ldc: usize,
+) -> Result<(), KernelError> {
+    let (m, n, k) = (a.rows, b.n, b.k);
+    check_matrix("gemm_u8s8 A", a.data.len(), m, k, a.ld)?;
+    check_matrix("gemm_u8s8 output", out.len(), m, n, ldc)?;
+    if !(0..=383).contains(&a.zero_point) {
+        return Err(bad(format!(
+            "gemm_u8s8: activation zero point {} outside [0, 383]",
+            a.zero_point
+        )));
+    }
+    if let Some(bias) = ep.bias {
+        if bias.len() != n {
+            return Err(bad(format!(
+                "gemm_u8s8: bias has {} values, N = {n}",
+                bias.len()
+            )));
+        }
+    }
+    if let Some(fb) = ep.f32_bias {
+        if fb.len() != n {
+            return Err(bad(format!(
+                "gemm_u8s8: f32 bias has {} values, N = {n}",
+                fb.len()
+            )));
+        }
+    }
+    let scale: Vec<f32> = match ep.scale {
+        Scale::PerTensor(s) => vec![s; n],
+        Scale::PerChannel(s) => {
+            if s.len() != n {
+                return Err(bad(format!(
+                    "gemm_u8s8: per-channel scale has {} values, N = {n}",
+                    s.len()
+                )));
+            }
+            s.to_vec()
+        }
+    };
+    let (tlo, thi) = match out {
+        OutputSlice::U8(_) => (0, 255),
+        OutputSlice::I8(_) => (-128, 127),
+        _ => (i32::MIN, i32::MAX),
+    };
+    let (lo, hi) = match ep.clamp {
+        Some((l, h)) => (l.max(tlo), h.min(thi)),
+        None => (tlo, thi),
+    };
+    if lo > hi {
+        return Err(bad(format!(
+            "gemm_u8s8: clamp {:?} is empty for this output type",
+            ep.clamp
+        )));
+    }
+    if matches!(out, OutputSlice::U8(_) | OutputSlice::I8(_))
+        && !(tlo..=thi).contains(&ep.out_zero_point)
+    {
+        return Err(bad(format!(
+            "gemm_u8s8: output zero point {} outside the output type range",
+            ep.out_zero_point
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+
+    let (za, zb) = (a.zero_point, b.zero_point);
+    let kzz = (k as i32).wrapping_mul(za).wrapping_mul(zb);
+    let colterm: Vec<i32> = (0..n)
+        .map(|j| {
+            ep.bias
+                .map_or(0, |bb| bb[j])
+                .wrapping_sub(za.wrapping_mul(b.col_sums[j]))
+                .wrapping_add(kzz)
+        })
+        .collect();
+    let rowterm: Vec<i32> = if zb != 0 {
+        (0..m)
+            .map(|i| {
+                let s: i32 = a.data[i * a.ld..i * a.ld + k]
+                    .iter()
+                    .map(|&x| x as i32)
+                    .sum();
+                zb.wrapping_neg().wrapping_mul(s)
+            })
+            .collect()
+    } else {
+        vec![0; m]
+    };
+    let plan = EpiPlan {
+        colterm: &colterm,
+        scale: &scale,
+        fbias: ep.f32_bias,
+        zp: ep.out_zero_point,
+        lo,
+        hi,
+    };
+
+    let isa = kernel.isa();
+    let mr = micro::mr(isa);
+    let kp = b.kp;
+    let direct = k % 4 == 0;
+    let threads = rayon::current_num_threads();
+    let items = plan_items(m, b.panels(), kp, mr, threads);
+    let outp = SendOut(out.ptr());
+
+    let run_item = |it: &Item| {
+        let outp = outp;
+        let padded: Vec<u8> = if direct {
+            Vec::new()
+        } else {
+            let mut buf = vec![0u8; (it.m1 - it.m0) * kp];
+            for i in it.m0..it.m1 {
+                buf[(i - it.m0) * kp..(i - it.m0) * kp + k]
+                    .copy_from_slice(&a.data[i * a.ld..i * a.ld + k]);
+            }
+            buf
+        };
+        let (abase, a_rs) = if direct {
+            (a.data[it.m0 * a.ld..].as_ptr(), a.ld)
+        } else {
+            (padded.as_ptr(), kp)
+        };
+        let mut tile = Tile([0; 6 * NR]);
+        for p in it.p0..it.p1 {
+            let bp = b.panel_ptr(p);
+            let j0 = p * NR;
+            let nc = NR.min(n - j0);
+            let mut i = it.m0;
+            while i < it.m1 {
+                let rows = mr.min(it.m1 - i);
+                // SAFETY: the Kernel proves `isa`; A rows i..i+rows are in bounds for kp bytes
+                // (direct: kp == k and check_matrix; padded: buffer of kp per row); the panel
+                // holds kp/4 groups of 256 bytes; the tile holds 6 x 64.
+                unsafe {
+                    micro::run(
+                        isa,
+                        rows,
+                        kp / 4,
+                        abase.add((i - it.m0) * a_rs),
+                        a_rs,
+                        bp,
+                        tile.0.as_mut_ptr(),
+                    );
+                    for r in 0..rows {
+                        let o = outp.0.add((i + r) * ldc + j0);
+                        epilogue::row(
+                            isa,
+                            &plan,
+                            tile.0.as_ptr().add(r * NR),
+                            rowterm[i + r],
+                            j0,
+                            nc,
+                            o,
+                        );
+                    }
+                }
+                i += rows;
+            }
+        }
+    };
+    if items.len() == 1 || threads == 1 {
+        items.iter().for_each(run_item);
+    } else {
+        items.par_iter().for_each(run_item);
+    }
+    Ok(())
+}
+
+/// Which semantics an ISA's int8 GEMM has: `true` if exact, `false` if it saturates int16 pairs
+/// like `vpmaddubsw` (`Avx2`, `Avx512`).
+pub fn gemm_u8s8_is_exact(isa: Isa) -> bool {
+    matches!(isa, Isa::Scalar | Isa::Avx512Vnni)
+}

@@ -1,0 +1,134 @@
+//! Weight prepacking for the int8 GEMM: the layout every int8 micro-kernel reads.
+//! Owns `PackedB`; no SIMD code.
+//!
+//! Layout: N is split into panels of [`NR`] = 64 columns (the last one zero-padded); K is padded
+//! with zeros to a multiple of 4 (`kp`). Panel `p` occupies `kp * 64` bytes, stored K-group-major:
+//! for K-group `g` (k = 4g..4g+3) there are 64 dwords, dword `j` holding the 4 consecutive K
+//! values of column `64p + j`. One 64-byte load is 16 columns x 4 K values: exactly the
+//! `vpdpbusd` / `vpmaddubsw`+`vpmaddwd` operand against a broadcast dword of 4 activation bytes.
+
+use crate::aligned::AlignedBytes;
+use crate::error::{bad, KernelError};
+
+/// Columns per packed weight panel (4 zmm of 16 int32 lanes).
+pub const NR: usize = 64;
+
+/// How the caller's weight matrix is laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Row-major K x N (`b[k * n + j]`): ONNX MatMul's B.
+    KxN,
+    /// Row-major N x K (`b[j * k + kk]`): ONNX Gemm with transB, and OHWI convolution weights.
+    NxK,
+}
+
+/// int8 weights prepacked once for [`crate::gemm_u8s8`], with their column sums.
+///
+/// The layout is the same for every ISA, so one `PackedB` serves any [`crate::Kernel`].
+#[derive(Clone)]
+pub struct PackedB {
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) kp: usize,
+    pub(crate) data: AlignedBytes,
+    pub(crate) col_sums: Vec<i32>,
+    pub(crate) zero_point: i32,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedB")
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .field("zero_point", &self.zero_point)
+            .finish()
+    }
+}
+
+impl PackedB {
+    /// Packs a `k` x `n` int8 weight matrix given in `layout`, with weight zero point `zero_point`
+    /// (per tensor, in [-128, 127]; 0 for the usual symmetric weights).
+    ///
+    /// Errors if `b.len() != k * n` or the zero point is out of range.
+    pub fn new(
+        k: usize,
+        n: usize,
+        b: &[i8],
+        layout: WeightLayout,
+        zero_point: i32,
+    ) -> Result<PackedB, KernelError> {
+        let kn = k
+            .checked_mul(n)
+            .ok_or_else(|| bad("PackedB: k * n overflows"))?;
+        if b.len() != kn {
+            return Err(bad(format!(
+                "PackedB: weights have {} elements, expected k*n = {k}*{n} = {kn}",
+                b.len()
+            )));
+        }
+        if !(-128..=127).contains(&zero_point) {
+            return Err(bad(format!(
+                "PackedB: weight zero point {zero_point} outside [-128, 127]"
+            )));
+        }
+        let kp = k.div_ceil(4) * 4;
+        let panels = n.div_ceil(NR);
+        let mut data = AlignedBytes::zeroed(panels * kp * NR);
+        let mut col_sums = vec![0i32; n];
+        let at = |kk: usize, j: usize| -> i8 {
+            match layout {
+                WeightLayout::KxN => b[kk * n + j],
+                WeightLayout::NxK => b[j * k + kk],
+            }
+        };
+        {
+            let d = data.as_mut_slice();
+            for p in 0..panels {
+                let base = p * kp * NR;
+                for j in 0..NR.min(n - p * NR) {
+                    let col = p * NR + j;
+                    let mut s = 0i32;
+                    for kk in 0..k {
+                        let v = at(kk, col);
+                        s += v as i32;
+                        d[base + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
+                    }
+                    col_sums[col] = s;
+                }
+            }
+        }
+        Ok(PackedB {
+            k,
+            n,
+            kp,
+            data,
+            col_sums,
+            zero_point,
+        })
+    }
+
+    /// Reduction length K.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Number of output columns N.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Weight zero point.
+    pub fn zero_point(&self) -> i32 {
+        self.zero_point
+    }
+    /// Sum over K of each column's raw int8 weights (length N).
+    pub fn col_sums(&self) -> &[i32] {
+        &self.col_sums
+    }
+    /// Number of 64-column panels.
+    pub(crate) fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+    /// Raw packed bytes of panel `p`.
+    pub(crate) fn panel_ptr(&self, p: usize) -> *const i8 {
+        self.data.as_slice()[p * self.kp * NR..].as_ptr() as *const i8
+    }
+}

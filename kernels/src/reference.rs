@@ -1,0 +1,85 @@
+//! Reference (oracle) implementations: obviously-correct loops on unpacked data. Tests compare
+//! every SIMD path against these. They share no code with the packed kernels except the one-line
+//! scalar requantization rule, which *is* the specification.
+
+use crate::gemm_u8s8::requant_one;
+
+/// Exact int32 GEMM: `c[i][j] = sum_k (a[i][k]-za) * (b[k][j]-zb)`, A row-major M x K, B row-major K x N.
+pub fn gemm_u8s8_i32(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[u8],
+    za: i32,
+    b: &[i8],
+    zb: i32,
+) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0i32;
+            for kk in 0..k {
+                s = s.wrapping_add((a[i * k + kk] as i32 - za) * (b[kk * n + j] as i32 - zb));
+            }
+            c[i * n + j] = s;
+        }
+    }
+    c
+}
+
+/// `vpmaddubsw` emulation: raw products of u8 `a` and s8 `b`, summed in pairs (k = 2p, 2p+1)
+/// with int16 saturation, then in int32; zero points applied afterwards exactly as the packed
+/// kernels do (column/row sums), so this equals what the `Avx2`/`Avx512` paths compute.
+pub fn gemm_u8s8_i32_saturating(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[u8],
+    za: i32,
+    b: &[i8],
+    zb: i32,
+) -> Vec<i32> {
+    let mut c = vec![0i32; m * n];
+    for i in 0..m {
+        let rowsum: i32 = (0..k).map(|kk| a[i * k + kk] as i32).sum();
+        for j in 0..n {
+            let mut s = 0i32;
+            let mut kk = 0;
+            while kk < k {
+                let p0 = a[i * k + kk] as i32 * b[kk * n + j] as i32;
+                let p1 = if kk + 1 < k {
+                    a[i * k + kk + 1] as i32 * b[(kk + 1) * n + j] as i32
+                } else {
+                    0
+                };
+                s = s.wrapping_add((p0 + p1).clamp(-32768, 32767));
+                kk += 2;
+            }
+            let colsum: i32 = (0..k).map(|kk| b[kk * n + j] as i32).sum();
+            c[i * n + j] = s - zb * rowsum - za * colsum + (k as i32) * za * zb;
+        }
+    }
+    c
+}
+
+/// Requantizes int32 values per the documented rule (see [`crate::Epilogue`]):
+/// `clamp(round_half_even(clamp(v * mult[j], ±2^24)) + zp, lo, hi)`, columns `j = idx % n`.
+pub fn requantize_i32(
+    acc: &[i32],
+    n: usize,
+    bias: Option<&[i32]>,
+    mult: &[f32],
+    zp: i32,
+    lo: i32,
+    hi: i32,
+) -> Vec<i32> {
+    acc.iter()
+        .enumerate()
+        .map(|(idx, &v)| {
+            let j = idx % n;
+            let v = v.wrapping_add(bias.map_or(0, |b| b[j]));
+            let mj = if mult.len() == 1 { mult[0] } else { mult[j] };
+            requant_one(v, mj, zp, lo, hi)
+        })
+        .collect()
+}
