@@ -12,6 +12,9 @@
 //! - int8 GEMM: [`PackedB::new`] (prepack weights once, [`WeightLayout`]),
 //!   [`gemm_u8s8`] (u8 x s8 -> fused [`Epilogue`] -> [`OutputSlice`] u8/s8/i32/f32),
 //!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
+//! - Element-wise int8: [`quantize_u8`], [`quantize_i8`], [`dequantize_u8`], [`dequantize_i8`],
+//!   [`requantize_u8`], [`requantize_i8`], [`min_max`], [`dynamic_qparams_u8`],
+//!   [`dynamic_quantize_u8`] (ONNX DynamicQuantizeLinear), [`QParams`].
 //! - Oracles: [`reference`] (triple-loop GEMM, saturating emulation, requantization rule).
 //!
 //! Every public function validates its arguments and returns `Result<_, KernelError>`; none
@@ -24,6 +27,7 @@ mod aligned;
 mod error;
 mod gemm_u8s8;
 mod isa;
+mod quantize;
 pub mod reference;
 
 pub use error::KernelError;
@@ -32,3 +36,7 @@ pub use gemm_u8s8::{
     WeightLayout, NR,
 };
 pub use isa::{Isa, Kernel};
+pub use quantize::{
+    dequantize_i8, dequantize_u8, dynamic_qparams_u8, dynamic_quantize_u8, min_max, quantize_i8,
+    quantize_u8, requantize_i8, requantize_u8, QParams,
+};
