@@ -3,4 +3,5 @@
 //! Pipeline: `frontend::onnx` (load) -> `passes` (bind shapes, fold constants, ...) ->
 //! `reference` (the oracle interpreter). See docs/ARCHITECTURE.md for the map.
 
+pub mod frontend;
 pub mod reference;
