@@ -12,6 +12,8 @@
 //! - int8 GEMM: [`PackedB::new`] (prepack weights once, [`WeightLayout`]),
 //!   [`gemm_u8s8`] (u8 x s8 -> fused [`Epilogue`] -> [`OutputSlice`] u8/s8/i32/f32),
 //!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
+//! - int8 convolution (NHWC, OHWI weights): [`ConvGeometry`], [`PackedConv::new`],
+//!   [`conv2d_u8s8`] (1x1 as GEMM, kxk via im2col, groups, dedicated depthwise kernel), [`TensorU8`].
 //! - Element-wise int8: [`quantize_u8`], [`quantize_i8`], [`dequantize_u8`], [`dequantize_i8`],
 //!   [`requantize_u8`], [`requantize_i8`], [`min_max`], [`dynamic_qparams_u8`],
 //!   [`dynamic_quantize_u8`] (ONNX DynamicQuantizeLinear), [`QParams`].
@@ -24,12 +26,15 @@
 #![warn(missing_docs)]
 
 mod aligned;
+mod conv;
+mod depthwise;
 mod error;
 mod gemm_u8s8;
 mod isa;
 mod quantize;
 pub mod reference;
 
+pub use conv::{conv2d_u8s8, ConvGeometry, PackedConv, TensorU8};
 pub use error::KernelError;
 pub use gemm_u8s8::{
     gemm_u8s8, gemm_u8s8_is_exact, shift_s8_to_u8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale,

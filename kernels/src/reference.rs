@@ -83,3 +83,54 @@ pub fn requantize_i32(
         })
         .collect()
 }
+
+/// Direct convolution oracle, NHWC input (`batch x h x w x c_in`), OHWI weights
+/// (`c_out x kh x kw x c_in/groups`), exact int32 `sum (x - zx)(w - zw)` with out-of-bounds taps
+/// contributing 0 (they read the zero point). Returns (NHWC int32 output, out_h, out_w).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_u8s8_i32(
+    x: &[u8],
+    (batch, h, w, c_in): (usize, usize, usize, usize),
+    zx: i32,
+    wt: &[i8],
+    c_out: usize,
+    zw: i32,
+    geom: &crate::ConvGeometry,
+) -> (Vec<i32>, usize, usize) {
+    let (kh, kw) = geom.kernel;
+    let (sh, sw) = geom.stride;
+    let (dh, dw) = geom.dilation;
+    let g = geom.groups;
+    let (cig, cog) = (c_in / g, c_out / g);
+    let oh = (h + geom.pads[0] + geom.pads[2] - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (w + geom.pads[1] + geom.pads[3] - dw * (kw - 1) - 1) / sw + 1;
+    let mut out = vec![0i32; batch * oh * ow * c_out];
+    for b in 0..batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for oc in 0..c_out {
+                    let gi = oc / cog;
+                    let mut s = 0i32;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
+                            let ix = (ox * sw + kx * dw) as isize - geom.pads[1] as isize;
+                            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                continue;
+                            }
+                            for ci in 0..cig {
+                                let xv = x[((b * h + iy as usize) * w + ix as usize) * c_in
+                                    + gi * cig
+                                    + ci] as i32;
+                                let wv = wt[((oc * kh + ky) * kw + kx) * cig + ci] as i32;
+                                s += (xv - zx) * (wv - zw);
+                            }
+                        }
+                    }
+                    out[((b * oh + oy) * ow + ox) * c_out + oc] = s;
+                }
+            }
+        }
+    }
+    (out, oh, ow)
+}

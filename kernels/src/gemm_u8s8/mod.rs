@@ -17,12 +17,11 @@ mod epilogue;
 mod micro;
 mod pack;
 
-pub(crate) use epilogue::requant_one;
+pub(crate) use epilogue::{requant_one, row as epilogue_row, EpiPlan, OutPtr};
 pub use pack::{PackedB, WeightLayout, NR};
 
 use crate::error::{bad, check_matrix, KernelError};
 use crate::isa::{Isa, Kernel};
-use epilogue::{EpiPlan, OutPtr};
 use rayon::prelude::*;
 
 /// A row-major u8 activation matrix: `rows` x K (K is taken from the [`PackedB`]), row stride `ld`.
@@ -34,7 +33,7 @@ pub struct MatrixU8<'a> {
     pub rows: usize,
     /// Row stride in elements (>= K).
     pub ld: usize,
-    /// Activation zero point, in [0, 255] (or [128, 383] after the s8 +128 shift).
+    /// Activation zero point, in [0, 255] (an s8 zero point plus 128 after the +128 shift).
     pub zero_point: i32,
 }
 
@@ -123,7 +122,18 @@ pub enum OutputSlice<'a> {
 }
 
 impl OutputSlice<'_> {
-    fn len(&self) -> usize {
+    /// Reborrows the elements from `off` on (e.g. a column offset for a convolution group).
+    /// Returns `None` if `off` is past the end.
+    pub fn offset_mut(&mut self, off: usize) -> Option<OutputSlice<'_>> {
+        Some(match self {
+            OutputSlice::U8(s) => OutputSlice::U8(s.get_mut(off..)?),
+            OutputSlice::I8(s) => OutputSlice::I8(s.get_mut(off..)?),
+            OutputSlice::I32(s) => OutputSlice::I32(s.get_mut(off..)?),
+            OutputSlice::F32(s) => OutputSlice::F32(s.get_mut(off..)?),
+        })
+    }
+    /// Number of elements.
+    pub fn len(&self) -> usize {
         match self {
             OutputSlice::U8(s) => s.len(),
             OutputSlice::I8(s) => s.len(),
@@ -131,7 +141,11 @@ impl OutputSlice<'_> {
             OutputSlice::F32(s) => s.len(),
         }
     }
-    fn ptr(&mut self) -> OutPtr {
+    /// Whether the slice is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub(crate) fn ptr(&mut self) -> OutPtr {
         match self {
             OutputSlice::U8(s) => OutPtr::U8(s.as_mut_ptr()),
             OutputSlice::I8(s) => OutPtr::I8(s.as_mut_ptr()),
@@ -229,63 +243,13 @@ pub fn gemm_u8s8(
     let (m, n, k) = (a.rows, b.n, b.k);
     check_matrix("gemm_u8s8 A", a.data.len(), m, k, a.ld)?;
     check_matrix("gemm_u8s8 output", out.len(), m, n, ldc)?;
-    if !(0..=383).contains(&a.zero_point) {
+    if !(0..=255).contains(&a.zero_point) {
         return Err(bad(format!(
-            "gemm_u8s8: activation zero point {} outside [0, 383]",
+            "gemm_u8s8: activation zero point {} outside [0, 255]",
             a.zero_point
         )));
     }
-    if let Some(bias) = ep.bias {
-        if bias.len() != n {
-            return Err(bad(format!(
-                "gemm_u8s8: bias has {} values, N = {n}",
-                bias.len()
-            )));
-        }
-    }
-    if let Some(fb) = ep.f32_bias {
-        if fb.len() != n {
-            return Err(bad(format!(
-                "gemm_u8s8: f32 bias has {} values, N = {n}",
-                fb.len()
-            )));
-        }
-    }
-    let scale: Vec<f32> = match ep.scale {
-        Scale::PerTensor(s) => vec![s; n],
-        Scale::PerChannel(s) => {
-            if s.len() != n {
-                return Err(bad(format!(
-                    "gemm_u8s8: per-channel scale has {} values, N = {n}",
-                    s.len()
-                )));
-            }
-            s.to_vec()
-        }
-    };
-    let (tlo, thi) = match out {
-        OutputSlice::U8(_) => (0, 255),
-        OutputSlice::I8(_) => (-128, 127),
-        _ => (i32::MIN, i32::MAX),
-    };
-    let (lo, hi) = match ep.clamp {
-        Some((l, h)) => (l.max(tlo), h.min(thi)),
-        None => (tlo, thi),
-    };
-    if lo > hi {
-        return Err(bad(format!(
-            "gemm_u8s8: clamp {:?} is empty for this output type",
-            ep.clamp
-        )));
-    }
-    if matches!(out, OutputSlice::U8(_) | OutputSlice::I8(_))
-        && !(tlo..=thi).contains(&ep.out_zero_point)
-    {
-        return Err(bad(format!(
-            "gemm_u8s8: output zero point {} outside the output type range",
-            ep.out_zero_point
-        )));
-    }
+    let (scale, lo, hi) = validate_epilogue("gemm_u8s8", ep, n, &out)?;
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -325,7 +289,9 @@ pub fn gemm_u8s8(
     let isa = kernel.isa();
     let mr = micro::mr(isa);
     let kp = b.kp;
-    let direct = k % 4 == 0;
+    // Read A in place when every row has kp readable bytes (bytes beyond K meet zero weights,
+    // so their values never matter); otherwise copy rows into a zero-padded scratch.
+    let direct = k % 4 == 0 || (a.ld >= kp && a.data.len() >= (m - 1) * a.ld + kp);
     let threads = rayon::current_num_threads();
     let items = plan_items(m, b.panels(), kp, mr, threads);
     let outp = SendOut(out.ptr());
@@ -391,6 +357,68 @@ pub fn gemm_u8s8(
         items.par_iter().for_each(run_item);
     }
     Ok(())
+}
+
+/// Checks an epilogue against N and the output type; returns the per-column multipliers and the
+/// effective clamp `[lo, hi]`.
+pub(crate) fn validate_epilogue(
+    what: &str,
+    ep: &Epilogue<'_>,
+    n: usize,
+    out: &OutputSlice<'_>,
+) -> Result<(Vec<f32>, i32, i32), KernelError> {
+    if let Some(bias) = ep.bias {
+        if bias.len() != n {
+            return Err(bad(format!(
+                "{what}: bias has {} values, N = {n}",
+                bias.len()
+            )));
+        }
+    }
+    if let Some(fb) = ep.f32_bias {
+        if fb.len() != n {
+            return Err(bad(format!(
+                "{what}: f32 bias has {} values, N = {n}",
+                fb.len()
+            )));
+        }
+    }
+    let scale: Vec<f32> = match ep.scale {
+        Scale::PerTensor(s) => vec![s; n],
+        Scale::PerChannel(s) => {
+            if s.len() != n {
+                return Err(bad(format!(
+                    "{what}: per-channel scale has {} values, N = {n}",
+                    s.len()
+                )));
+            }
+            s.to_vec()
+        }
+    };
+    let (tlo, thi) = match out {
+        OutputSlice::U8(_) => (0, 255),
+        OutputSlice::I8(_) => (-128, 127),
+        _ => (i32::MIN, i32::MAX),
+    };
+    let (lo, hi) = match ep.clamp {
+        Some((l, h)) => (l.max(tlo), h.min(thi)),
+        None => (tlo, thi),
+    };
+    if lo > hi {
+        return Err(bad(format!(
+            "{what}: clamp {:?} is empty for this output type",
+            ep.clamp
+        )));
+    }
+    if matches!(out, OutputSlice::U8(_) | OutputSlice::I8(_))
+        && !(tlo..=thi).contains(&ep.out_zero_point)
+    {
+        return Err(bad(format!(
+            "{what}: output zero point {} outside the output type range",
+            ep.out_zero_point
+        )));
+    }
+    Ok((scale, lo, hi))
 }
 
 /// Which semantics an ISA's int8 GEMM has: `true` if exact, `false` if it saturates int16 pairs

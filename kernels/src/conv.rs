@@ -1,0 +1,330 @@
+//! int8 convolution in NHWC with OHWI weights: 1x1 as a direct GEMM, kxk through an im2col
+//! buffer (built in row chunks, reused), groups as one GEMM per group, depthwise through its own
+//! kernel (`depthwise.rs`). Owns the geometry and the lowering; all arithmetic is the GEMM's and
+//! the epilogue's, so the rounding and saturation rules are exactly those of [`crate::gemm_u8s8`].
+
+use crate::depthwise::{depthwise_u8s8, DepthwiseWeights};
+use crate::error::{bad, KernelError};
+use crate::gemm_u8s8::{gemm_u8s8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale, WeightLayout};
+use crate::isa::Kernel;
+
+/// Convolution geometry (2-D). ONNX Conv attributes: `kernel_shape`, `strides`, `dilations`,
+/// `pads` = [top, left, bottom, right], `group`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// (kh, kw)
+    pub kernel: (usize, usize),
+    /// (sh, sw), >= 1
+    pub stride: (usize, usize),
+    /// (dh, dw), >= 1
+    pub dilation: (usize, usize),
+    /// [top, left, bottom, right]
+    pub pads: [usize; 4],
+    /// Number of groups; C_in and C_out must be multiples of it.
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    /// A kh x kw convolution with stride 1, no padding, no dilation, one group.
+    pub fn new(kh: usize, kw: usize) -> Self {
+        ConvGeometry {
+            kernel: (kh, kw),
+            stride: (1, 1),
+            dilation: (1, 1),
+            pads: [0; 4],
+            groups: 1,
+        }
+    }
+    /// Sets the stride.
+    pub fn stride(mut self, sh: usize, sw: usize) -> Self {
+        self.stride = (sh, sw);
+        self
+    }
+    /// Sets the dilation.
+    pub fn dilation(mut self, dh: usize, dw: usize) -> Self {
+        self.dilation = (dh, dw);
+        self
+    }
+    /// Sets the same padding on all sides.
+    pub fn pad(mut self, p: usize) -> Self {
+        self.pads = [p; 4];
+        self
+    }
+    /// Sets the number of groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+
+    /// Output (height, width) for an input of `h` x `w`, or an error if the window does not fit.
+    pub fn out_size(&self, h: usize, w: usize) -> Result<(usize, usize), KernelError> {
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        let (dh, dw) = self.dilation;
+        if kh == 0 || kw == 0 || sh == 0 || sw == 0 || dh == 0 || dw == 0 || self.groups == 0 {
+            return Err(bad(format!(
+                "conv: kernel, stride, dilation and groups must be >= 1: {self:?}"
+            )));
+        }
+        let eh = dh * (kh - 1) + 1;
+        let ew = dw * (kw - 1) + 1;
+        let ph = h + self.pads[0] + self.pads[2];
+        let pw = w + self.pads[1] + self.pads[3];
+        if ph < eh || pw < ew {
+            return Err(bad(format!(
+                "conv: padded input {ph}x{pw} smaller than the dilated kernel {eh}x{ew}"
+            )));
+        }
+        Ok(((ph - eh) / sh + 1, (pw - ew) / sw + 1))
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kernel == (1, 1) && self.stride == (1, 1) && self.pads == [0; 4]
+    }
+}
+
+enum ConvImpl {
+    /// One packed GEMM weight matrix per group (N = C_out/groups, K = kh*kw*C_in/groups).
+    Gemm(Vec<PackedB>),
+    /// groups == C_in == C_out.
+    Depthwise(DepthwiseWeights),
+}
+
+/// Convolution weights prepacked once for [`conv2d_u8s8`].
+pub struct PackedConv {
+    geom: ConvGeometry,
+    c_in: usize,
+    c_out: usize,
+    imp: ConvImpl,
+}
+
+impl std::fmt::Debug for PackedConv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConv")
+            .field("geom", &self.geom)
+            .field("c_in", &self.c_in)
+            .field("c_out", &self.c_out)
+            .field("depthwise", &matches!(self.imp, ConvImpl::Depthwise(_)))
+            .finish()
+    }
+}
+
+impl PackedConv {
+    /// Packs OHWI int8 weights (`[c_out][kh][kw][c_in / groups]`) with weight zero point `w_zp`.
+    /// Depthwise (groups == c_in == c_out) selects the dedicated depthwise kernel.
+    pub fn new(
+        geom: ConvGeometry,
+        c_in: usize,
+        c_out: usize,
+        weights: &[i8],
+        w_zp: i32,
+    ) -> Result<PackedConv, KernelError> {
+        geom.out_size(
+            geom.kernel.0 * geom.dilation.0,
+            geom.kernel.1 * geom.dilation.1,
+        )?;
+        let g = geom.groups;
+        if c_in == 0 || c_out == 0 || c_in % g != 0 || c_out % g != 0 {
+            return Err(bad(format!(
+                "conv: c_in {c_in} and c_out {c_out} must be positive multiples of groups {g}"
+            )));
+        }
+        let (kh, kw) = geom.kernel;
+        let (cig, cog) = (c_in / g, c_out / g);
+        let kk = kh * kw * cig;
+        if weights.len() != c_out * kk {
+            return Err(bad(format!(
+                "conv: weights have {} elements, expected OHWI {c_out}x{kh}x{kw}x{cig} = {}",
+                weights.len(),
+                c_out * kk
+            )));
+        }
+        let imp = if g == c_in && g == c_out && g > 1 {
+            ConvImpl::Depthwise(DepthwiseWeights::new(kh, kw, c_in, weights, w_zp)?)
+        } else {
+            let mut packs = Vec::with_capacity(g);
+            for gi in 0..g {
+                let w = &weights[gi * cog * kk..(gi + 1) * cog * kk];
+                packs.push(PackedB::new(kk, cog, w, WeightLayout::NxK, w_zp)?);
+            }
+            ConvImpl::Gemm(packs)
+        };
+        Ok(PackedConv {
+            geom,
+            c_in,
+            c_out,
+            imp,
+        })
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> ConvGeometry {
+        self.geom
+    }
+    /// Input channels.
+    pub fn c_in(&self) -> usize {
+        self.c_in
+    }
+    /// Output channels.
+    pub fn c_out(&self) -> usize {
+        self.c_out
+    }
+}
+
+/// An NHWC u8 activation tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorU8<'a> {
+    /// `batch * h * w * c` elements, channels fastest.
+    pub data: &'a [u8],
+    /// N
+    pub batch: usize,
+    /// H
+    pub h: usize,
+    /// W
+    pub w: usize,
+    /// Zero point (also the padding value), in [0, 255] (s8 zero point + 128 after the shift).
+    pub zero_point: i32,
+}
+
+/// Rows of im2col built per chunk (bounds the scratch to about this many x K bytes).
+const IM2COL_ROWS: usize = 1024;
+
+/// int8 convolution, NHWC in and out, with the GEMM's fused epilogue (per output channel bias,
+/// scale and clamp indexed by the *global* output channel). Returns (out_h, out_w); the output
+/// holds `batch * out_h * out_w * c_out` elements. Padding reads the input zero point.
+pub fn conv2d_u8s8(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    w: &PackedConv,
+    ep: &Epilogue<'_>,
+    mut out: OutputSlice<'_>,
+) -> Result<(usize, usize), KernelError> {
+    let geom = w.geom;
+    let (oh, ow) = geom.out_size(x.h, x.w)?;
+    let c_in = w.c_in;
+    let need = x.batch * x.h * x.w * c_in;
+    if x.data.len() < need {
+        return Err(bad(format!(
+            "conv: input has {} elements, NHWC {}x{}x{}x{c_in} needs {need}",
+            x.data.len(),
+            x.batch,
+            x.h,
+            x.w
+        )));
+    }
+    let rows = x.batch * oh * ow;
+    let c_out = w.c_out;
+    if out.len() < rows * c_out {
+        return Err(bad(format!(
+            "conv: output has {} elements, needs {}",
+            out.len(),
+            rows * c_out
+        )));
+    }
+    if rows == 0 {
+        return Ok((oh, ow));
+    }
+    let packs = match &w.imp {
+        ConvImpl::Depthwise(dw) => {
+            depthwise_u8s8(kernel, x, dw, geom, (oh, ow), ep, out)?;
+            return Ok((oh, ow));
+        }
+        ConvImpl::Gemm(p) => p,
+    };
+    let g = geom.groups;
+    let (cig, cog) = (c_in / g, c_out / g);
+    let (kh, kw) = geom.kernel;
+    let kk = kh * kw * cig;
+    // Validate the whole epilogue once against C_out, so per-group slicing cannot fail.
+    crate::gemm_u8s8::validate_epilogue("conv2d_u8s8", ep, c_out, &out)?;
+    let mut scratch: Vec<u8> = Vec::new();
+    for (gi, pack) in packs.iter().enumerate() {
+        let c0 = gi * cog;
+        let ci0 = gi * cig;
+        let gep = Epilogue {
+            bias: ep.bias.map(|b| &b[c0..c0 + cog]),
+            scale: match ep.scale {
+                Scale::PerChannel(s) => Scale::PerChannel(&s[c0..c0 + cog]),
+                t => t,
+            },
+            f32_bias: ep.f32_bias.map(|b| &b[c0..c0 + cog]),
+            ..*ep
+        };
+        if geom.is_pointwise() {
+            let a = MatrixU8 {
+                data: &x.data[ci0.min(x.data.len())..],
+                rows,
+                ld: c_in,
+                zero_point: x.zero_point,
+            };
+            let o = out
+                .offset_mut(c0)
+                .ok_or_else(|| bad("conv: output too small"))?;
+            gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
+            continue;
+        }
+        // im2col in row chunks; row stride padded to a multiple of 4 so the GEMM reads in place.
+        let ld = kk.div_ceil(4) * 4;
+        let chunk = IM2COL_ROWS.min(rows);
+        scratch.resize(chunk * ld, 0);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + chunk).min(rows);
+            im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, &mut scratch);
+            let a = MatrixU8 {
+                data: &scratch[..(r1 - r0) * ld],
+                rows: r1 - r0,
+                ld,
+                zero_point: x.zero_point,
+            };
+            let o = out
+                .offset_mut(r0 * c_out + c0)
+                .ok_or_else(|| bad("conv: output too small"))?;
+            gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
+            r0 = r1;
+        }
+    }
+    Ok((oh, ow))
+}
+
+/// Fills rows [r0, r1) of the im2col matrix for channels [c0, c0 + cig): row = (b, oy, ox),
+/// column = (ky, kx, c); out-of-bounds taps read the zero point.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    x: TensorU8<'_>,
+    c_in: usize,
+    c0: usize,
+    cig: usize,
+    geom: ConvGeometry,
+    (oh, ow): (usize, usize),
+    r0: usize,
+    r1: usize,
+    ld: usize,
+    buf: &mut [u8],
+) {
+    let (kh, kw) = geom.kernel;
+    let (sh, sw) = geom.stride;
+    let (dh, dw) = geom.dilation;
+    let pad_val = x.zero_point.clamp(0, 255) as u8;
+    for r in r0..r1 {
+        let b = r / (oh * ow);
+        let oy = (r / ow) % oh;
+        let ox = r % ow;
+        let dst = &mut buf[(r - r0) * ld..(r - r0 + 1) * ld];
+        let mut col = 0;
+        for ky in 0..kh {
+            let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
+            for kx in 0..kw {
+                let ix = (ox * sw + kx * dw) as isize - geom.pads[1] as isize;
+                let d = &mut dst[col..col + cig];
+                if iy >= 0 && (iy as usize) < x.h && ix >= 0 && (ix as usize) < x.w {
+                    let s = ((b * x.h + iy as usize) * x.w + ix as usize) * c_in + c0;
+                    d.copy_from_slice(&x.data[s..s + cig]);
+                } else {
+                    d.fill(pad_val);
+                }
+                col += cig;
+            }
+        }
+    }
+}

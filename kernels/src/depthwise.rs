@@ -1,0 +1,229 @@
+//! Depthwise int8 convolution (groups == C_in == C_out), NHWC: channels in SIMD lanes, taps in
+//! the inner loop, exact int32 accumulation `sum (x - zx) * (w - zw)` on every ISA (no 16-bit
+//! intermediate, so no saturation), then the GEMM epilogue. Owns only this kernel.
+
+use crate::conv::{ConvGeometry, TensorU8};
+use crate::error::{bad, KernelError};
+use crate::gemm_u8s8::{epilogue_row, validate_epilogue, EpiPlan, Epilogue, OutPtr, OutputSlice};
+use crate::isa::{Isa, Kernel};
+use rayon::prelude::*;
+
+/// Depthwise weights as int32 `(w - zw)`, layout `[ky][kx][c]`.
+pub(crate) struct DepthwiseWeights {
+    kh: usize,
+    kw: usize,
+    c: usize,
+    w: Vec<i32>,
+}
+
+impl DepthwiseWeights {
+    /// From OHWI weights with I = 1: `[c][kh][kw][1]`.
+    pub(crate) fn new(
+        kh: usize,
+        kw: usize,
+        c: usize,
+        weights: &[i8],
+        zw: i32,
+    ) -> Result<Self, KernelError> {
+        if weights.len() != c * kh * kw {
+            return Err(bad(format!(
+                "depthwise: weights have {} elements, expected {}",
+                weights.len(),
+                c * kh * kw
+            )));
+        }
+        if !(-128..=127).contains(&zw) {
+            return Err(bad(format!(
+                "depthwise: weight zero point {zw} outside [-128, 127]"
+            )));
+        }
+        let mut w = vec![0i32; c * kh * kw];
+        for ch in 0..c {
+            for t in 0..kh * kw {
+                w[t * c + ch] = weights[ch * kh * kw + t] as i32 - zw;
+            }
+        }
+        Ok(DepthwiseWeights { kh, kw, c, w })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(OutPtr);
+// SAFETY: each output row (b, oy) is written by exactly one task.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+pub(crate) fn depthwise_u8s8(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    dw: &DepthwiseWeights,
+    geom: ConvGeometry,
+    (oh, ow): (usize, usize),
+    ep: &Epilogue<'_>,
+    mut out: OutputSlice<'_>,
+) -> Result<(), KernelError> {
+    let c = dw.c;
+    let (scale, lo, hi) = validate_epilogue("depthwise conv", ep, c, &out)?;
+    if !(0..=255).contains(&x.zero_point) {
+        return Err(bad(format!(
+            "depthwise: input zero point {} outside [0, 255]",
+            x.zero_point
+        )));
+    }
+    let colterm: Vec<i32> = match ep.bias {
+        Some(b) => b.to_vec(),
+        None => vec![0; c],
+    };
+    let plan = EpiPlan {
+        colterm: &colterm,
+        scale: &scale,
+        fbias: ep.f32_bias,
+        zp: ep.out_zero_point,
+        lo,
+        hi,
+    };
+    let isa = kernel.isa();
+    let outp = SendPtr(out.ptr());
+    let (kh, kw) = (dw.kh, dw.kw);
+    let (sh, sw) = geom.stride;
+    let (dh, dwl) = geom.dilation;
+    let row_task = |row: usize| {
+        let outp = outp;
+        let b = row / oh;
+        let oy = row % oh;
+        let mut acc = vec![0i32; c];
+        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(kh * kw);
+        for ox in 0..ow {
+            taps.clear();
+            for ky in 0..kh {
+                let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
+                if iy < 0 || iy as usize >= x.h {
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (ox * sw + kx * dwl) as isize - geom.pads[1] as isize;
+                    if ix < 0 || ix as usize >= x.w {
+                        continue;
+                    }
+                    taps.push((
+                        ky * kw + kx,
+                        ((b * x.h + iy as usize) * x.w + ix as usize) * c,
+                    ));
+                }
+            }
+            // Skipped (padding) taps read the zero point: (zx - zx) * w = 0, so they add nothing.
+            // SAFETY: tap offsets are in-bounds pixels (checked above, input length checked by the
+            // caller); acc has c elements; the output pixel is inside the checked output.
+            unsafe {
+                accumulate(
+                    isa,
+                    c,
+                    &taps,
+                    x.data.as_ptr(),
+                    dw.w.as_ptr(),
+                    x.zero_point,
+                    acc.as_mut_ptr(),
+                );
+                let o = outp.0.add((row * ow + ox) * c);
+                epilogue_row(isa, &plan, acc.as_ptr(), 0, 0, c, o);
+            }
+        }
+    };
+    let rows = x.batch * oh;
+    if rayon::current_num_threads() > 1 && rows > 1 {
+        (0..rows).into_par_iter().for_each(row_task);
+    } else {
+        (0..rows).for_each(row_task);
+    }
+    Ok(())
+}
+
+/// acc[ch] = sum over taps of (x[off + ch] - zx) * w[tap * c + ch].
+unsafe fn accumulate(
+    isa: Isa,
+    c: usize,
+    taps: &[(usize, usize)],
+    x: *const u8,
+    w: *const i32,
+    zx: i32,
+    acc: *mut i32,
+) {
+    let done = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => x86::acc_avx512(c, taps, x, w, zx, acc),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::acc_avx2(c, taps, x, w, zx, acc),
+        _ => 0,
+    };
+    for ch in done..c {
+        let mut s = 0i32;
+        for &(t, off) in taps {
+            s = s.wrapping_add((*x.add(off + ch) as i32 - zx).wrapping_mul(*w.add(t * c + ch)));
+        }
+        *acc.add(ch) = s;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// SAFETY: Kernel proves AVX-512; masked accesses stay below `c` in every row.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn acc_avx512(
+        c: usize,
+        taps: &[(usize, usize)],
+        x: *const u8,
+        w: *const i32,
+        zx: i32,
+        acc: *mut i32,
+    ) -> usize {
+        let z = _mm512_set1_epi32(zx);
+        let mut ch = 0;
+        while ch < c {
+            let rem = c - ch;
+            let m: __mmask16 = if rem >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << rem) - 1) as u16
+            };
+            let mut v = _mm512_setzero_si512();
+            for &(t, off) in taps {
+                let xb = _mm_maskz_loadu_epi8(m, x.add(off + ch) as *const i8);
+                let xi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), z);
+                let wi = _mm512_maskz_loadu_epi32(m, w.add(t * c + ch));
+                v = _mm512_add_epi32(v, _mm512_mullo_epi32(xi, wi));
+            }
+            _mm512_mask_storeu_epi32(acc.add(ch), m, v);
+            ch += 16;
+        }
+        c
+    }
+
+    /// SAFETY: Kernel proves AVX2; whole groups of 8 only, the caller does the tail.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn acc_avx2(
+        c: usize,
+        taps: &[(usize, usize)],
+        x: *const u8,
+        w: *const i32,
+        zx: i32,
+        acc: *mut i32,
+    ) -> usize {
+        let z = _mm256_set1_epi32(zx);
+        let c8 = c / 8 * 8;
+        let mut ch = 0;
+        while ch < c8 {
+            let mut v = _mm256_setzero_si256();
+            for &(t, off) in taps {
+                let xb = _mm_loadl_epi64(x.add(off + ch) as *const __m128i);
+                let xi = _mm256_sub_epi32(_mm256_cvtepu8_epi32(xb), z);
+                let wi = _mm256_loadu_si256(w.add(t * c + ch) as *const __m256i);
+                v = _mm256_add_epi32(v, _mm256_mullo_epi32(xi, wi));
+            }
+            _mm256_storeu_si256(acc.add(ch) as *mut __m256i, v);
+            ch += 8;
+        }
+        c8
+    }
+}

@@ -1,0 +1,306 @@
+//! int8 convolution (1x1, kxk, strides, padding, dilation, groups, depthwise) on every ISA
+//! against the direct-convolution oracle, bit-exactly.
+mod common;
+
+use common::Rng;
+use common::*;
+use octet_kernels::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+#[derive(Debug, Clone)]
+struct C {
+    batch: usize,
+    h: usize,
+    w: usize,
+    cig: usize,
+    cog: usize,
+    groups: usize,
+    depthwise: bool,
+    k: (usize, usize),
+    s: (usize, usize),
+    d: (usize, usize),
+    pads: [usize; 4],
+    zx: i32,
+    zw: i32,
+    seed: u64,
+    u8out: bool,
+}
+
+fn strat() -> impl Strategy<Value = C> {
+    (
+        (1usize..3, 1usize..12, 1usize..12),
+        (
+            1usize..20,
+            1usize..70,
+            prop_oneof![Just(1usize), Just(2), Just(3)],
+            any::<bool>(),
+        ),
+        (
+            prop_oneof![
+                Just((1usize, 1usize)),
+                Just((3, 3)),
+                Just((5, 5)),
+                (1usize..4, 1usize..4)
+            ],
+            prop_oneof![Just((1usize, 1usize)), (1usize..3, 1usize..3)],
+            prop_oneof![Just((1usize, 1usize)), (1usize..3, 1usize..3)],
+            prop_oneof![
+                Just([0usize; 4]),
+                Just([1; 4]),
+                (0usize..3, 0usize..3, 0usize..3, 0usize..3).prop_map(|(a, b, c, d)| [a, b, c, d])
+            ],
+        ),
+        (
+            0i32..256,
+            prop_oneof![Just(0i32), -10i32..10],
+            any::<u64>(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (batch, h, w),
+                (cig, cog, groups, depthwise),
+                (k, s, d, pads),
+                (zx, zw, seed, u8out),
+            )| C {
+                batch,
+                h,
+                w,
+                cig,
+                cog,
+                groups,
+                depthwise,
+                k,
+                s,
+                d,
+                pads,
+                zx,
+                zw,
+                seed,
+                u8out,
+            },
+        )
+}
+
+fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
+    let (groups, cig, cog) = if c.depthwise {
+        (c.cig + 1, 1, 1)
+    } else {
+        (c.groups, c.cig, c.cog)
+    };
+    let (c_in, c_out) = (groups * cig, groups * cog);
+    let geom = ConvGeometry {
+        kernel: c.k,
+        stride: c.s,
+        dilation: c.d,
+        pads: c.pads,
+        groups,
+    };
+    let Ok((oh, ow)) = geom.out_size(c.h, c.w) else {
+        return Ok(());
+    };
+    let mut rng = Rng(c.seed | 1);
+    let (am, wm) = (rng.below(3) as u8, rng.below(3) as u8);
+    let x = gen_u8(&mut rng, c.batch * c.h * c.w * c_in, am);
+    // 7-bit weights: exact on every ISA (the saturating paths are covered by the GEMM tests).
+    let wt = gen_i8(&mut rng, c_out * c.k.0 * c.k.1 * cig, wm, -64, 64);
+    let (acc, roh, row_) =
+        reference::conv2d_u8s8_i32(&x, (c.batch, c.h, c.w, c_in), c.zx, &wt, c_out, c.zw, &geom);
+    prop_assert_eq!((roh, row_), (oh, ow));
+    let bias: Vec<i32> = (0..c_out).map(|_| rng.below(2001) as i32 - 1000).collect();
+    let mults: Vec<f32> = (0..c_out).map(|_| (0.5 + rng.f32()) * 1e-2).collect();
+    let packed = PackedConv::new(geom, c_in, c_out, &wt, c.zw).unwrap();
+    let t = TensorU8 {
+        data: &x,
+        batch: c.batch,
+        h: c.h,
+        w: c.w,
+        zero_point: c.zx,
+    };
+    for kern in kernels() {
+        if c.u8out {
+            let ep = Epilogue::requant(Scale::PerChannel(&mults), 100)
+                .with_bias(&bias)
+                .with_clamp(100, 250);
+            let mut out = vec![0u8; c.batch * oh * ow * c_out];
+            let dims = conv2d_u8s8(&kern, t, &packed, &ep, OutputSlice::U8(&mut out)).unwrap();
+            prop_assert_eq!(dims, (oh, ow));
+            let want = reference::requantize_i32(&acc, c_out, Some(&bias), &mults, 100, 100, 250);
+            prop_assert_eq!(
+                out.iter().map(|&v| v as i32).collect::<Vec<_>>(),
+                want,
+                "isa {} {:?}",
+                kern.isa(),
+                c
+            );
+        } else {
+            let mut out = vec![0i32; c.batch * oh * ow * c_out];
+            conv2d_u8s8(
+                &kern,
+                t,
+                &packed,
+                &Epilogue::raw(),
+                OutputSlice::I32(&mut out),
+            )
+            .unwrap();
+            prop_assert_eq!(&out, &acc, "isa {} {:?}", kern.isa(), c);
+        }
+        paths.ran(kern.isa());
+    }
+    Ok(())
+}
+
+#[test]
+fn conv_bit_exact_every_isa() {
+    let paths = PathsRan::new("conv2d_u8s8");
+    TestRunner::new(Config {
+        cases: 160,
+        ..Config::default()
+    })
+    .run(&strat(), |c| run_case(&c, &paths))
+    .unwrap();
+    paths.finish();
+}
+
+#[test]
+fn depthwise_3x3_and_resnet_like_shapes() {
+    let paths = PathsRan::new("conv2d_u8s8 fixed shapes");
+    let cases = [
+        // depthwise 3x3 pad 1, stride 1 and 2, 35 channels (not a multiple of 16 or 8)
+        C {
+            batch: 1,
+            h: 9,
+            w: 10,
+            cig: 34,
+            cog: 1,
+            groups: 1,
+            depthwise: true,
+            k: (3, 3),
+            s: (1, 1),
+            d: (1, 1),
+            pads: [1; 4],
+            zx: 3,
+            zw: 0,
+            seed: 1,
+            u8out: true,
+        },
+        C {
+            batch: 2,
+            h: 9,
+            w: 10,
+            cig: 34,
+            cog: 1,
+            groups: 1,
+            depthwise: true,
+            k: (3, 3),
+            s: (2, 2),
+            d: (1, 1),
+            pads: [1; 4],
+            zx: 250,
+            zw: 2,
+            seed: 2,
+            u8out: false,
+        },
+        // 3x3 conv 64 -> 64 on 8x8, pad 1
+        C {
+            batch: 1,
+            h: 8,
+            w: 8,
+            cig: 64,
+            cog: 64,
+            groups: 1,
+            depthwise: false,
+            k: (3, 3),
+            s: (1, 1),
+            d: (1, 1),
+            pads: [1; 4],
+            zx: 128,
+            zw: 0,
+            seed: 3,
+            u8out: true,
+        },
+        // 1x1 with groups
+        C {
+            batch: 1,
+            h: 5,
+            w: 7,
+            cig: 12,
+            cog: 20,
+            groups: 3,
+            depthwise: false,
+            k: (1, 1),
+            s: (1, 1),
+            d: (1, 1),
+            pads: [0; 4],
+            zx: 7,
+            zw: 1,
+            seed: 4,
+            u8out: false,
+        },
+        // first layer: c_in 3, 7x7 stride 2 pad 3 (K = 147, not a multiple of 4)
+        C {
+            batch: 1,
+            h: 20,
+            w: 20,
+            cig: 3,
+            cog: 16,
+            groups: 1,
+            depthwise: false,
+            k: (7, 7),
+            s: (2, 2),
+            d: (1, 1),
+            pads: [3; 4],
+            zx: 0,
+            zw: 0,
+            seed: 5,
+            u8out: true,
+        },
+    ];
+    for c in &cases {
+        run_case(c, &paths).unwrap();
+    }
+    paths.finish();
+}
+
+#[test]
+fn conv_bad_arguments() {
+    let k = Kernel::scalar();
+    let g = ConvGeometry::new(3, 3);
+    assert!(PackedConv::new(g, 4, 4, &[0; 10], 0).is_err());
+    assert!(PackedConv::new(g.groups(3), 4, 6, &[0; 6 * 9], 0).is_err());
+    assert!(PackedConv::new(
+        ConvGeometry::new(3, 3).stride(0, 1),
+        4,
+        4,
+        &[0; 4 * 9 * 4],
+        0
+    )
+    .is_err());
+    let p = PackedConv::new(g, 4, 4, &[0; 4 * 9 * 4], 0).unwrap();
+    let x = [0u8; 2 * 2 * 4];
+    let t = TensorU8 {
+        data: &x,
+        batch: 1,
+        h: 2,
+        w: 2,
+        zero_point: 0,
+    };
+    let mut o = [0i32; 16];
+    assert!(
+        conv2d_u8s8(&k, t, &p, &Epilogue::raw(), OutputSlice::I32(&mut o)).is_err(),
+        "window does not fit"
+    );
+    let t = TensorU8 {
+        data: &x,
+        batch: 1,
+        h: 3,
+        w: 3,
+        zero_point: 0,
+    };
+    assert!(
+        conv2d_u8s8(&k, t, &p, &Epilogue::raw(), OutputSlice::I32(&mut o)).is_err(),
+        "input too small"
+    );
+}
