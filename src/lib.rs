@@ -3,5 +3,9 @@
 //! Pipeline: `frontend::onnx` (load) -> `passes` (bind shapes, fold constants, ...) ->
 //! `reference` (the oracle interpreter). See docs/ARCHITECTURE.md for the map.
 
+pub mod cli;
 pub mod frontend;
+pub mod io;
+pub mod passes;
+pub mod prepare;
 pub mod reference;

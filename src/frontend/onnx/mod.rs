@@ -9,6 +9,7 @@ pub mod attrs;
 pub mod error;
 pub mod ops;
 pub mod proto;
+pub mod summary;
 pub mod tensor;
 
 pub use error::{ImportError, UnsupportedOp};

@@ -1,0 +1,28 @@
+//! The `octet` command line: argument definitions (clap) and one file per subcommand.
+
+pub mod inspect;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "octet", version, about = "Compile ONNX models into fast, accurate int8 programs for x86 CPUs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show a model's inputs, outputs, operators, parameter count and any unsupported operators.
+    Inspect(inspect::InspectArgs),
+    /// Run a model with the reference interpreter on inputs from an .npz (or .npy).
+    Run(run::RunArgs),
+}
+
+pub fn main_with(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::inspect(a),
+        Command::Run(a) => run::run(a),
+    }
+}

@@ -1,0 +1,58 @@
+//! `octet run MODEL --input in.npz [--output out.npz] [--shape name=DxD..]`: run the whole batch
+//! with the reference interpreter.
+
+use crate::passes::bind_shapes::parse_shape_arg;
+use crate::prepare;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Input data: .npz with one array per model input (batch first), or a .npy for a
+    /// single-input model. Arrays that are not model inputs (e.g. `label`) are ignored.
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Write the outputs here (.npz, keyed by output name).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Fix an input's shape (otherwise taken from the data).
+    #[arg(long = "shape", value_name = "NAME=DxD..")]
+    pub shapes: Vec<String>,
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let model = crate::frontend::onnx::load(&a.model)?;
+    let mut g = model.graph;
+    let arrays = prepare::read_inputs(&a.input)?;
+    let (feeds, ignored) = prepare::match_inputs(&g, arrays)?;
+    for name in &ignored {
+        eprintln!("note: '{name}' in {} is not a model input; ignored", a.input.display());
+    }
+    let mut shapes: Vec<(String, Vec<usize>)> = a.shapes.iter().map(|s| parse_shape_arg(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    for (name, t) in &feeds {
+        match shapes.iter().find(|(n, _)| n == name) {
+            Some((_, s)) if s.as_slice() != t.shape() => {
+                anyhow::bail!("input '{name}': --shape says {s:?} but the data has shape {:?}", t.shape())
+            }
+            Some(_) => {}
+            None => shapes.push((name.clone(), t.shape().to_vec())),
+        }
+    }
+    prepare::prepare(&mut g, &shapes).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let t0 = std::time::Instant::now();
+    let outs = crate::reference::run_graph(&g, &feeds)?;
+    let dt = t0.elapsed();
+    for (name, t) in &outs {
+        let v = t.to_f64_vec();
+        let preview: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
+        println!("{name}: {} {:?} [{}{}]", t.dtype(), t.shape(), preview.join(", "), if v.len() > 6 { ", ..." } else { "" });
+    }
+    eprintln!("ran {} with the reference interpreter in {:.1} ms", a.model.display(), dt.as_secs_f64() * 1e3);
+    if let Some(out) = &a.output {
+        let arrays: Vec<(String, &octet_ir::Tensor)> = outs.iter().map(|(n, t)| (n.clone(), t)).collect();
+        crate::io::npz::write_npz(out, &arrays)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
