@@ -2,7 +2,7 @@
 //! `shared/bench/peers_gemm.py` (ONNX Runtime MatMulInteger).
 //!
 //! cargo run -p octet-kernels --release --example gemm_gops -- [--threads N] [--isa NAME]
-//!     [--shapes MxNxK,...] [--secs S]
+//!     [--shapes MxNxK,...] [--secs S] [--no-f32]
 //!
 //! int8 lines: u8 x s8 GEMM with the fused per-channel requantization to u8 (the graph's real
 //! case); `pct_peak` against 465 GOPS per core (vpdpbusd, 1 zmm/cycle at ~3.65 GHz).
@@ -50,6 +50,7 @@ fn main() {
         .build()
         .unwrap();
     let isa = kernel.isa();
+    let f32_too = !args.iter().any(|a| a == "--no-f32");
     for sh in shapes.split(',') {
         let d: Vec<usize> = sh.split('x').map(|x| x.parse().expect("MxNxK")).collect();
         let (m, n, k) = (d[0], d[1], d[2]);
@@ -80,6 +81,22 @@ fn main() {
             })
         });
         let gops = ops / t / 1e9;
+        if f32_too {
+            let af: Vec<f32> = a.iter().map(|&x| x as f32 * 0.01).collect();
+            let bf: Vec<f32> = b.iter().map(|&x| x as f32 * 0.01).collect();
+            let pf = PackedBF32::new(k, n, &bf, WeightLayout::KxN).unwrap();
+            let mut of = vec![0f32; m * n];
+            let tf = pool.install(|| {
+                median_secs(secs, || {
+                    gemm_f32(&kernel, m, &af, k, &pf, None, false, &mut of, n).unwrap()
+                })
+            });
+            let gf = ops / tf / 1e9;
+            println!(
+                "{{\"shape\":\"{sh}\",\"op\":\"f32gemm\",\"gflops\":{gf:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1}}}",
+                100.0 * gf / (117.0 * threads as f64)
+            );
+        }
         println!(
             "{{\"shape\":\"{sh}\",\"op\":\"u8s8gemm_requant\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1}}}",
             100.0 * gops / (465.0 * threads as f64)

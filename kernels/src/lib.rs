@@ -14,6 +14,10 @@
 //!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
 //! - int8 convolution (NHWC, OHWI weights): [`ConvGeometry`], [`PackedConv::new`],
 //!   [`conv2d_u8s8`] (1x1 as GEMM, kxk via im2col, groups, dedicated depthwise kernel), [`TensorU8`].
+//! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
+//!   [`conv2d_f32`] (NHWC, im2col + GEMM).
+//! - fp32 element-wise: [`add`], [`mul`], [`relu_inplace`], [`exp_inplace`], [`erf_inplace`],
+//!   [`gelu_inplace`], [`softmax_rows`], [`layer_norm_rows`].
 //! - Element-wise int8: [`quantize_u8`], [`quantize_i8`], [`dequantize_u8`], [`dequantize_i8`],
 //!   [`requantize_u8`], [`requantize_i8`], [`min_max`], [`dynamic_qparams_u8`],
 //!   [`dynamic_quantize_u8`] (ONNX DynamicQuantizeLinear), [`QParams`].
@@ -27,15 +31,24 @@
 
 mod aligned;
 mod conv;
+mod conv_f32;
 mod depthwise;
+mod elementwise;
 mod error;
+mod gemm_f32;
 mod gemm_u8s8;
 mod isa;
 mod quantize;
 pub mod reference;
+mod simd;
 
 pub use conv::{conv2d_u8s8, ConvGeometry, PackedConv, TensorU8};
+pub use conv_f32::{conv2d_f32, PackedConvF32};
+pub use elementwise::{
+    add, erf_inplace, exp_inplace, gelu_inplace, layer_norm_rows, mul, relu_inplace, softmax_rows,
+};
 pub use error::KernelError;
+pub use gemm_f32::{gemm_f32, PackedBF32};
 pub use gemm_u8s8::{
     gemm_u8s8, gemm_u8s8_is_exact, shift_s8_to_u8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale,
     WeightLayout, NR,
