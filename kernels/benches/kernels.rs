@@ -1,1 +1,159 @@
-fn main() {}
+//! Criterion benchmarks of the shapes, single-threaded (run inside a 1-thread pool;
+//! set OCTET_BENCH_THREADS=2 for two). Throughput is reported in "elements" = int8 ops
+//! (2*M*N*K) per second, i.e. GOPS when read as Gelem/s. Peak: 465 GOPS int8, 117 GFLOPS fp32
+//! per Zen 4 core. For one JSON line per shape use `examples/gemm_gops.rs` instead.
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use octet_kernels::*;
+use std::time::Duration;
+
+fn pool() -> rayon::ThreadPool {
+    let t = std::env::var("OCTET_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(t)
+        .build()
+        .unwrap()
+}
+
+fn int8_gemm(c: &mut Criterion) {
+    let kern = Kernel::best().unwrap();
+    let pool = pool();
+    let mut g = c.benchmark_group(format!("u8s8_gemm_requant_{}", kern.isa()));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300));
+    for &(m, n, k) in &[
+        (1024, 1024, 1024),
+        (128, 1536, 384),
+        (128, 384, 1536),
+        (1, 4096, 4096),
+        (3136, 64, 576),
+    ] {
+        let a: Vec<u8> = (0..m * k).map(|i| (i * 7) as u8).collect();
+        let b: Vec<i8> = (0..k * n).map(|i| (i * 13) as i8).collect();
+        let p = PackedB::new(k, n, &b, WeightLayout::KxN, 0).unwrap();
+        let mults = vec![1e-4f32; n];
+        let ep = Epilogue::requant(Scale::PerChannel(&mults), 128);
+        let mut out = vec![0u8; m * n];
+        g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        g.bench_function(format!("{m}x{n}x{k}"), |bch| {
+            bch.iter(|| {
+                pool.install(|| {
+                    gemm_u8s8(
+                        &kern,
+                        MatrixU8 {
+                            data: &a,
+                            rows: m,
+                            ld: k,
+                            zero_point: 3,
+                        },
+                        &p,
+                        &ep,
+                        OutputSlice::U8(&mut out),
+                        n,
+                    )
+                    .unwrap()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn f32_gemm(c: &mut Criterion) {
+    let kern = Kernel::best().unwrap();
+    let pool = pool();
+    let mut g = c.benchmark_group(format!("f32_gemm_{}", kern.isa()));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300));
+    let (m, n, k) = (1024, 1024, 1024);
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.1).collect();
+    let p = PackedBF32::new(k, n, &b, WeightLayout::KxN).unwrap();
+    let mut out = vec![0f32; m * n];
+    g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+    g.bench_function("1024x1024x1024", |bch| {
+        bch.iter(|| {
+            pool.install(|| gemm_f32(&kern, m, &a, k, &p, None, false, &mut out, n).unwrap())
+        })
+    });
+    g.finish();
+}
+
+fn convs(c: &mut Criterion) {
+    let kern = Kernel::best().unwrap();
+    let pool = pool();
+    let mut g = c.benchmark_group(format!("conv_u8s8_{}", kern.isa()));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300));
+    // 3x3 56x56x64 -> 64, pad 1 (ResNet-50 stage 1)
+    {
+        let (h, w, ci, co) = (56, 56, 64, 64);
+        let x: Vec<u8> = (0..h * w * ci).map(|i| (i * 7) as u8).collect();
+        let wt: Vec<i8> = (0..co * 9 * ci).map(|i| (i * 13) as i8).collect();
+        let p = PackedConv::new(ConvGeometry::new(3, 3).pad(1), ci, co, &wt, 0).unwrap();
+        let mults = vec![1e-4f32; co];
+        let ep = Epilogue::requant(Scale::PerChannel(&mults), 0).with_clamp(0, 255);
+        let mut out = vec![0u8; h * w * co];
+        g.throughput(Throughput::Elements(2 * (h * w * co * 9 * ci) as u64));
+        g.bench_function("3x3_56x56x64-64", |bch| {
+            bch.iter(|| {
+                pool.install(|| {
+                    conv2d_u8s8(
+                        &kern,
+                        TensorU8 {
+                            data: &x,
+                            batch: 1,
+                            h,
+                            w,
+                            zero_point: 5,
+                        },
+                        &p,
+                        &ep,
+                        OutputSlice::U8(&mut out),
+                    )
+                    .unwrap()
+                })
+            })
+        });
+    }
+    // depthwise 3x3 112x112x32, pad 1 (MobileNetV2 first block)
+    {
+        let (h, w, c) = (112, 112, 32);
+        let x: Vec<u8> = (0..h * w * c).map(|i| (i * 7) as u8).collect();
+        let wt: Vec<i8> = (0..c * 9).map(|i| (i * 13) as i8).collect();
+        let p = PackedConv::new(ConvGeometry::new(3, 3).pad(1).groups(c), c, c, &wt, 0).unwrap();
+        let mults = vec![1e-3f32; c];
+        let ep = Epilogue::requant(Scale::PerChannel(&mults), 0);
+        let mut out = vec![0u8; h * w * c];
+        g.throughput(Throughput::Elements(2 * (h * w * c * 9) as u64));
+        g.bench_function("dw3x3_112x112x32", |bch| {
+            bch.iter(|| {
+                pool.install(|| {
+                    conv2d_u8s8(
+                        &kern,
+                        TensorU8 {
+                            data: &x,
+                            batch: 1,
+                            h,
+                            w,
+                            zero_point: 5,
+                        },
+                        &p,
+                        &ep,
+                        OutputSlice::U8(&mut out),
+                    )
+                    .unwrap()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, int8_gemm, f32_gemm, convs);
+criterion_main!(benches);

@@ -2,7 +2,8 @@
 //! `shared/bench/peers_gemm.py` (ONNX Runtime MatMulInteger).
 //!
 //! cargo run -p octet-kernels --release --example gemm_gops -- [--threads N] [--isa NAME]
-//!     [--shapes MxNxK,...] [--secs S] [--no-f32]
+//!     [--shapes MxNxK,...] [--secs S] [--no-f32] [--no-conv] [--conv NAME-SUBSTRING]
+//!     (`--shapes none` skips the GEMM shapes)
 //!
 //! int8 lines: u8 x s8 GEMM with the fused per-channel requantization to u8 (the graph's real
 //! case); `pct_peak` against 465 GOPS per core (vpdpbusd, 1 zmm/cycle at ~3.65 GHz).
@@ -51,7 +52,7 @@ fn main() {
         .unwrap();
     let isa = kernel.isa();
     let f32_too = !args.iter().any(|a| a == "--no-f32");
-    for sh in shapes.split(',') {
+    for sh in shapes.split(',').filter(|s| !s.is_empty() && *s != "none") {
         let d: Vec<usize> = sh.split('x').map(|x| x.parse().expect("MxNxK")).collect();
         let (m, n, k) = (d[0], d[1], d[2]);
         let ops = 2.0 * (m * n * k) as f64;
@@ -101,5 +102,64 @@ fn main() {
             "{{\"shape\":\"{sh}\",\"op\":\"u8s8gemm_requant\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1}}}",
             100.0 * gops / (465.0 * threads as f64)
         );
+    }
+    if !args.iter().any(|a| a == "--no-conv") {
+        // 3x3 56x56x64 -> 64 pad 1, and depthwise 3x3 112x112x32 pad 1; u8 out with ReLU clamp.
+        for (name, h, w, ci, co, groups) in [
+            (
+                "conv3x3_56x56x64-64",
+                56usize,
+                56usize,
+                64usize,
+                64usize,
+                1usize,
+            ),
+            ("dwconv3x3_112x112x32", 112, 112, 32, 32, 32),
+        ] {
+            if let Some(f) = get("--conv") {
+                if !name.contains(f.as_str()) {
+                    continue;
+                }
+            }
+            let x: Vec<u8> = (0..h * w * ci).map(|i| (i * 7) as u8).collect();
+            let wt: Vec<i8> = (0..co * 9 * (ci / groups))
+                .map(|i| (i * 13) as i8)
+                .collect();
+            let p = PackedConv::new(
+                ConvGeometry::new(3, 3).pad(1).groups(groups),
+                ci,
+                co,
+                &wt,
+                0,
+            )
+            .unwrap();
+            let mults = vec![1e-4f32; co];
+            let ep = Epilogue::requant(Scale::PerChannel(&mults), 0).with_clamp(0, 255);
+            let mut out = vec![0u8; h * w * co];
+            let t = pool.install(|| {
+                median_secs(secs, || {
+                    conv2d_u8s8(
+                        &kernel,
+                        TensorU8 {
+                            data: &x,
+                            batch: 1,
+                            h,
+                            w,
+                            zero_point: 5,
+                        },
+                        &p,
+                        &ep,
+                        OutputSlice::U8(&mut out),
+                    )
+                    .unwrap();
+                })
+            });
+            let gops = 2.0 * (h * w * co * 9 * (ci / groups)) as f64 / t / 1e9;
+            println!(
+                "{{\"shape\":\"{name}\",\"op\":\"conv_u8s8\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1},\"ms\":{:.3}}}",
+                100.0 * gops / (465.0 * threads as f64),
+                t * 1e3
+            );
+        }
     }
 }

@@ -85,49 +85,23 @@ pub(crate) fn depthwise_u8s8(
     let isa = kernel.isa();
     let outp = SendPtr(out.ptr());
     let (kh, kw) = (dw.kh, dw.kw);
-    let (sh, sw) = geom.stride;
-    let (dh, dwl) = geom.dilation;
+    let args = RowArgs {
+        x,
+        w: dw.w.as_ptr(),
+        c,
+        kh,
+        kw,
+        geom,
+        oh,
+        ow,
+    };
     let row_task = |row: usize| {
         let outp = outp;
-        let b = row / oh;
-        let oy = row % oh;
-        let mut acc = vec![0i32; c];
+        // One row of accumulators (the AVX-512 row kernel uses ow * c, the others c).
+        let mut acc = vec![0i32; c * ow];
         let mut taps: Vec<(usize, usize)> = Vec::with_capacity(kh * kw);
-        for ox in 0..ow {
-            taps.clear();
-            for ky in 0..kh {
-                let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
-                if iy < 0 || iy as usize >= x.h {
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix = (ox * sw + kx * dwl) as isize - geom.pads[1] as isize;
-                    if ix < 0 || ix as usize >= x.w {
-                        continue;
-                    }
-                    taps.push((
-                        ky * kw + kx,
-                        ((b * x.h + iy as usize) * x.w + ix as usize) * c,
-                    ));
-                }
-            }
-            // Skipped (padding) taps read the zero point: (zx - zx) * w = 0, so they add nothing.
-            // SAFETY: tap offsets are in-bounds pixels (checked above, input length checked by the
-            // caller); acc has c elements; the output pixel is inside the checked output.
-            unsafe {
-                accumulate(
-                    isa,
-                    c,
-                    &taps,
-                    x.data.as_ptr(),
-                    dw.w.as_ptr(),
-                    x.zero_point,
-                    acc.as_mut_ptr(),
-                );
-                let o = outp.0.add((row * ow + ox) * c);
-                epilogue_row(isa, &plan, acc.as_ptr(), 0, 0, c, o);
-            }
-        }
+        // SAFETY: the Kernel proves `isa`; RowArgs describes checked buffers (see dw_row_body).
+        unsafe { dw_row(isa, &args, &plan, row, &mut acc, &mut taps, outp.0) };
     };
     let rows = x.batch * oh;
     if rayon::current_num_threads() > 1 && rows > 1 {
@@ -138,7 +112,114 @@ pub(crate) fn depthwise_u8s8(
     Ok(())
 }
 
+struct RowArgs<'a> {
+    x: TensorU8<'a>,
+    w: *const i32,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    geom: ConvGeometry,
+    oh: usize,
+    ow: usize,
+}
+// SAFETY: read-only views shared by the row tasks.
+unsafe impl Sync for RowArgs<'_> {}
+
+/// One output row (b, oy): taps of each pixel, exact int32 accumulation, fused epilogue.
+///
+/// # Safety
+/// Input length checked by the caller (`conv2d_u8s8`), `acc` has `c` elements, the output holds
+/// `batch * oh * ow * c` elements, `isa` is supported.
+#[inline(always)]
+unsafe fn dw_row_body(
+    isa: Isa,
+    a: &RowArgs,
+    plan: &EpiPlan,
+    row: usize,
+    acc: &mut [i32],
+    taps: &mut Vec<(usize, usize)>,
+    out: OutPtr,
+) {
+    let (x, c) = (a.x, a.c);
+    let b = row / a.oh;
+    let oy = row % a.oh;
+    let (sh, sw) = a.geom.stride;
+    let (dh, dw) = a.geom.dilation;
+    for ox in 0..a.ow {
+        taps.clear();
+        for ky in 0..a.kh {
+            let iy = (oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
+            if iy < 0 || iy as usize >= x.h {
+                continue;
+            }
+            for kx in 0..a.kw {
+                let ix = (ox * sw + kx * dw) as isize - a.geom.pads[1] as isize;
+                if ix < 0 || ix as usize >= x.w {
+                    continue;
+                }
+                taps.push((
+                    ky * a.kw + kx,
+                    ((b * x.h + iy as usize) * x.w + ix as usize) * c,
+                ));
+            }
+        }
+        // Skipped (padding) taps read the zero point: (zx - zx) * w = 0, so they add nothing.
+        accumulate(
+            isa,
+            c,
+            taps,
+            x.data.as_ptr(),
+            a.w,
+            x.zero_point,
+            acc.as_mut_ptr(),
+        );
+        epilogue_row(
+            isa,
+            plan,
+            acc.as_ptr(),
+            0,
+            0,
+            c,
+            out.add((row * a.ow + ox) * c),
+        );
+    }
+}
+
+/// Per-ISA instantiations of `dw_row_body`, so the tap loop, accumulation and epilogue inline
+/// into one function with the ISA's features.
+unsafe fn dw_row(
+    isa: Isa,
+    a: &RowArgs,
+    plan: &EpiPlan,
+    row: usize,
+    acc: &mut [i32],
+    taps: &mut Vec<(usize, usize)>,
+    out: OutPtr,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn w256(
+            a: &RowArgs,
+            plan: &EpiPlan,
+            row: usize,
+            acc: &mut [i32],
+            taps: &mut Vec<(usize, usize)>,
+            out: OutPtr,
+        ) {
+            dw_row_body(Isa::Avx2, a, plan, row, acc, taps, out)
+        }
+        match isa {
+            Isa::Avx512 | Isa::Avx512Vnni => return x86::dw_row_avx512(a, plan, row, acc, out),
+            Isa::Avx2 => return w256(a, plan, row, acc, taps, out),
+            Isa::Scalar => {}
+        }
+    }
+    dw_row_body(Isa::Scalar, a, plan, row, acc, taps, out)
+}
+
 /// acc[ch] = sum over taps of (x[off + ch] - zx) * w[tap * c + ch].
+#[inline(always)]
 unsafe fn accumulate(
     isa: Isa,
     c: usize,
@@ -166,7 +247,127 @@ unsafe fn accumulate(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::RowArgs;
+    use crate::gemm_u8s8::epilogue::x86::row_avx512_body;
+    use crate::gemm_u8s8::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
+
+    /// A whole output row on AVX-512: channel blocks of 16 outer, pixels inner, taps innermost
+    /// (weights stay in L1, one store per 16 outputs), then the epilogue inlined per pixel.
+    ///
+    /// SAFETY: Kernel proves AVX-512 F/BW/VL; `acc` holds `ow * c`; tap reads are bounds-checked
+    /// against the input geometry; masked accesses stay below `c`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn dw_row_avx512(
+        a: &RowArgs,
+        plan: &EpiPlan,
+        row: usize,
+        acc: &mut [i32],
+        out: OutPtr,
+    ) {
+        let (x, c) = (a.x, a.c);
+        let b = row / a.oh;
+        let oy = row % a.oh;
+        let (sh, sw) = a.geom.stride;
+        let (dh, dw) = a.geom.dilation;
+        let z = _mm512_set1_epi32(x.zero_point);
+        let xp = x.data.as_ptr();
+        let accp = acc.as_mut_ptr();
+        let mut ch = 0;
+        while ch < c {
+            let rem = c - ch;
+            let m: __mmask16 = if rem >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << rem) - 1) as u16
+            };
+            let full = rem >= 16;
+            // Interior pixels [ox_lo, ox_hi): every kx tap is inside the row; 4 pixels at a time
+            // with independent accumulators. Border pixels take the checked path.
+            let pad_l = a.geom.pads[1];
+            let ox_lo = pad_l.div_ceil(sw).min(a.ow);
+            let span = (a.kw - 1) * dw;
+            let ox_hi = if x.w + pad_l >= span + 1 {
+                ((x.w + pad_l - span - 1) / sw + 1).min(a.ow)
+            } else {
+                0
+            }
+            .max(ox_lo);
+            let pixel = |ox: usize| -> __m512i {
+                let mut v = _mm512_setzero_si512();
+                for ky in 0..a.kh {
+                    let iy = (oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
+                    if iy < 0 || iy as usize >= x.h {
+                        continue;
+                    }
+                    let rowbase = (b * x.h + iy as usize) * x.w;
+                    for kx in 0..a.kw {
+                        let ix = (ox * sw + kx * dw) as isize - pad_l as isize;
+                        if ix < 0 || ix as usize >= x.w {
+                            continue;
+                        }
+                        let xb = _mm_maskz_loadu_epi8(
+                            m,
+                            xp.add((rowbase + ix as usize) * c + ch) as *const i8,
+                        );
+                        let xi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), z);
+                        let wi = _mm512_maskz_loadu_epi32(m, a.w.add((ky * a.kw + kx) * c + ch));
+                        v = _mm512_add_epi32(v, _mm512_mullo_epi32(xi, wi));
+                    }
+                }
+                v
+            };
+            let store = |ox: usize, v: __m512i| {
+                if full {
+                    _mm512_storeu_si512(accp.add(ox * c + ch) as *mut _, v);
+                } else {
+                    _mm512_mask_storeu_epi32(accp.add(ox * c + ch), m, v);
+                }
+            };
+            for ox in 0..ox_lo {
+                store(ox, pixel(ox));
+            }
+            let mut ox = ox_lo;
+            while ox + 4 <= ox_hi {
+                let mut v = [_mm512_setzero_si512(); 4];
+                for ky in 0..a.kh {
+                    let iy = (oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
+                    if iy < 0 || iy as usize >= x.h {
+                        continue;
+                    }
+                    let rowp = xp.add(((b * x.h + iy as usize) * x.w) * c + ch);
+                    for kx in 0..a.kw {
+                        let wi = _mm512_maskz_loadu_epi32(m, a.w.add((ky * a.kw + kx) * c + ch));
+                        let ix0 = ox * sw + kx * dw - pad_l;
+                        for (p, vp) in v.iter_mut().enumerate() {
+                            let xb =
+                                _mm_maskz_loadu_epi8(m, rowp.add((ix0 + p * sw) * c) as *const i8);
+                            let xi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), z);
+                            *vp = _mm512_add_epi32(*vp, _mm512_mullo_epi32(xi, wi));
+                        }
+                    }
+                }
+                for (p, vp) in v.iter().enumerate() {
+                    store(ox + p, *vp);
+                }
+                ox += 4;
+            }
+            for ox in ox..a.ow {
+                store(ox, pixel(ox));
+            }
+            ch += 16;
+        }
+        for ox in 0..a.ow {
+            row_avx512_body(
+                plan,
+                accp.add(ox * c),
+                0,
+                0,
+                c,
+                out.add((row * a.ow + ox) * c),
+            );
+        }
+    }
 
     /// SAFETY: Kernel proves AVX-512; masked accesses stay below `c` in every row.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]

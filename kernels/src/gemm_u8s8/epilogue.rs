@@ -93,6 +93,7 @@ unsafe fn row_scalar(
 /// # Safety
 /// `isa` supported (a `Kernel` exists); `acc` readable for `nc`; `out` writable for `nc`;
 /// `j0 + nc <= p.colterm.len()` (and the other per-column slices).
+#[inline(always)]
 pub(crate) unsafe fn row(
     isa: Isa,
     p: &EpiPlan,
@@ -115,7 +116,7 @@ pub(crate) unsafe fn row(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::{EpiPlan, OutPtr, CLAMP_F};
     use std::arch::x86_64::*;
 
@@ -123,6 +124,19 @@ mod x86 {
     /// at or beyond `nc`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn row_avx512(
+        p: &EpiPlan,
+        acc: *const i32,
+        rowterm: i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+    ) {
+        row_avx512_body(p, acc, rowterm, j0, nc, out)
+    }
+
+    /// Body of `row_avx512`, to inline into other AVX-512 functions (e.g. depthwise rows).
+    #[inline(always)]
+    pub(crate) unsafe fn row_avx512_body(
         p: &EpiPlan,
         acc: *const i32,
         rowterm: i32,
@@ -173,7 +187,12 @@ mod x86 {
                         OutPtr::I8(o) => o.add(c),
                         _ => unreachable!(),
                     };
-                    _mm_mask_storeu_epi8(dst, m, q8);
+                    // Full vectors use a plain store: masked narrowing stores are slow on Zen 4.
+                    if m == 0xFFFF {
+                        _mm_storeu_si128(dst as *mut __m128i, q8);
+                    } else {
+                        _mm_mask_storeu_epi8(dst, m, q8);
+                    }
                 }
                 OutPtr::F32(o) => {
                     let mut y = _mm512_mul_ps(

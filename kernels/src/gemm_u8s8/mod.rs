@@ -13,7 +13,7 @@
 //! unless the weights are 7-bit (`reduce_range`, |w| <= 64) or activations are < 128. This is
 //! the hardware's behaviour, kept and documented, not a bug to be fixed here.
 
-mod epilogue;
+pub(crate) mod epilogue;
 mod micro;
 mod pack;
 
