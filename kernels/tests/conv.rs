@@ -304,3 +304,57 @@ fn conv_bad_arguments() {
         "input too small"
     );
 }
+
+#[test]
+fn conv_identical_for_one_and_two_threads() {
+    let paths = PathsRan::new("conv threads");
+    let p1 = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let p2 = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut rng = Rng(11);
+    for (geom, c_in, c_out) in [
+        (ConvGeometry::new(3, 3).pad(1), 16usize, 24usize),
+        (
+            ConvGeometry::new(3, 3).pad(1).stride(2, 2).groups(24),
+            24,
+            24,
+        ),
+    ] {
+        let (h, w) = (23, 19);
+        let x = gen_u8(&mut rng, h * w * c_in, 0);
+        let wt = gen_i8(&mut rng, c_out * 9 * (c_in / geom.groups), 0, -128, 127);
+        let p = PackedConv::new(geom, c_in, c_out, &wt, 0).unwrap();
+        let (oh, ow) = geom.out_size(h, w).unwrap();
+        let mults: Vec<f32> = (0..c_out).map(|_| rng.f32() * 1e-3).collect();
+        for kern in kernels() {
+            let run = |pool: &rayon::ThreadPool| {
+                let mut out = vec![0u8; oh * ow * c_out];
+                pool.install(|| {
+                    conv2d_u8s8(
+                        &kern,
+                        TensorU8 {
+                            data: &x,
+                            batch: 1,
+                            h,
+                            w,
+                            zero_point: 9,
+                        },
+                        &p,
+                        &Epilogue::requant(Scale::PerChannel(&mults), 3),
+                        OutputSlice::U8(&mut out),
+                    )
+                })
+                .unwrap();
+                out
+            };
+            assert_eq!(run(&p1), run(&p2), "{}", kern.isa());
+            paths.ran(kern.isa());
+        }
+    }
+    paths.finish();
+}
