@@ -260,6 +260,15 @@ pub fn conv_transpose(a: &ConvTransposeAttrs, inputs: &[Option<&Tensor>]) -> R<T
     if opad.len() != n {
         return Err("output_padding does not match the spatial rank".into());
     }
+    if !a.output_shape.is_empty() && a.output_shape.len() < n {
+        return Err(format!(
+            "output_shape {:?} has fewer than {n} entries",
+            a.output_shape
+        ));
+    }
+    if !a.geom.pads.is_empty() && a.geom.pads.len() != 2 * n {
+        return Err("pads does not match the spatial rank".into());
+    }
     let out_sp: Vec<usize> = conv_transpose_out(a, &kernel, in_sp)?
         .as_fixed()
         .ok_or("ConvTranspose output shape is not static")?;
@@ -403,6 +412,35 @@ mod tests {
             group: 3,
         };
         assert!(conv(&bad, &[Some(&x), Some(&w)]).is_err());
+    }
+
+    #[test]
+    fn conv_transpose_same_upper_splits_pads() {
+        // test_convtranspose_autopad_same: strides 2, SAME_UPPER -> 6x6, begin pad 0.
+        let x = Tensor::from_vec(&[1, 1, 3, 3], (0..9).map(|v| v as f32).collect());
+        let w = Tensor::from_vec(&[1, 2, 3, 3], vec![1.0f32; 18]);
+        let mut g = geom(vec![], vec![2, 2]);
+        g.auto_pad = AutoPad::SameUpper;
+        let a = ConvTransposeAttrs {
+            geom: g,
+            group: 1,
+            output_padding: vec![],
+            output_shape: vec![],
+        };
+        let y = conv_transpose(&a, &[Some(&x), Some(&w)]).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 6, 6]);
+        assert_eq!(
+            &f32s(&y)[..12],
+            [0., 0., 1., 1., 3., 2., 0., 0., 1., 1., 3., 2.]
+        );
+        assert_eq!(&f32s(&y)[12..18], [3., 3., 8., 5., 12., 7.]);
+        let bad = ConvTransposeAttrs {
+            geom: geom(vec![], vec![]),
+            group: 1,
+            output_padding: vec![],
+            output_shape: vec![4],
+        };
+        assert!(conv_transpose(&bad, &[Some(&x), Some(&w)]).is_err());
     }
 
     #[test]

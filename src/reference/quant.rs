@@ -107,7 +107,10 @@ pub fn quantize_linear(
             x.dtype()
         ));
     }
-    let zp = zero_points(zt, None, "y_zero_point")?;
+    let zp = match zt {
+        Some(_) => zero_points(zt, None, "y_zero_point")?,
+        None => vec![0; s.len()],
+    };
     if zp.len() != s.len() {
         return Err(format!(
             "y_scale has {} elements but y_zero_point has {}",
@@ -624,6 +627,13 @@ mod tests {
         let z = Tensor::from_vec(&[2], vec![10u8, 20]);
         let q = quantize_linear(0, None, &[Some(&x), Some(&s), Some(&z)]).unwrap();
         assert_eq!(q.view::<u8>().unwrap(), &[12, 12, 24, 24]);
+        let q0 = quantize_linear(
+            1,
+            Some(DType::I8),
+            &[Some(&x), Some(&Tensor::from_vec(&[2], vec![0.5f32, 0.25]))],
+        )
+        .unwrap();
+        assert_eq!(q0.view::<i8>().unwrap(), &[2, 4, 2, 4]);
         let d = dequantize_linear(0, &[Some(&q), Some(&s), Some(&z)]).unwrap();
         assert_eq!(d.view::<f32>().unwrap(), &[1.0, 1.0, 1.0, 1.0]);
     }

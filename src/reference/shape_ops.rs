@@ -321,6 +321,9 @@ pub fn gather(x: &Tensor, idx: &Tensor, axis: i64) -> R<Tensor> {
 pub fn gather_elements(x: &Tensor, idx: &Tensor, axis: i64) -> R<Tensor> {
     let s = x.shape();
     let a = norm_axis(axis, s.len())?;
+    if s.is_empty() {
+        return Err("GatherElements data must have rank >= 1".into());
+    }
     if idx.rank() != s.len() {
         return Err(format!(
             "GatherElements indices rank {} differs from data rank {}",
@@ -426,7 +429,11 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> R<Tensor> {
         if d == 0.0 {
             return Err("Range delta is 0".into());
         }
-        let n = ((l - s) / d).ceil().max(0.0) as usize;
+        let n = ((l - s) / d).ceil().max(0.0);
+        if !(n < (1u64 << 31) as f64) {
+            return Err(format!("Range would produce {n} elements"));
+        }
+        let n = n as usize;
         let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
         Ok(from_floats(dt, &[n], &v))
     } else {
@@ -436,10 +443,14 @@ pub fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> R<Tensor> {
         }
         let span = l - s;
         let n = if (span > 0) == (d > 0) && span != 0 {
-            ((span.abs() + d.abs() - 1) / d.abs()) as usize
+            (span.abs() + d.abs() - 1) / d.abs()
         } else {
             0
         };
+        if n >= 1 << 31 {
+            return Err(format!("Range would produce {n} elements"));
+        }
+        let n = n as usize;
         let v: Vec<i128> = (0..n as i128).map(|i| s + i * d).collect();
         Ok(from_ints(dt, &[n], &v))
     }
