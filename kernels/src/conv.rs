@@ -124,7 +124,7 @@ impl PackedConv {
             geom.kernel.1 * geom.dilation.1,
         )?;
         let g = geom.groups;
-        if c_in == 0 || c_out == 0 || c_in % g != 0 || c_out % g != 0 {
+        if c_in == 0 || c_out == 0 || !c_in.is_multiple_of(g) || !c_out.is_multiple_of(g) {
             return Err(bad(format!(
                 "conv: c_in {c_in} and c_out {c_out} must be positive multiples of groups {g}"
             )));

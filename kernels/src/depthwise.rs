@@ -96,6 +96,7 @@ pub(crate) fn depthwise_u8s8(
         ow,
     };
     let row_task = |row: usize| {
+        #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
         // One row of accumulators (the AVX-512 row kernel uses ow * c, the others c).
         let mut acc = vec![0i32; c * ow];
@@ -287,7 +288,7 @@ mod x86 {
             let pad_l = a.geom.pads[1];
             let ox_lo = pad_l.div_ceil(sw).min(a.ow);
             let span = (a.kw - 1) * dw;
-            let ox_hi = if x.w + pad_l >= span + 1 {
+            let ox_hi = if x.w + pad_l > span {
                 ((x.w + pad_l - span - 1) / sw + 1).min(a.ow)
             } else {
                 0

@@ -30,7 +30,7 @@ unsafe fn exp_v<V: F32x>(x: V) -> V {
     p = p.fma(r, sp(8.333_452e-3));
     p = p.fma(r, sp(4.166_579_6e-2));
     p = p.fma(r, sp(1.666_666_5e-1));
-    p = p.fma(r, sp(5.000_000_1e-1));
+    p = p.fma(r, sp(0.5));
     let y = p.fma(r.mul(r), r).add(sp(1.0)).mul(n.pow2());
     // Below -87 the result is 0 (no denormals).
     x.add(sp(87.0)).select_nonneg(y, sp(0.0))
@@ -44,7 +44,7 @@ unsafe fn erfc_pos<V: F32x>(z: V) -> V {
     for c in [
         -0.822_152_23f32,
         1.488_515_9,
-        -1.135_203_98,
+        -1.135_204,
         0.278_868_07,
         -0.186_288_06,
         0.096_784_18,
@@ -72,7 +72,7 @@ unsafe fn erf_v<V: F32x>(x: V) -> V {
         -2.686_617e-2,
         1.128_379_2e-1,
         -3.761_263_9e-1,
-        1.128_379_2,
+        std::f32::consts::FRAC_2_SQRT_PI,
     ] {
         p = p.fma(s, sp(c));
     }
@@ -310,7 +310,7 @@ pub fn mul(kernel: &Kernel, a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(),
 /// In place softmax over each row of `row_len` elements (max-subtracted, ONNX Softmax on the
 /// last axis). `x.len()` must be a multiple of `row_len`.
 pub fn softmax_rows(kernel: &Kernel, x: &mut [f32], row_len: usize) -> Result<(), KernelError> {
-    if row_len == 0 || x.len() % row_len != 0 {
+    if row_len == 0 || !x.len().is_multiple_of(row_len) {
         return Err(bad(format!(
             "softmax_rows: length {} is not a multiple of row length {row_len}",
             x.len()
@@ -334,7 +334,7 @@ pub fn layer_norm_rows(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let n = gamma.len();
-    if n == 0 || beta.len() != n || x.len() % n != 0 || out.len() != x.len() {
+    if n == 0 || beta.len() != n || !x.len().is_multiple_of(n) || out.len() != x.len() {
         return Err(bad(format!(
             "layer_norm_rows: gamma {n}, beta {}, x {}, out {}: need equal gamma/beta, x a multiple of them, out = x",
             beta.len(),

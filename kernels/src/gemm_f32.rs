@@ -132,6 +132,7 @@ pub fn gemm_f32(
     unsafe impl Sync for SendPtr {}
     let outp = SendPtr(out.as_mut_ptr());
     let run = |&(m0, m1, p0, p1): &(usize, usize, usize, usize)| {
+        #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
         #[repr(C, align(64))]
         struct Tile([f32; 6 * NRF]);

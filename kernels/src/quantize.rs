@@ -29,6 +29,7 @@ pub struct QParams {
 }
 
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // f32::clamp would keep NaN; max/min map NaN like the SIMD path
 fn q_one(x: f32, inv_div: f32, zp: i32, lo: i32, hi: i32) -> i32 {
     let f = (x / inv_div).max(-CLAMP_F).min(CLAMP_F);
     (f.round_ties_even() as i32 + zp).clamp(lo, hi)

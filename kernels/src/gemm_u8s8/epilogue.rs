@@ -51,6 +51,7 @@ pub(crate) const CLAMP_F: f32 = 16_777_216.0;
 
 /// Scalar requantization of one value: the reference rule.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // f32::clamp would keep NaN; max/min map NaN like the SIMD path
 pub(crate) fn requant_one(v: i32, mult: f32, zp: i32, lo: i32, hi: i32) -> i32 {
     let f = (v as f32) * mult;
     let f = f.max(-CLAMP_F).min(CLAMP_F);

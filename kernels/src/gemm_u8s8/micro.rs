@@ -139,6 +139,7 @@ mod x86 {
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
     /// chains hide the instruction latency; summed at the end (exact integer sums, same result).
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
     unsafe fn vnni_gemv_body(kg: usize, a: *const u8, b: *const i8, tile: *mut i32) {
         let mut x = [_mm512_setzero_si512(); 4];
         let mut y = [_mm512_setzero_si512(); 4];

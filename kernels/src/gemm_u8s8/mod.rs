@@ -297,6 +297,7 @@ pub fn gemm_u8s8(
     let outp = SendOut(out.ptr());
 
     let run_item = |it: &Item| {
+        #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
         let padded: Vec<u8> = if direct {
             Vec::new()
