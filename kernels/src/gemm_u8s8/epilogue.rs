@@ -146,69 +146,96 @@ pub(crate) mod x86 {
         out: OutPtr,
     ) {
         let rt = _mm512_set1_epi32(rowterm);
-        let zp = _mm512_set1_epi32(p.zp);
-        let lo = _mm512_set1_epi32(p.lo);
-        let hi = _mm512_set1_epi32(p.hi);
-        let cmax = _mm512_set1_ps(CLAMP_F);
-        let cmin = _mm512_set1_ps(-CLAMP_F);
-        let ct = p.colterm.as_ptr().add(j0);
-        let sc = p.scale.as_ptr().add(j0);
         let mut c = 0;
         while c < nc {
-            let rem = nc - c;
-            let m: __mmask16 = if rem >= 16 {
-                0xFFFF
-            } else {
-                ((1u32 << rem) - 1) as u16
-            };
-            let v = _mm512_add_epi32(
-                _mm512_add_epi32(
-                    _mm512_maskz_loadu_epi32(m, acc.add(c)),
-                    _mm512_maskz_loadu_epi32(m, ct.add(c)),
-                ),
+            let m = mask16(nc - c);
+            vec16(
+                p,
+                _mm512_maskz_loadu_epi32(m, acc.add(c)),
                 rt,
+                j0 + c,
+                m,
+                out.add(c),
             );
-            match out {
-                OutPtr::I32(o) => _mm512_mask_storeu_epi32(o.add(c), m, v),
-                OutPtr::U8(_) | OutPtr::I8(_) => {
-                    let f = _mm512_mul_ps(
-                        _mm512_cvt_roundepi32_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                            v,
-                        ),
-                        _mm512_maskz_loadu_ps(m, sc.add(c)),
-                    );
-                    let f = _mm512_min_ps(_mm512_max_ps(f, cmin), cmax);
-                    let r = _mm512_cvt_roundps_epi32::<
-                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                    >(f);
-                    let q = _mm512_max_epi32(_mm512_min_epi32(_mm512_add_epi32(r, zp), hi), lo);
-                    let q8 = _mm512_cvtepi32_epi8(q);
-                    let dst = match out {
-                        OutPtr::U8(o) => o.add(c) as *mut i8,
-                        OutPtr::I8(o) => o.add(c),
-                        _ => unreachable!(),
-                    };
-                    // Full vectors use a plain store: masked narrowing stores are slow on Zen 4.
-                    if m == 0xFFFF {
-                        _mm_storeu_si128(dst as *mut __m128i, q8);
-                    } else {
-                        _mm_mask_storeu_epi8(dst, m, q8);
-                    }
-                }
-                OutPtr::F32(o) => {
-                    let mut y = _mm512_mul_ps(
-                        _mm512_cvt_roundepi32_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                            v,
-                        ),
-                        _mm512_maskz_loadu_ps(m, sc.add(c)),
-                    );
-                    if let Some(fb) = p.fbias {
-                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, fb.as_ptr().add(j0 + c)));
-                    }
-                    _mm512_mask_storeu_ps(o.add(c), m, y);
+            c += 16;
+        }
+    }
+
+    /// Lane mask for the first `rem` (>= 1) of 16 lanes.
+    #[inline(always)]
+    pub(crate) fn mask16(rem: usize) -> __mmask16 {
+        if rem >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << rem) - 1) as u16
+        }
+    }
+
+    /// The epilogue of 16 accumulators held in a register (columns `j .. j+16` under mask `m`),
+    /// stored at `out` (already pointing at column `j`). Inlined into the VNNI micro-kernel so
+    /// accumulators never round-trip through memory.
+    #[inline(always)]
+    pub(crate) unsafe fn vec16(
+        p: &EpiPlan,
+        acc: __m512i,
+        rt: __m512i,
+        j: usize,
+        m: __mmask16,
+        out: OutPtr,
+    ) {
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let v = _mm512_add_epi32(
+            _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, p.colterm.as_ptr().add(j))),
+            rt,
+        );
+        match out {
+            OutPtr::I32(o) => {
+                if m == 0xFFFF {
+                    _mm512_storeu_si512(o as *mut _, v)
+                } else {
+                    _mm512_mask_storeu_epi32(o, m, v)
                 }
             }
-            c += 16;
+            OutPtr::U8(_) | OutPtr::I8(_) => {
+                let f = _mm512_mul_ps(
+                    _mm512_cvt_roundepi32_ps::<RNE>(v),
+                    _mm512_maskz_loadu_ps(m, p.scale.as_ptr().add(j)),
+                );
+                let f = _mm512_min_ps(
+                    _mm512_max_ps(f, _mm512_set1_ps(-CLAMP_F)),
+                    _mm512_set1_ps(CLAMP_F),
+                );
+                let r = _mm512_cvt_roundps_epi32::<RNE>(f);
+                let q = _mm512_max_epi32(
+                    _mm512_min_epi32(
+                        _mm512_add_epi32(r, _mm512_set1_epi32(p.zp)),
+                        _mm512_set1_epi32(p.hi),
+                    ),
+                    _mm512_set1_epi32(p.lo),
+                );
+                let q8 = _mm512_cvtepi32_epi8(q);
+                let dst = match out {
+                    OutPtr::U8(o) => o as *mut i8,
+                    OutPtr::I8(o) => o,
+                    _ => unreachable!(),
+                };
+                // Full vectors use a plain store: masked narrowing stores are slow on Zen 4.
+                if m == 0xFFFF {
+                    _mm_storeu_si128(dst as *mut __m128i, q8);
+                } else {
+                    _mm_mask_storeu_epi8(dst, m, q8);
+                }
+            }
+            OutPtr::F32(o) => {
+                let mut y = _mm512_mul_ps(
+                    _mm512_cvt_roundepi32_ps::<RNE>(v),
+                    _mm512_maskz_loadu_ps(m, p.scale.as_ptr().add(j)),
+                );
+                if let Some(fb) = p.fbias {
+                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, fb.as_ptr().add(j)));
+                }
+                _mm512_mask_storeu_ps(o, m, y);
+            }
         }
     }
 

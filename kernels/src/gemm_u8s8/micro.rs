@@ -58,6 +58,45 @@ pub(crate) unsafe fn run(
     }
 }
 
+/// VNNI micro-kernel with the epilogue fused (accumulators never leave registers). Returns
+/// `false` (doing nothing) for ISAs without a fused kernel; the caller then uses `run` + the
+/// row epilogue, which computes the same values.
+///
+/// # Safety
+/// As `run`, plus: `rowterm` readable for `rows` values, `out` writable for `rows` rows of `nc`
+/// columns at stride `ldc`, `j0 + nc` within the plan's columns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_fused(
+    isa: Isa,
+    rows: usize,
+    kg: usize,
+    a: *const u8,
+    a_rs: usize,
+    b: *const i8,
+    plan: &super::epilogue::EpiPlan,
+    rowterm: *const i32,
+    j0: usize,
+    nc: usize,
+    out: super::epilogue::OutPtr,
+    ldc: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        use x86::vnni_fused as f;
+        match rows {
+            1 => f::<1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+            2 => f::<2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+            3 => f::<3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+            4 => f::<4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+            5 => f::<5>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+            _ => f::<6>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+        }
+        return true;
+    }
+    let _ = (isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc);
+    false
+}
+
 /// Portable exact kernel (same results as VNNI).
 unsafe fn scalar<const R: usize>(
     kg: usize,
@@ -95,6 +134,8 @@ unsafe fn scalar<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::NR;
+    use crate::gemm_u8s8::epilogue::x86::{mask16, vec16};
+    use crate::gemm_u8s8::epilogue::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -104,13 +145,12 @@ mod x86 {
 
     /// VNNI body: R x 4 zmm accumulators, 4 weight loads and R dword broadcasts per K-group.
     #[inline(always)]
-    unsafe fn vnni_body<const R: usize>(
+    unsafe fn vnni_acc<const R: usize>(
         kg: usize,
         a: *const u8,
         a_rs: usize,
         b: *const i8,
-        tile: *mut i32,
-    ) {
+    ) -> [[__m512i; 4]; R] {
         let mut acc = [[_mm512_setzero_si512(); 4]; R];
         let mut bp = b;
         let mut ap = a;
@@ -129,9 +169,66 @@ mod x86 {
             bp = bp.add(4 * NR);
             ap = ap.add(4);
         }
+        acc
+    }
+
+    #[inline(always)]
+    unsafe fn vnni_body<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        tile: *mut i32,
+    ) {
+        let acc = vnni_acc::<R>(kg, a, a_rs, b);
         for (r, acc_r) in acc.iter().enumerate() {
             for (c, v) in acc_r.iter().enumerate() {
                 _mm512_storeu_si512(tile.add(r * NR + 16 * c) as *mut _, *v);
+            }
+        }
+    }
+
+    /// VNNI tile with the epilogue fused: accumulators go straight from registers through
+    /// `epilogue::x86::vec16` to the output (row `r` at `out + r * ldc`).
+    ///
+    /// SAFETY: as `vnni`, plus `rowterm` readable for R values, `out` valid for R rows of `nc`
+    /// columns at stride `ldc`, and `j0 + nc <= plan columns`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_fused<const R: usize>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+    ) {
+        let acc = if R == 1 {
+            let mut t = [[_mm512_setzero_si512(); 4]; R];
+            t[0] = vnni_gemv_acc(kg, a, b);
+            t
+        } else {
+            vnni_acc::<R>(kg, a, a_rs, b)
+        };
+        for (r, acc_r) in acc.iter().enumerate() {
+            let rt = _mm512_set1_epi32(*rowterm.add(r));
+            let orow = out.add(r * ldc);
+            for (c, v) in acc_r.iter().enumerate() {
+                if 16 * c >= nc {
+                    break;
+                }
+                vec16(
+                    plan,
+                    *v,
+                    rt,
+                    j0 + 16 * c,
+                    mask16(nc - 16 * c),
+                    orow.add(16 * c),
+                );
             }
         }
     }
@@ -140,7 +237,7 @@ mod x86 {
     /// chains hide the instruction latency; summed at the end (exact integer sums, same result).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
-    unsafe fn vnni_gemv_body(kg: usize, a: *const u8, b: *const i8, tile: *mut i32) {
+    unsafe fn vnni_gemv_acc(kg: usize, a: *const u8, b: *const i8) -> [__m512i; 4] {
         let mut x = [_mm512_setzero_si512(); 4];
         let mut y = [_mm512_setzero_si512(); 4];
         let mut bp = b;
@@ -169,9 +266,12 @@ mod x86 {
                     _mm512_dpbusd_epi32(x[c], a0, _mm512_loadu_si512(bp.add(64 * c) as *const _));
             }
         }
-        for c in 0..4 {
-            _mm512_storeu_si512(tile.add(16 * c) as *mut _, _mm512_add_epi32(x[c], y[c]));
-        }
+        [
+            _mm512_add_epi32(x[0], y[0]),
+            _mm512_add_epi32(x[1], y[1]),
+            _mm512_add_epi32(x[2], y[2]),
+            _mm512_add_epi32(x[3], y[3]),
+        ]
     }
 
     /// SAFETY (all entry points below): callers (`super::run`) hold a `Kernel` proving the
@@ -185,7 +285,10 @@ mod x86 {
         tile: *mut i32,
     ) {
         if R == 1 {
-            vnni_gemv_body(kg, a, b, tile)
+            let acc = vnni_gemv_acc(kg, a, b);
+            for (c, v) in acc.iter().enumerate() {
+                _mm512_storeu_si512(tile.add(16 * c) as *mut _, *v);
+            }
         } else {
             vnni_body::<R>(kg, a, a_rs, b, tile)
         }

@@ -326,26 +326,35 @@ pub fn gemm_u8s8(
                 // (direct: kp == k and check_matrix; padded: buffer of kp per row); the panel
                 // holds kp/4 groups of 256 bytes; the tile holds 6 x 64.
                 unsafe {
-                    micro::run(
+                    let a_tile = abase.add((i - it.m0) * a_rs);
+                    let o = outp.0.add(i * ldc + j0);
+                    let fused = micro::run_fused(
                         isa,
                         rows,
                         kp / 4,
-                        abase.add((i - it.m0) * a_rs),
+                        a_tile,
                         a_rs,
                         bp,
-                        tile.0.as_mut_ptr(),
+                        &plan,
+                        rowterm[i..].as_ptr(),
+                        j0,
+                        nc,
+                        o,
+                        ldc,
                     );
-                    for r in 0..rows {
-                        let o = outp.0.add((i + r) * ldc + j0);
-                        epilogue::row(
-                            isa,
-                            &plan,
-                            tile.0.as_ptr().add(r * NR),
-                            rowterm[i + r],
-                            j0,
-                            nc,
-                            o,
-                        );
+                    if !fused {
+                        micro::run(isa, rows, kp / 4, a_tile, a_rs, bp, tile.0.as_mut_ptr());
+                        for r in 0..rows {
+                            epilogue::row(
+                                isa,
+                                &plan,
+                                tile.0.as_ptr().add(r * NR),
+                                rowterm[i + r],
+                                j0,
+                                nc,
+                                o.add(r * ldc),
+                            );
+                        }
                     }
                 }
                 i += rows;
