@@ -9,3 +9,4 @@ pub mod io;
 pub mod passes;
 pub mod prepare;
 pub mod reference;
+pub mod quant;
