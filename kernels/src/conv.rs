@@ -270,7 +270,23 @@ pub fn conv2d_u8s8(
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
-            im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, &mut scratch);
+            // im2col rows are independent: split them over the pool (identical bytes either way).
+            let nthreads = rayon::current_num_threads();
+            let rows_here = r1 - r0;
+            if nthreads > 1 && rows_here >= 64 {
+                use rayon::prelude::*;
+                let per = rows_here.div_ceil(nthreads);
+                scratch[..rows_here * ld]
+                    .par_chunks_mut(per * ld)
+                    .enumerate()
+                    .for_each(|(t, part)| {
+                        let a0 = r0 + t * per;
+                        let a1 = (a0 + per).min(r1);
+                        im2col(x, c_in, ci0, cig, geom, (oh, ow), a0, a1, ld, part);
+                    });
+            } else {
+                im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, &mut scratch);
+            }
             let a = MatrixU8 {
                 data: &scratch[..(r1 - r0) * ld],
                 rows: r1 - r0,
@@ -285,6 +301,19 @@ pub fn conv2d_u8s8(
         }
     }
     Ok((oh, ow))
+}
+
+/// Copies a short segment without a `memcpy` call: 16-byte chunks, then bytes.
+#[inline(always)]
+fn copy_small(d: &mut [u8], s: &[u8]) {
+    let n = d.len().min(s.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        let v = u128::from_ne_bytes(s[i..i + 16].try_into().unwrap_or([0; 16]));
+        d[i..i + 16].copy_from_slice(&v.to_ne_bytes());
+        i += 16;
+    }
+    d[i..n].copy_from_slice(&s[i..n]);
 }
 
 /// Fills rows [r0, r1) of the im2col matrix for channels [c0, c0 + cig): row = (b, oy, ox),
@@ -319,7 +348,7 @@ fn im2col(
                 let d = &mut dst[col..col + cig];
                 if iy >= 0 && (iy as usize) < x.h && ix >= 0 && (ix as usize) < x.w {
                     let s = ((b * x.h + iy as usize) * x.w + ix as usize) * c_in + c0;
-                    d.copy_from_slice(&x.data[s..s + cig]);
+                    copy_small(d, &x.data[s..s + cig]);
                 } else {
                     d.fill(pad_val);
                 }
