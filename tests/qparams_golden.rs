@@ -36,6 +36,7 @@ fn qparams_golden() {
     let mut checked: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut skipped = Vec::new();
+    let (mut exact_scales, mut one_ulp_scales) = (0usize, 0usize);
     for (n, c) in cases.iter().enumerate() {
         let fw = c["framework"].as_str().unwrap();
         let dtype = c["dtype"].as_str().unwrap();
@@ -115,6 +116,17 @@ fn qparams_golden() {
         }
         for ch in 0..gs.len() {
             let d = ulps(params.scale[ch], gs[ch]);
+            match d {
+                0 => exact_scales += 1,
+                1 => {
+                    one_ulp_scales += 1;
+                    println!(
+                        "note: {label}: channel {ch} scale {:e} is 1 ulp from golden {:e}",
+                        params.scale[ch], gs[ch]
+                    );
+                }
+                _ => {}
+            }
             if d > 1 {
                 ok = false;
                 failures.push(format!(
@@ -176,7 +188,8 @@ fn qparams_golden() {
     let total: usize = checked.values().sum();
     let per: Vec<String> = checked.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
-        "qparams golden: {total} cases checked ({}) of {}",
+        "qparams golden: {total} cases checked ({}) of {}; scales bit-exact {exact_scales}, \
+         1 ulp off {one_ulp_scales}",
         per.join(", "),
         cases.len()
     );

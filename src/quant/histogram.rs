@@ -228,6 +228,28 @@ mod tests {
     }
 
     #[test]
+    fn merge_of_aligned_histograms_equals_single_pass() {
+        let b1 = [-1.0f32, -0.3, 0.2, 0.7];
+        let b2 = [1.0f32, -0.45, 0.05];
+        let b3 = [3.5f32, -2.0];
+        let mut single = Histogram::with_bins(64, CalibMethod::MinMax);
+        for b in [&b1[..], &b2, &b3] {
+            single.observe(b).unwrap();
+        }
+        let mut a = Histogram::with_bins(64, CalibMethod::MinMax);
+        a.observe(&b1).unwrap();
+        let mut b = Histogram::with_bins(64, CalibMethod::MinMax);
+        b.observe(&b2).unwrap();
+        b.observe(&b3).unwrap();
+        // b's threshold is 1.0 grown to 4.0; a (1.0) grows to 4.0 too: grids align exactly
+        a.merge(&b).unwrap();
+        assert_eq!(a.threshold(), single.threshold());
+        assert_eq!(a.bins(), single.bins());
+        assert_eq!(a.min_max(), single.min_max());
+        assert_eq!(a.count(), single.count());
+    }
+
+    #[test]
     fn all_zero_data_then_growth() {
         let mut h = Histogram::with_bins(8, CalibMethod::MinMax);
         h.observe(&[0.0, 0.0]).unwrap();

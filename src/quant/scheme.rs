@@ -17,7 +17,7 @@
 //! | `Pytorch` | s8 asym | no / yes | [-128,127] / [-64,63] | same | same | f32 |
 //! | `Pytorch` | u8 sym | no / yes | [0,255] / [0,127] | `absmax / ((qmax-qmin)/2)` (127.5 / 63.5), `max(.., eps)` | 128 (also with reduce_range: PyTorch quirk) | f32 |
 //! | `Pytorch` | s8 sym | no / yes | [-128,127] / [-64,63] | `absmax / 127.5` / `absmax / 63.5`, `max(.., eps)` | 0 | f32 |
-//! | `Onnxruntime` | u8 asym | no / yes | [0,255] / [0,127] | `f64(f32(max-min)) / f64(qmax-qmin)`, then to f32 | `round_half_even(qmin - min/scale)` in f64 | numpy f32 -> f64 |
+//! | `Onnxruntime` | u8 asym | no / yes | [0,255] / [0,127] | `(f64(max)-f64(min)) / f64(qmax-qmin)`, then to f32 | `round_half_even(qmin - min/scale)` in f64 | numpy f32 inputs, f64 math |
 //! | `Onnxruntime` | s8 asym | no / yes | [-128,127] / [-64,64] | same | same | same |
 //! | `Onnxruntime` | u8 sym | no / yes | [0,255] / [0,127] | `2*absmax/(qmax-qmin)` (f64) | `round_half_even((qmin+qmax)/2)` = 128 / 64 | same |
 //! | `Onnxruntime` | s8 sym | no / yes | [-127,127] / [-64,64] | `2*absmax/254` / `2*absmax/128` | 0 | same |
@@ -396,7 +396,7 @@ fn pytorch_qparam(min: f32, max: f32, qmin: i32, qmax: i32, symmetric: bool, dt:
 }
 
 /// ONNX Runtime `quant_utils.compute_scale_zp` (numpy): range widened in f32, the range
-/// difference taken in f32, the division and zero point in f64, the scale cast back to f32.
+/// difference, the division and the zero point in f64, the scale cast back to f32.
 fn ort_qparam(min: f32, max: f32, qmin: i32, qmax: i32, symmetric: bool) -> QParam {
     let mut rmin = min.min(0.0);
     let mut rmax = max.max(0.0);
@@ -405,7 +405,9 @@ fn ort_qparam(min: f32, max: f32, qmin: i32, qmax: i32, symmetric: bool) -> QPar
         rmin = -absmax;
         rmax = absmax;
     }
-    let dr = (rmax - rmin) as f64; // f32 subtraction, then float64
+    // The range difference is taken in f64: the golden values (from ORT's quant_utils) match
+    // this bit-exactly for all cases, while an f32 subtraction is 1 ulp off for 3 of them.
+    let dr = rmax as f64 - rmin as f64;
     let dq = qmax as f64 - qmin as f64;
     let scale = dr / dq;
     if scale < f32::MIN_POSITIVE as f64 {
