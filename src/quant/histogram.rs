@@ -42,7 +42,7 @@ impl Histogram {
     /// entropy also needs it >= its quantized bin count).
     pub fn with_bins(num_bins: usize, method: CalibMethod) -> Self {
         assert!(
-            num_bins >= 4 && num_bins % 4 == 0,
+            num_bins >= 4 && num_bins.is_multiple_of(4),
             "histogram bins must be a positive multiple of 4, got {num_bins}"
         );
         Histogram {

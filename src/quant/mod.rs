@@ -23,7 +23,7 @@ pub mod scheme;
 pub use calib_methods::CalibMethod;
 pub use error::{CalibError, NonFiniteKind, QuantError};
 pub use histogram::{Histogram, DEFAULT_BINS};
-pub use observer::{MinMax, MovingAverageMinMax, Observer, PerChannelMinMax};
+pub use observer::{observe_parallel, MinMax, MovingAverageMinMax, Observer, PerChannelMinMax};
 pub use quantize::{
     channel_min_max, dequantize_slice, dequantize_value, quantize_slice, quantize_value,
     quantize_with,

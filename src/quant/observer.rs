@@ -21,6 +21,32 @@ pub trait Observer: Send {
     fn range(&self) -> Result<(f32, f32), QuantError>;
 }
 
+/// Observes `batches` in parallel (rayon): each worker fills a clone of `empty`, then the
+/// partial observers are merged. Exact for [`MinMax`]; for histograms, exact when the partial
+/// ranges are power-of-two related (otherwise re-binned, see `histogram`).
+pub fn observe_parallel<O>(empty: &O, batches: &[&[f32]]) -> Result<O, QuantError>
+where
+    O: Observer + Clone + Sync,
+{
+    use rayon::prelude::*;
+    batches
+        .par_iter()
+        .try_fold(
+            || empty.clone(),
+            |mut o, b| {
+                o.observe(b)?;
+                Ok(o)
+            },
+        )
+        .try_reduce(
+            || empty.clone(),
+            |mut a, b| {
+                a.merge(&b)?;
+                Ok(a)
+            },
+        )
+}
+
 /// Min and max of one non-empty, finite batch.
 pub(crate) fn batch_min_max(data: &[f32]) -> Result<(f32, f32), QuantError> {
     if data.is_empty() {
@@ -249,6 +275,26 @@ mod tests {
         let mut empty = MinMax::new();
         empty.merge(&single).unwrap();
         assert_eq!(empty.range(), single.range());
+    }
+
+    #[test]
+    fn parallel_observation_equals_sequential() {
+        let data: Vec<Vec<f32>> = (0..64)
+            .map(|b| {
+                (0..100)
+                    .map(|i| ((b * 13 + i * 29) % 97) as f32 * 0.37 - 11.0)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = data.iter().map(|v| v.as_slice()).collect();
+        let par = observe_parallel(&MinMax::new(), &refs).unwrap();
+        let mut seq = MinMax::new();
+        refs.iter().for_each(|b| seq.observe(b).unwrap());
+        assert_eq!(par, seq);
+        let mut bad = refs.clone();
+        let nan = [f32::NAN];
+        bad.push(&nan);
+        assert!(observe_parallel(&MinMax::new(), &bad).is_err());
     }
 
     #[test]
