@@ -8,5 +8,5 @@ pub mod frontend;
 pub mod io;
 pub mod passes;
 pub mod prepare;
-pub mod reference;
 pub mod quant;
+pub mod reference;

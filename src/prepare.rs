@@ -3,7 +3,9 @@
 //! inputs (names, dtypes, ranks), shared by `run`, calibration and benchmarks.
 
 use crate::frontend::onnx;
-use crate::passes::{bind_shapes::BindShapes, fold_constants::FoldConstants, run_pipeline, PassError};
+use crate::passes::{
+    bind_shapes::BindShapes, fold_constants::FoldConstants, run_pipeline, PassError,
+};
 use octet_ir::{Graph, Tensor};
 use std::path::Path;
 
@@ -20,25 +22,36 @@ pub enum PrepareError {
 /// Load `path`, bind the given input shapes, fold constants and verify.
 pub fn load(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<onnx::Model, PrepareError> {
     let mut m = onnx::load(path)?;
-    prepare(&mut m.graph, shapes).map_err(|source| PrepareError::Pass { path: path.display().to_string(), source })?;
+    prepare(&mut m.graph, shapes).map_err(|source| PrepareError::Pass {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(m)
 }
 
 /// Bind shapes and fold constants on an imported graph.
 pub fn prepare(g: &mut Graph, shapes: &[(String, Vec<usize>)]) -> Result<(), PassError> {
-    let bind = BindShapes { shapes: shapes.to_vec() };
+    let bind = BindShapes {
+        shapes: shapes.to_vec(),
+    };
     run_pipeline(g, &[&bind, &FoldConstants], true)
 }
 
 /// Names of the graph inputs, in order.
 pub fn input_names(g: &Graph) -> Vec<String> {
-    g.inputs.iter().map(|&n| g.node(n).outputs[0].name.clone()).collect()
+    g.inputs
+        .iter()
+        .map(|&n| g.node(n).outputs[0].name.clone())
+        .collect()
 }
 
 /// Match named arrays to the model's inputs. Arrays that are not inputs (such as `label`) are
 /// returned as ignored; a missing input, a wrong dtype or a wrong rank is an error naming the
 /// input, what the model expects and what was given.
-pub fn match_inputs(g: &Graph, arrays: Vec<(String, Tensor)>) -> Result<(Vec<(String, Tensor)>, Vec<String>), PrepareError> {
+pub fn match_inputs(
+    g: &Graph,
+    arrays: Vec<(String, Tensor)>,
+) -> Result<(Vec<(String, Tensor)>, Vec<String>), PrepareError> {
     let names = input_names(g);
     let mut feeds = vec![];
     let mut ignored = vec![];
@@ -58,11 +71,18 @@ pub fn match_inputs(g: &Graph, arrays: Vec<(String, Tensor)>) -> Result<(Vec<(St
         let Some((_, t)) = feeds.iter().find(|(n, _)| n == name) else {
             return Err(PrepareError::Input(format!(
                 "model input '{name}' is missing from the data (data has: {}; model inputs: {})",
-                if ignored.is_empty() { "nothing else".to_string() } else { ignored.join(", ") },
+                if ignored.is_empty() {
+                    "nothing else".to_string()
+                } else {
+                    ignored.join(", ")
+                },
                 names.join(", ")
             )));
         };
-        let ty = g.node(g.inputs[i]).outputs[0].ty.as_ref().expect("inputs are typed");
+        let ty = g.node(g.inputs[i]).outputs[0]
+            .ty
+            .as_ref()
+            .expect("inputs are typed");
         if t.dtype() != ty.dtype {
             return Err(PrepareError::Input(format!(
                 "input '{name}' must be {} {}, the data holds {} {:?}",
@@ -96,7 +116,10 @@ pub fn read_inputs(path: &Path) -> Result<Vec<(String, Tensor)>, PrepareError> {
     };
     let arrays = r.map_err(|e| PrepareError::Input(e.to_string()))?;
     if arrays.is_empty() {
-        return Err(PrepareError::Input(format!("{}: holds no arrays", path.display())));
+        return Err(PrepareError::Input(format!(
+            "{}: holds no arrays",
+            path.display()
+        )));
     }
     Ok(arrays)
 }

@@ -109,6 +109,11 @@ pub fn conv_out_dim(
     pad_end: usize,
     ceil_mode: bool,
 ) -> R<usize> {
+    if kernel == 0 || stride == 0 || dilation == 0 {
+        return Err(format!(
+            "kernel {kernel}, stride {stride} and dilation {dilation} must be positive"
+        ));
+    }
     let eff = dilation * (kernel - 1) + 1;
     let padded = input + pad_begin + pad_end;
     if padded < eff {
@@ -142,6 +147,11 @@ pub fn resolve_pads(g: &ConvGeom, kernel: &[usize], spatial: &[usize]) -> Vec<us
     } else {
         g.dilations.clone()
     };
+    // Malformed geometry is reported by the callers (conv_out_dim / length checks); never index
+    // out of bounds here.
+    if strides.len() != n || dil.len() != n || kernel.len() != n {
+        return vec![0; 2 * n];
+    }
     match g.auto_pad {
         AutoPad::NotSet => {
             if g.pads.is_empty() {
@@ -154,8 +164,8 @@ pub fn resolve_pads(g: &ConvGeom, kernel: &[usize], spatial: &[usize]) -> Vec<us
         AutoPad::SameUpper | AutoPad::SameLower => {
             let mut pads = vec![0; 2 * n];
             for i in 0..n {
-                let out = spatial[i].div_ceil(strides[i]);
-                let eff = dil[i] * (kernel[i] - 1) + 1;
+                let out = spatial[i].div_ceil(strides[i].max(1));
+                let eff = dil[i] * kernel[i].saturating_sub(1) + 1;
                 let total = ((out - 1) * strides[i] + eff).saturating_sub(spatial[i]);
                 let small = total / 2;
                 let big = total - small;
@@ -258,8 +268,44 @@ fn matmul_shape(a: &Shape, b: &Shape) -> R<Shape> {
     Ok(Shape(out))
 }
 
+/// Why inference could not give a type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InferError {
+    /// The node is invalid (bad shapes, attributes, operands).
+    Invalid(String),
+    /// Not knowable yet (e.g. a Reshape target computed at run time, of unknown rank); constant
+    /// folding after shape binding usually resolves it. The value stays untyped meanwhile.
+    Unknown(String),
+}
+
+impl std::fmt::Display for InferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InferError::Invalid(m) => f.write_str(m),
+            InferError::Unknown(m) => write!(f, "type not known before constant folding: {m}"),
+        }
+    }
+}
+
+const UNKNOWN: &str = "\u{1}unknown: ";
+
+fn unknown(msg: &str) -> String {
+    format!("{UNKNOWN}{msg}")
+}
+
 /// Infer the output types of `op` from its operands.
-pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<ValueType>> {
+pub fn infer_op(
+    op: &Op,
+    ops: &[Option<Operand>],
+    syms: &mut Symbols,
+) -> Result<Vec<ValueType>, InferError> {
+    infer_op_inner(op, ops, syms).map_err(|m| match m.strip_prefix(UNKNOWN) {
+        Some(rest) => InferError::Unknown(rest.to_string()),
+        None => InferError::Invalid(m),
+    })
+}
+
+fn infer_op_inner(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<ValueType>> {
     use Op::*;
     let one = |t: ValueType| Ok(vec![t]);
     match op {
@@ -330,7 +376,7 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
             let kernel: Vec<usize> = if a.geom.kernel_shape.is_empty() {
                 ws.0[2..]
                     .iter()
-                    .map(|d| d.fixed().ok_or_else(|| "symbolic kernel size".to_string()))
+                    .map(|d| d.fixed().ok_or_else(|| unknown("symbolic kernel size")))
                     .collect::<R<_>>()?
             } else {
                 a.geom.kernel_shape.clone()
@@ -361,7 +407,7 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
             let kernel: Vec<usize> = if a.geom.kernel_shape.is_empty() {
                 ws.0[2..]
                     .iter()
-                    .map(|d| d.fixed().ok_or_else(|| "symbolic kernel size".to_string()))
+                    .map(|d| d.fixed().ok_or_else(|| unknown("symbolic kernel size")))
                     .collect::<R<_>>()?
             } else {
                 a.geom.kernel_shape.clone()
@@ -498,7 +544,7 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
                         .0
                         .first()
                         .and_then(|d| d.fixed())
-                        .ok_or("reshape target of unknown rank")?;
+                        .ok_or_else(|| unknown("reshape target of unknown rank"))?;
                 return one(ValueType::new(
                     x.ty.dtype,
                     Sh((0..n).map(|_| syms.fresh()).collect()),
@@ -535,7 +581,20 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
             let r = x.ty.shape.rank();
             let axes: Vec<usize> = match opt(ops, 1) {
                 Some(a) => {
-                    let v = ints(&a).ok_or("Squeeze axes must be constant")?;
+                    let Some(v) = ints(&a) else {
+                        // Axes known only at run time: the rank is, the extents are not.
+                        let n =
+                            a.ty.shape
+                                .numel()
+                                .ok_or_else(|| unknown("Squeeze axes of unknown length"))?;
+                        let out_rank = r
+                            .checked_sub(n)
+                            .ok_or("Squeeze has more axes than dimensions")?;
+                        return one(ValueType::new(
+                            x.ty.dtype,
+                            Sh((0..out_rank).map(|_| syms.fresh()).collect()),
+                        ));
+                    };
                     v.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?
                 }
                 None => (0..r)
@@ -557,7 +616,17 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
         }
         Unsqueeze => {
             let (x, a) = (req(ops, 0)?, req(ops, 1)?);
-            let v = ints(&a).ok_or("Unsqueeze axes must be constant")?;
+            let Some(v) = ints(&a) else {
+                let n =
+                    a.ty.shape
+                        .numel()
+                        .ok_or_else(|| unknown("Unsqueeze axes of unknown length"))?;
+                let out_rank = x.ty.shape.rank() + n;
+                return one(ValueType::new(
+                    x.ty.dtype,
+                    Sh((0..out_rank).map(|_| syms.fresh()).collect()),
+                ));
+            };
             let r = x.ty.shape.rank() + v.len();
             let mut axes: Vec<usize> = v.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?;
             axes.sort();
@@ -613,13 +682,8 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
             let x = req(ops, 0)?;
             let a = norm_axis(*axis, x.ty.shape.rank())?;
             let sizes: Option<Vec<usize>> = match opt(ops, 1) {
-                Some(s) => Some(
-                    ints(&s)
-                        .ok_or("Split sizes must be constant")?
-                        .iter()
-                        .map(|&v| v as usize)
-                        .collect(),
-                ),
+                // Sizes known only at run time: extents along the axis are fresh symbols.
+                Some(s) => ints(&s).map(|v| v.iter().map(|&v| v as usize).collect()),
                 None => x.ty.shape.0[a].fixed().map(|d| {
                     let chunk = d.div_ceil(*num_outputs);
                     (0..*num_outputs)
@@ -717,7 +781,7 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
                         .0
                         .first()
                         .and_then(|d| d.fixed())
-                        .ok_or("expand target of unknown rank")?;
+                        .ok_or_else(|| unknown("expand target of unknown rank"))?;
                 let r = n.max(x.ty.shape.rank());
                 return one(ValueType::new(
                     x.ty.dtype,
@@ -760,11 +824,27 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
             let x = req(ops, 0)?;
             let r = x.ty.shape.rank();
             let axes: Vec<usize> = match opt(ops, 1) {
-                Some(a) => ints(&a)
-                    .ok_or("reduce axes must be constant")?
-                    .iter()
-                    .map(|&a| norm_axis(a, r))
-                    .collect::<R<_>>()?,
+                Some(a) => match ints(&a) {
+                    Some(v) => v.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?,
+                    None => {
+                        // Axes known only at run time.
+                        let n =
+                            a.ty.shape
+                                .numel()
+                                .ok_or_else(|| unknown("reduce axes of unknown length"))?;
+                        let out_rank = if *keepdims || (n == 0 && *noop_with_empty_axes) {
+                            r
+                        } else if n == 0 {
+                            0
+                        } else {
+                            r.checked_sub(n).ok_or("more reduce axes than dimensions")?
+                        };
+                        return one(ValueType::new(
+                            x.ty.dtype,
+                            Sh((0..out_rank).map(|_| syms.fresh()).collect()),
+                        ));
+                    }
+                },
                 None => vec![],
             };
             if axes.is_empty() && *noop_with_empty_axes {
@@ -804,7 +884,7 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
                             .0
                             .first()
                             .and_then(|d| d.fixed())
-                            .ok_or("shape of unknown rank")?;
+                            .ok_or_else(|| unknown("shape of unknown rank"))?;
                     Sh((0..n).map(|_| syms.fresh()).collect())
                 }
             };
@@ -917,7 +997,7 @@ pub fn infer_op(op: &Op, ops: &[Option<Operand>], syms: &mut Symbols) -> R<Vec<V
             }
             one(ValueType::new(x.ty.dtype, Sh(out)))
         }
-        DepthToSpace { blocksize, .. } | SpaceToDepth { blocksize } => {
+        DepthToSpace { blocksize, .. } | SpaceToDepth { blocksize, .. } => {
             let x = req(ops, 0)?;
             if x.ty.shape.rank() != 4 {
                 return Err("DepthToSpace/SpaceToDepth need rank 4".into());
@@ -1112,12 +1192,20 @@ pub fn conv_transpose_out(a: &ConvTransposeAttrs, kernel: &[usize], sp: &[usize]
     } else {
         a.output_padding.clone()
     };
+    if strides.len() != n || dil.len() != n || opad.len() != n || kernel.len() != n {
+        return Err(
+            "ConvTranspose strides/dilations/output_padding/kernel do not match the spatial rank"
+                .into(),
+        );
+    }
     if !a.output_shape.is_empty() {
-        let os = if a.output_shape.len() == n {
-            a.output_shape.clone()
-        } else {
-            a.output_shape[a.output_shape.len() - n..].to_vec()
-        };
+        if a.output_shape.len() < n {
+            return Err(format!(
+                "ConvTranspose output_shape {:?} has fewer than {n} entries",
+                a.output_shape
+            ));
+        }
+        let os = a.output_shape[a.output_shape.len() - n..].to_vec();
         return Ok(Shape::fixed(&os));
     }
     let pads = match a.geom.auto_pad {
@@ -1130,8 +1218,17 @@ pub fn conv_transpose_out(a: &ConvTransposeAttrs, kernel: &[usize], sp: &[usize]
             }
         }
     };
+    if pads.len() != 2 * n {
+        return Err(format!(
+            "ConvTranspose has {} pads for {n} spatial axes",
+            pads.len()
+        ));
+    }
     let mut out = vec![];
     for i in 0..n {
+        if kernel[i] == 0 || sp[i] == 0 {
+            return Err("ConvTranspose kernel and input extents must be positive".into());
+        }
         if matches!(a.geom.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) {
             out.push(sp[i] * strides[i]);
             continue;
@@ -1230,6 +1327,9 @@ fn einsum_shape(eq: &str, ops: &[Option<Operand>]) -> R<ValueType> {
 
 impl Graph {
     /// Infer the type of every value, in topological order. Errors name the node.
+    /// Values whose type is not knowable yet (see [`InferError::Unknown`]) are left untyped, and
+    /// so are the values computed from them; the verifier insists on types, so a pipeline must
+    /// resolve them (by shape binding and constant folding) before it verifies.
     pub fn infer_types(&mut self) -> Result<(), crate::IrError> {
         let order = self
             .topo_order()
@@ -1241,16 +1341,16 @@ impl Graph {
             }
             let operands = self.operands(n);
             let mut tys = Vec::with_capacity(operands.len());
-            for (slot, o) in operands.iter().enumerate() {
+            let mut untyped = false;
+            for o in operands.iter() {
                 match o {
                     None => tys.push(None),
                     Some(o) => {
                         let v = self.value(*o);
-                        let ty = v.ty.as_ref().ok_or_else(|| crate::IrError::Node {
-                            node: self.g[n].name.clone(),
-                            op: self.g[n].op.name(),
-                            msg: format!("operand {slot} ({}) has no type", v.name),
-                        })?;
+                        let Some(ty) = v.ty.as_ref() else {
+                            untyped = true;
+                            break;
+                        };
                         let value = match &self.g[o.node].op {
                             Op::Const(t) => Some(t),
                             _ => None,
@@ -1260,11 +1360,27 @@ impl Graph {
                 }
             }
             let node = &self.g[n];
-            let out = infer_op(&node.op, &tys, &mut syms).map_err(|msg| crate::IrError::Node {
-                node: node.name.clone(),
-                op: node.op.name(),
-                msg,
-            })?;
+            let out = if untyped {
+                Err(InferError::Unknown(String::new()))
+            } else {
+                infer_op(&node.op, &tys, &mut syms)
+            };
+            let out = match out {
+                Ok(out) => out,
+                Err(InferError::Unknown(_)) => {
+                    for v in self.g[n].outputs.iter_mut() {
+                        v.ty = None;
+                    }
+                    continue;
+                }
+                Err(InferError::Invalid(msg)) => {
+                    return Err(crate::IrError::Node {
+                        node: node.name.clone(),
+                        op: node.op.name(),
+                        msg,
+                    })
+                }
+            };
             let node = &mut self.g[n];
             if out.len() != node.outputs.len() {
                 return Err(crate::IrError::Node {

@@ -364,6 +364,7 @@ pub enum Op {
     },
     SpaceToDepth {
         blocksize: usize,
+        crd: bool,
     },
     /// Operands: X, k. Outputs: values, indices.
     TopK {
@@ -678,7 +679,7 @@ impl Op {
                 r.mode, r.coord, r.nearest, r.cubic_coeff_a, r.exclude_outside, r.extrapolation_value, r.axes
             ),
             DepthToSpace { blocksize, crd } => format!("blocksize={blocksize} crd={crd}"),
-            SpaceToDepth { blocksize } => format!("blocksize={blocksize}"),
+            SpaceToDepth { blocksize, crd } => format!("blocksize={blocksize} crd={crd}"),
             TopK { axis, largest, sorted } => {
                 format!("axis={axis} largest={largest} sorted={sorted}")
             }

@@ -14,6 +14,13 @@ impl Graph {
     /// stored types agree with inference; quantization parameters well formed; graph inputs and
     /// outputs exist.
     pub fn verify(&self) -> Result<(), IrError> {
+        self.verify_with(true)
+    }
+
+    /// As [`Graph::verify`]; with `require_types` false, values left untyped by inference (not
+    /// knowable before constant folding) are allowed, and type agreement is checked only where
+    /// a node and its operands are typed. Used between passes of a pipeline that ends typed.
+    pub fn verify_with(&self, require_types: bool) -> Result<(), IrError> {
         let order = self.topo_order().map_err(|node| IrError::Cycle { node })?;
         let err = |n: petgraph::stable_graph::NodeIndex, msg: String| IrError::Node {
             node: self.g[n].name.clone(),
@@ -47,6 +54,7 @@ impl Graph {
                     ),
                 ));
             }
+            let operands = self.operands(n);
             let mut slots: Vec<usize> = vec![];
             for e in self.g.edges_directed(n, Direction::Incoming) {
                 let w = e.weight();
@@ -92,9 +100,14 @@ impl Graph {
                     return Err(err(n, "variadic operands must be contiguous".into()));
                 }
             }
+            let mut all_typed = true;
             for v in &node.outputs {
                 let Some(ty) = &v.ty else {
-                    return Err(err(n, format!("value {} has no type", v.name)));
+                    if require_types {
+                        return Err(err(n, format!("value {} has no type", v.name)));
+                    }
+                    all_typed = false;
+                    continue;
                 };
                 if let Some(q) = &ty.quant {
                     if !(ty.dtype.is_int()) {
@@ -152,11 +165,13 @@ impl Graph {
                     }
                 }
             }
-            if matches!(node.op, Op::Input) {
+            if matches!(node.op, Op::Input) || !all_typed {
+                continue;
+            }
+            if operands.iter().flatten().any(|o| self.value(*o).ty.is_none()) {
                 continue;
             }
             // Stored types must agree with what inference derives from the operands.
-            let operands = self.operands(n);
             let mut tys = vec![];
             for o in &operands {
                 tys.push(o.map(|o| Operand {
@@ -167,7 +182,8 @@ impl Graph {
                     },
                 }));
             }
-            let inferred = infer_op(&node.op, &tys, &mut syms).map_err(|m| err(n, m))?;
+            let inferred =
+                infer_op(&node.op, &tys, &mut syms).map_err(|m| err(n, m.to_string()))?;
             for (v, t) in node.outputs.iter().zip(inferred) {
                 let s = v.ty.as_ref().unwrap();
                 let dims_agree = s.shape.rank() == t.shape.rank()

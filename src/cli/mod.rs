@@ -6,7 +6,11 @@ pub mod run;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "octet", version, about = "Compile ONNX models into fast, accurate int8 programs for x86 CPUs")]
+#[command(
+    name = "octet",
+    version,
+    about = "Compile ONNX models into fast, accurate int8 programs for x86 CPUs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

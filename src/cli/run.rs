@@ -25,15 +25,30 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let model = crate::frontend::onnx::load(&a.model)?;
     let mut g = model.graph;
     let arrays = prepare::read_inputs(&a.input)?;
+    let labels = arrays
+        .iter()
+        .find(|(n, _)| n == "label")
+        .map(|(_, t)| t.to_i64_vec());
     let (feeds, ignored) = prepare::match_inputs(&g, arrays)?;
     for name in &ignored {
-        eprintln!("note: '{name}' in {} is not a model input; ignored", a.input.display());
+        eprintln!(
+            "note: '{name}' in {} is not a model input; ignored",
+            a.input.display()
+        );
     }
-    let mut shapes: Vec<(String, Vec<usize>)> = a.shapes.iter().map(|s| parse_shape_arg(s)).collect::<Result<_, _>>().map_err(anyhow::Error::msg)?;
+    let mut shapes: Vec<(String, Vec<usize>)> = a
+        .shapes
+        .iter()
+        .map(|s| parse_shape_arg(s))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
     for (name, t) in &feeds {
         match shapes.iter().find(|(n, _)| n == name) {
             Some((_, s)) if s.as_slice() != t.shape() => {
-                anyhow::bail!("input '{name}': --shape says {s:?} but the data has shape {:?}", t.shape())
+                anyhow::bail!(
+                    "input '{name}': --shape says {s:?} but the data has shape {:?}",
+                    t.shape()
+                )
             }
             Some(_) => {}
             None => shapes.push((name.clone(), t.shape().to_vec())),
@@ -46,13 +61,53 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     for (name, t) in &outs {
         let v = t.to_f64_vec();
         let preview: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
-        println!("{name}: {} {:?} [{}{}]", t.dtype(), t.shape(), preview.join(", "), if v.len() > 6 { ", ..." } else { "" });
+        println!(
+            "{name}: {} {:?} [{}{}]",
+            t.dtype(),
+            t.shape(),
+            preview.join(", "),
+            if v.len() > 6 { ", ..." } else { "" }
+        );
     }
-    eprintln!("ran {} with the reference interpreter in {:.1} ms", a.model.display(), dt.as_secs_f64() * 1e3);
+    if let (Some(labels), Some((name, t))) = (&labels, outs.first()) {
+        if let Some(acc) = top1_accuracy(t, labels) {
+            println!(
+                "top-1 accuracy of '{name}' against 'label': {:.2}% ({} samples)",
+                acc * 100.0,
+                labels.len()
+            );
+        }
+    }
+    eprintln!(
+        "ran {} with the reference interpreter in {:.1} ms",
+        a.model.display(),
+        dt.as_secs_f64() * 1e3
+    );
     if let Some(out) = &a.output {
-        let arrays: Vec<(String, &octet_ir::Tensor)> = outs.iter().map(|(n, t)| (n.clone(), t)).collect();
+        let arrays: Vec<(String, &octet_ir::Tensor)> =
+            outs.iter().map(|(n, t)| (n.clone(), t)).collect();
         crate::io::npz::write_npz(out, &arrays)?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Top-1 accuracy of logits `[N, C]` against integer labels `[N]`; `None` if shapes don't fit.
+pub fn top1_accuracy(logits: &octet_ir::Tensor, labels: &[i64]) -> Option<f64> {
+    let sh = logits.shape();
+    if sh.len() != 2 || sh[0] != labels.len() || sh[0] == 0 || sh[1] == 0 {
+        return None;
+    }
+    let v = logits.to_f64_vec();
+    let c = sh[1];
+    let correct = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, &l)| {
+            let row = &v[i * c..(i + 1) * c];
+            let best = (0..c).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+            best as i64 == l
+        })
+        .count();
+    Some(correct as f64 / labels.len() as f64)
 }

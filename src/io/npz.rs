@@ -2,8 +2,8 @@
 //! dtype maps to an octet dtype. Fortran-ordered arrays are refused with a clear error.
 
 use crate::io::atomic::write_atomic;
-use octet_ir::{DType, Tensor};
 use npyz::WriterBuilder;
+use octet_ir::{DType, Tensor};
 use std::io::{Read, Seek};
 use std::path::Path;
 
@@ -12,7 +12,11 @@ pub enum NpzError {
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
     #[error("{path}: array '{name}': {msg}")]
-    Array { path: String, name: String, msg: String },
+    Array {
+        path: String,
+        name: String,
+        msg: String,
+    },
 }
 
 fn dtype_of(ts: &npyz::TypeStr) -> Option<DType> {
@@ -38,7 +42,9 @@ fn dtype_of(ts: &npyz::TypeStr) -> Option<DType> {
 pub fn read_npy_from(r: impl Read) -> Result<Tensor, String> {
     let npy = npyz::NpyFile::new(r).map_err(|e| format!("not a valid .npy array: {e}"))?;
     if npy.order() == npyz::Order::Fortran && npy.shape().len() > 1 {
-        return Err("Fortran-ordered arrays are not supported (save with np.ascontiguousarray)".into());
+        return Err(
+            "Fortran-ordered arrays are not supported (save with np.ascontiguousarray)".into(),
+        );
     }
     let ts = match npy.dtype() {
         npyz::DType::Plain(ts) => ts,
@@ -67,25 +73,44 @@ pub fn read_npy_from(r: impl Read) -> Result<Tensor, String> {
 
 /// Read a .npy file.
 pub fn read_npy(path: &Path) -> Result<Tensor, NpzError> {
-    let f = std::fs::File::open(path).map_err(|e| NpzError::File { path: path.display().to_string(), msg: e.to_string() })?;
-    read_npy_from(std::io::BufReader::new(f)).map_err(|msg| NpzError::File { path: path.display().to_string(), msg })
+    let f = std::fs::File::open(path).map_err(|e| NpzError::File {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    read_npy_from(std::io::BufReader::new(f)).map_err(|msg| NpzError::File {
+        path: path.display().to_string(),
+        msg,
+    })
 }
 
 /// Read every array of an .npz file, in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpzError> {
     let p = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| NpzError::File { path: p.clone(), msg: e.to_string() })?;
+    let f = std::fs::File::open(path).map_err(|e| NpzError::File {
+        path: p.clone(),
+        msg: e.to_string(),
+    })?;
     read_npz_from(std::io::BufReader::new(f)).map_err(|(name, msg)| match name {
-        Some(name) => NpzError::Array { path: p.clone(), name, msg },
-        None => NpzError::File { path: p.clone(), msg },
+        Some(name) => NpzError::Array {
+            path: p.clone(),
+            name,
+            msg,
+        },
+        None => NpzError::File {
+            path: p.clone(),
+            msg,
+        },
     })
 }
 
 fn read_npz_from(r: impl Read + Seek) -> Result<Vec<(String, Tensor)>, (Option<String>, String)> {
-    let mut zip = zip::ZipArchive::new(r).map_err(|e| (None, format!("not a valid .npz (zip) file: {e}")))?;
+    let mut zip =
+        zip::ZipArchive::new(r).map_err(|e| (None, format!("not a valid .npz (zip) file: {e}")))?;
     let mut out = vec![];
     for i in 0..zip.len() {
-        let entry = zip.by_index(i).map_err(|e| (None, format!("corrupt .npz entry {i}: {e}")))?;
+        let entry = zip
+            .by_index(i)
+            .map_err(|e| (None, format!("corrupt .npz entry {i}: {e}")))?;
         let fname = entry.name().to_string();
         let name = fname.strip_suffix(".npy").unwrap_or(&fname).to_string();
         let t = read_npy_from(entry).map_err(|m| (Some(name.clone()), m))?;
@@ -98,7 +123,11 @@ fn write_npy_to(w: &mut impl std::io::Write, t: &Tensor) -> std::io::Result<()> 
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
     macro_rules! put {
         ($ty:ty, $data:expr) => {{
-            let mut wr = npyz::WriteOptions::<$ty>::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+            let mut wr = npyz::WriteOptions::<$ty>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(w)
+                .begin_nd()?;
             wr.extend($data)?;
             wr.finish()
         }};
@@ -107,7 +136,10 @@ fn write_npy_to(w: &mut impl std::io::Write, t: &Tensor) -> std::io::Result<()> 
     match t.dtype() {
         DType::F32 => put!(f32, t.view::<f32>().map_err(bad)?.iter().copied()),
         DType::F64 => put!(f64, t.view::<f64>().map_err(bad)?.iter().copied()),
-        DType::F16 => put!(half::f16, t.view::<half::f16>().map_err(bad)?.iter().copied()),
+        DType::F16 => put!(
+            half::f16,
+            t.view::<half::f16>().map_err(bad)?.iter().copied()
+        ),
         DType::BF16 => put!(f32, t.to_f64_vec().into_iter().map(|v| v as f32)),
         DType::I8 => put!(i8, t.view::<i8>().map_err(bad)?.iter().copied()),
         DType::I16 => put!(i16, t.view::<i16>().map_err(bad)?.iter().copied()),
@@ -125,15 +157,20 @@ fn write_npy_to(w: &mut impl std::io::Write, t: &Tensor) -> std::io::Result<()> 
 pub fn write_npz(path: &Path, arrays: &[(String, &Tensor)]) -> Result<(), NpzError> {
     write_atomic(path, |f| {
         let mut zw = zip::ZipWriter::new(f);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         for (name, t) in arrays {
-            zw.start_file(format!("{name}.npy"), opts).map_err(std::io::Error::other)?;
+            zw.start_file(format!("{name}.npy"), opts)
+                .map_err(std::io::Error::other)?;
             write_npy_to(&mut zw, t)?;
         }
         zw.finish().map_err(std::io::Error::other)?;
         Ok(())
     })
-    .map_err(|e| NpzError::File { path: path.display().to_string(), msg: format!("cannot write: {e}") })
+    .map_err(|e| NpzError::File {
+        path: path.display().to_string(),
+        msg: format!("cannot write: {e}"),
+    })
 }
 
 /// Write one array to a .npy file atomically.
@@ -143,7 +180,10 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpzError> {
         write_npy_to(&mut w, t)?;
         std::io::Write::flush(&mut w)
     })
-    .map_err(|e| NpzError::File { path: path.display().to_string(), msg: format!("cannot write: {e}") })
+    .map_err(|e| NpzError::File {
+        path: path.display().to_string(),
+        msg: format!("cannot write: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -159,7 +199,16 @@ mod tests {
         let b = Tensor::from_vec(&[3], vec![1i64, -5, 7]);
         let c = Tensor::from_bools(&[2], &[true, false]);
         let u = Tensor::from_vec(&[1], vec![200u8]);
-        write_npz(&p, &[("a".into(), &a), ("b".into(), &b), ("c".into(), &c), ("u".into(), &u)]).unwrap();
+        write_npz(
+            &p,
+            &[
+                ("a".into(), &a),
+                ("b".into(), &b),
+                ("c".into(), &c),
+                ("u".into(), &u),
+            ],
+        )
+        .unwrap();
         let back = read_npz(&p).unwrap();
         assert_eq!(back.len(), 4);
         assert_eq!(back[0].1, a);

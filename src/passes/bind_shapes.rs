@@ -19,7 +19,11 @@ impl Pass for BindShapes {
 
     fn run(&self, g: &mut Graph) -> Result<bool, PassError> {
         let mut env: HashMap<String, usize> = HashMap::new();
-        let names: Vec<String> = g.inputs.iter().map(|&n| g.node(n).outputs[0].name.clone()).collect();
+        let names: Vec<String> = g
+            .inputs
+            .iter()
+            .map(|&n| g.node(n).outputs[0].name.clone())
+            .collect();
         for (name, _) in &self.shapes {
             if !names.contains(name) {
                 return Err(PassError::Input(format!(
@@ -72,19 +76,28 @@ impl Pass for BindShapes {
                 changed = true;
             }
         }
-        g.infer_types().map_err(|source| PassError::Ir { pass: "bind_shapes", source })?;
+        g.infer_types().map_err(|source| PassError::Ir {
+            pass: "bind_shapes",
+            source,
+        })?;
         Ok(changed)
     }
 }
 
 /// Parse `name=1x3x224x224` into (name, dims).
 pub fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), String> {
-    let (name, dims) = s.split_once('=').ok_or_else(|| format!("--shape '{s}': expected name=DxDx..."))?;
+    let (name, dims) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--shape '{s}': expected name=DxDx..."))?;
     let dims = if dims.is_empty() {
         vec![]
     } else {
         dims.split(['x', 'X', ','])
-            .map(|d| d.trim().parse::<usize>().map_err(|_| format!("--shape '{s}': '{d}' is not a dimension")))
+            .map(|d| {
+                d.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("--shape '{s}': '{d}' is not a dimension"))
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     Ok((name.to_string(), dims))
@@ -97,7 +110,10 @@ mod tests {
 
     fn g() -> Graph {
         let mut g = Graph::new();
-        let x = g.add_input("x", ValueType::new(DType::F32, Shape(vec![Dim::Sym("N".into()), Dim::Fixed(4)])));
+        let x = g.add_input(
+            "x",
+            ValueType::new(DType::F32, Shape(vec![Dim::Sym("N".into()), Dim::Fixed(4)])),
+        );
         let r = g.add_node("relu", Op::Unary(UnaryOp::Relu), vec!["y".into()]);
         g.connect(Outlet::new(x, 0), r, 0);
         g.outputs.push(("y".into(), Outlet::new(r, 0)));
@@ -109,23 +125,48 @@ mod tests {
     fn binds_symbols_everywhere() {
         let mut g = g();
         assert!(g.to_text().contains("f32[N,4]"));
-        BindShapes { shapes: vec![("x".into(), vec![2, 4])] }.run(&mut g).unwrap();
-        assert_eq!(g.to_text(), "graph(%x: f32[2,4]) -> (%y) {\n  %y = Relu(%x) : f32[2,4]  # relu\n}\n");
+        BindShapes {
+            shapes: vec![("x".into(), vec![2, 4])],
+        }
+        .run(&mut g)
+        .unwrap();
+        assert_eq!(
+            g.to_text(),
+            "graph(%x: f32[2,4]) -> (%y) {\n  %y = Relu(%x) : f32[2,4]  # relu\n}\n"
+        );
     }
 
     #[test]
     fn wrong_name_rank_or_fixed_dim_is_an_error() {
-        let e = BindShapes { shapes: vec![("z".into(), vec![2, 4])] }.run(&mut g()).unwrap_err().to_string();
+        let e = BindShapes {
+            shapes: vec![("z".into(), vec![2, 4])],
+        }
+        .run(&mut g())
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("'z' is not an input") && e.contains("x"), "{e}");
-        let e = BindShapes { shapes: vec![("x".into(), vec![2])] }.run(&mut g()).unwrap_err().to_string();
+        let e = BindShapes {
+            shapes: vec![("x".into(), vec![2])],
+        }
+        .run(&mut g())
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("rank 2"), "{e}");
-        let e = BindShapes { shapes: vec![("x".into(), vec![2, 5])] }.run(&mut g()).unwrap_err().to_string();
+        let e = BindShapes {
+            shapes: vec![("x".into(), vec![2, 5])],
+        }
+        .run(&mut g())
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("must be 4"), "{e}");
     }
 
     #[test]
     fn parses_shape_args() {
-        assert_eq!(parse_shape_arg("input_ids=1x128").unwrap(), ("input_ids".into(), vec![1, 128]));
+        assert_eq!(
+            parse_shape_arg("input_ids=1x128").unwrap(),
+            ("input_ids".into(), vec![1, 128])
+        );
         assert!(parse_shape_arg("x=1xa").is_err());
         assert!(parse_shape_arg("x").is_err());
     }

@@ -22,7 +22,10 @@ impl Pass for FoldConstants {
         let mut changed_any = false;
         loop {
             let mut changed = false;
-            let order = g.topo_order().map_err(|node| PassError::Ir { pass: "fold_constants", source: octet_ir::IrError::Cycle { node } })?;
+            let order = g.topo_order().map_err(|node| PassError::Ir {
+                pass: "fold_constants",
+                source: octet_ir::IrError::Cycle { node },
+            })?;
             for n in order {
                 let node = g.node(n);
                 if matches!(node.op, Op::Input | Op::Const(_)) {
@@ -50,14 +53,17 @@ impl Pass for FoldConstants {
                             },
                         }
                     }
-                    if !all || operands.is_empty() && !matches!(node.op, Op::ConstantOfShape { .. }) {
+                    if !all || operands.is_empty() && !matches!(node.op, Op::ConstantOfShape { .. })
+                    {
                         None
                     } else {
-                        let r = crate::reference::eval_op(&node.op, &consts).map_err(|msg| PassError::Node {
-                            pass: "fold_constants",
-                            node: node.name.clone(),
-                            op: node.op.name().to_string(),
-                            msg,
+                        let r = crate::reference::eval_op(&node.op, &consts).map_err(|msg| {
+                            PassError::Node {
+                                pass: "fold_constants",
+                                node: node.name.clone(),
+                                op: node.op.name().to_string(),
+                                msg,
+                            }
                         })?;
                         if r.iter().map(|t| t.bytes().len()).sum::<usize>() > MAX_FOLDED_BYTES {
                             None
@@ -72,7 +78,10 @@ impl Pass for FoldConstants {
                 for (k, t) in values.into_iter().enumerate() {
                     let c = g.add_const(&outs[k], t);
                     // Keep quantization parameters the folded value carried.
-                    let quant = g.node(n).outputs[k].ty.as_ref().and_then(|t| t.quant.clone());
+                    let quant = g.node(n).outputs[k]
+                        .ty
+                        .as_ref()
+                        .and_then(|t| t.quant.clone());
                     if let Some(ty) = g.node_mut(c).outputs[0].ty.as_mut() {
                         ty.quant = quant;
                     }
@@ -85,12 +94,21 @@ impl Pass for FoldConstants {
                 break;
             }
             changed_any = true;
+            // Folded shape operands make downstream types more precise: re-infer before the
+            // next round so Shape/Size of newly static values fold too.
+            g.infer_types().map_err(|source| PassError::Ir {
+                pass: "fold_constants",
+                source,
+            })?;
         }
         if g.prune_dead() > 0 {
             changed_any = true;
         }
         // Types of the remaining nodes may now be more precise (constant shape operands).
-        g.infer_types().map_err(|source| PassError::Ir { pass: "fold_constants", source })?;
+        g.infer_types().map_err(|source| PassError::Ir {
+            pass: "fold_constants",
+            source,
+        })?;
         Ok(changed_any)
     }
 }
@@ -117,8 +135,18 @@ mod tests {
     /// x:[N,4] -> Shape -> Gather(0) -> Unsqueeze -> Concat(-1) -> Reshape(x): the torch.onnx idiom.
     fn torch_like() -> Graph {
         let mut g = Graph::new();
-        let x = g.add_input("x", ValueType::new(DType::F32, Shape(vec![Dim::Sym("N".into()), Dim::Fixed(4)])));
-        let sh = g.add_node("shape", Op::Shape { start: 0, end: None }, vec!["s".into()]);
+        let x = g.add_input(
+            "x",
+            ValueType::new(DType::F32, Shape(vec![Dim::Sym("N".into()), Dim::Fixed(4)])),
+        );
+        let sh = g.add_node(
+            "shape",
+            Op::Shape {
+                start: 0,
+                end: None,
+            },
+            vec!["s".into()],
+        );
         g.connect(Outlet::new(x, 0), sh, 0);
         let i0 = g.add_const("zero", Tensor::scalar(0i64));
         let ga = g.add_node("gather", Op::Gather { axis: 0 }, vec!["n".into()]);
@@ -132,7 +160,11 @@ mod tests {
         let cc = g.add_node("concat", Op::Concat { axis: 0 }, vec!["target".into()]);
         g.connect(Outlet::new(un, 0), cc, 0);
         g.connect(Outlet::new(m1, 0), cc, 1);
-        let rs = g.add_node("reshape", Op::Reshape { allowzero: false }, vec!["y".into()]);
+        let rs = g.add_node(
+            "reshape",
+            Op::Reshape { allowzero: false },
+            vec!["y".into()],
+        );
         g.connect(Outlet::new(x, 0), rs, 0);
         g.connect(Outlet::new(cc, 0), rs, 1);
         g.outputs.push(("y".into(), Outlet::new(rs, 0)));
@@ -146,7 +178,11 @@ mod tests {
         // Symbolic: nothing to fold, Shape chain stays.
         FoldConstants.run(&mut g).unwrap();
         assert!(g.to_text().contains("Shape"), "{}", g.to_text());
-        BindShapes { shapes: vec![("x".into(), vec![3, 4])] }.run(&mut g).unwrap();
+        BindShapes {
+            shapes: vec![("x".into(), vec![3, 4])],
+        }
+        .run(&mut g)
+        .unwrap();
         FoldConstants.run(&mut g).unwrap();
         g.verify().unwrap();
         assert_eq!(

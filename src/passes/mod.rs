@@ -19,19 +19,35 @@ pub enum PassError {
     #[error("pass {pass}: {source}")]
     Ir { pass: &'static str, source: IrError },
     #[error("pass {pass}: node '{node}' ({op}): {msg}")]
-    Node { pass: &'static str, node: String, op: String, msg: String },
+    Node {
+        pass: &'static str,
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("{0}")]
     Input(String),
     #[error("pass {pass} broke the graph (verifier): {source}\n{text}")]
-    Verify { pass: &'static str, source: IrError, text: String },
+    Verify {
+        pass: &'static str,
+        source: IrError,
+        text: String,
+    },
 }
 
-/// Run passes in order; verify after each one in debug builds or when `verify` is set.
+/// Run passes in order; verify after each one in debug builds or when `verify` is set. Values
+/// whose type is not knowable until constants are folded may stay untyped between passes; after
+/// the last pass every value must be typed (always checked).
 pub fn run_pipeline(g: &mut Graph, passes: &[&dyn Pass], verify: bool) -> Result<(), PassError> {
-    for p in passes {
+    for (i, p) in passes.iter().enumerate() {
         p.run(g)?;
-        if verify || cfg!(debug_assertions) {
-            g.verify().map_err(|source| PassError::Verify { pass: p.name(), source, text: g.to_text() })?;
+        let last = i + 1 == passes.len();
+        if verify || cfg!(debug_assertions) || last {
+            g.verify_with(last).map_err(|source| PassError::Verify {
+                pass: p.name(),
+                source,
+                text: g.to_text(),
+            })?;
         }
     }
     Ok(())

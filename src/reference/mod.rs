@@ -223,9 +223,10 @@ pub fn eval_op(op: &Op, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, Strin
             *blocksize,
             *crd,
         )),
-        SpaceToDepth { blocksize } => one(shape_ops::space_to_depth(
+        SpaceToDepth { blocksize, crd } => one(shape_ops::space_to_depth(
             req(inputs, 0, "input")?,
             *blocksize,
+            *crd,
         )),
         TopK {
             axis,

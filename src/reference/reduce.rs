@@ -59,7 +59,14 @@ pub fn reduce(
         ax = (0..r).collect();
     }
     if x.dtype() == DType::Bool {
-        return Err("reductions do not accept bool".into());
+        // ReduceMax/ReduceMin on bool (opset 20) are logical or/and: reduce as u8, view as bool.
+        if !matches!(op, ReduceOp::Max | ReduceOp::Min) {
+            return Err(format!("{op:?} does not accept bool"));
+        }
+        let as_u8 = Tensor::from_raw(DType::U8, x.shape(), x.bytes()).ok_or("bool tensor size")?;
+        let r = reduce(op, &as_u8, axes, keepdims, noop_with_empty_axes)?;
+        let bools: Vec<bool> = r.view::<u8>().map_err(|e| e.to_string())?.iter().map(|&b| b != 0).collect();
+        return Ok(Tensor::from_bools(r.shape(), &bools));
     }
     let (kept, g) = groups(x.shape(), &ax);
     let out_shape: Vec<usize> = if keepdims {

@@ -42,24 +42,25 @@ fn axis_taps(
                 offset + (of + 0.5) / scale - 0.5
             }
             CoordTransform::PytorchHalfPixel => {
-                if out_len > 1 {
+                if scale * inf > 1.0 {
                     (of + 0.5) / scale - 0.5
                 } else {
                     0.0
                 }
             }
+            // ONNX uses the unrounded resized length (in * scale) in these formulas.
             CoordTransform::AlignCorners => {
-                if out_len == 1 {
+                if scale * inf <= 1.0 {
                     0.0
                 } else {
-                    of * (inf - 1.0) / (out_len as f64 - 1.0)
+                    of * (inf - 1.0) / (scale * inf - 1.0)
                 }
             }
             CoordTransform::Asymmetric => of / scale,
             CoordTransform::TfCropAndResize => {
                 let (s, e) = roi;
-                if out_len > 1 {
-                    s * (inf - 1.0) + of * (e - s) * (inf - 1.0) / (out_len as f64 - 1.0)
+                if scale * inf > 1.0 {
+                    s * (inf - 1.0) + of * (e - s) * (inf - 1.0) / (scale * inf - 1.0)
                 } else {
                     0.5 * (s + e) * (inf - 1.0)
                 }

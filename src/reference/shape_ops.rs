@@ -585,7 +585,7 @@ pub fn depth_to_space(x: &Tensor, b: usize, crd: bool) -> R<Tensor> {
 }
 
 /// SpaceToDepth.
-pub fn space_to_depth(x: &Tensor, b: usize) -> R<Tensor> {
+pub fn space_to_depth(x: &Tensor, b: usize, crd: bool) -> R<Tensor> {
     need_rank4(x, b, "SpaceToDepth")?;
     let s = x.shape();
     let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
@@ -595,8 +595,12 @@ pub fn space_to_depth(x: &Tensor, b: usize) -> R<Tensor> {
     let out_shape = [n, c * b * b, h / b, w / b];
     let mut map = Vec::with_capacity(x.len());
     for_each_index(&out_shape, |_, i| {
-        let blk = i[1] / c;
-        let ci = i[1] % c;
+        // DCR: output channel = block * C + c; CRD: c * b^2 + block.
+        let (blk, ci) = if crd {
+            (i[1] % (b * b), i[1] / (b * b))
+        } else {
+            (i[1] / c, i[1] % c)
+        };
         let (bh, bw) = (blk / b, blk % b);
         map.push(((i[0] * c + ci) * h + i[2] * b + bh) * w + i[3] * b + bw);
     });
@@ -726,7 +730,7 @@ mod tests {
             i64s(&depth_to_space(&x8, 2, true).unwrap()),
             [0, 1, 2, 3, 4, 5, 6, 7]
         );
-        let s = space_to_depth(&depth_to_space(&x8, 2, false).unwrap(), 2).unwrap();
+        let s = space_to_depth(&depth_to_space(&x8, 2, false).unwrap(), 2, false).unwrap();
         assert_eq!(i64s(&s), (0..8).collect::<Vec<_>>());
         let m = t(&[2, 3], vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(i64s(&trilu(&m, None, true).unwrap()), [1, 2, 3, 0, 5, 6]);

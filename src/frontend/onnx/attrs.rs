@@ -13,7 +13,10 @@ impl<'a> Attrs<'a> {
         Attrs { node }
     }
     fn find(&self, name: &str) -> Option<&'a AttributeProto> {
-        self.node.attribute.iter().find(|a| a.name.as_deref() == Some(name))
+        self.node
+            .attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
     }
     pub fn has(&self, name: &str) -> bool {
         self.find(name).is_some()
@@ -25,7 +28,8 @@ impl<'a> Attrs<'a> {
         self.int_opt(name).unwrap_or(default)
     }
     pub fn int_req(&self, name: &str) -> R<i64> {
-        self.int_opt(name).ok_or_else(|| format!("missing required attribute '{name}'"))
+        self.int_opt(name)
+            .ok_or_else(|| format!("missing required attribute '{name}'"))
     }
     pub fn float(&self, name: &str, default: f32) -> f32 {
         self.find(name).and_then(|a| a.f).unwrap_or(default)
@@ -39,7 +43,9 @@ impl<'a> Attrs<'a> {
     pub fn usizes(&self, name: &str) -> R<Vec<usize>> {
         self.ints(name)
             .into_iter()
-            .map(|v| usize::try_from(v).map_err(|_| format!("attribute '{name}' has negative value {v}")))
+            .map(|v| {
+                usize::try_from(v).map_err(|_| format!("attribute '{name}' has negative value {v}"))
+            })
             .collect()
     }
     pub fn floats_opt(&self, name: &str) -> Option<Vec<f32>> {

@@ -35,18 +35,28 @@ pub struct Model {
 /// Read and import an ONNX file.
 pub fn load(path: impl AsRef<Path>) -> Result<Model, ImportError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     import_bytes(&bytes, path, path.parent())
 }
 
 /// Import from bytes. `path` is used in messages; `base_dir` resolves external data.
-pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Result<Model, ImportError> {
+pub fn import_bytes(
+    bytes: &[u8],
+    path: &Path,
+    base_dir: Option<&Path>,
+) -> Result<Model, ImportError> {
     let p = || path.to_path_buf();
-    let model = proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode { path: p(), msg: e.to_string() })?;
-    let graph_proto = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| ImportError::Model { path: p(), msg: "the file holds no graph (not an ONNX model?)".into() })?;
+    let model = proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
+        path: p(),
+        msg: e.to_string(),
+    })?;
+    let graph_proto = model.graph.as_ref().ok_or_else(|| ImportError::Model {
+        path: p(),
+        msg: "the file holds no graph (not an ONNX model?)".into(),
+    })?;
     let mut opsets: HashMap<String, i64> = HashMap::new();
     for o in &model.opset_import {
         let d = o.domain.clone().unwrap_or_default();
@@ -57,24 +67,39 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
     if opset > MAX_OPSET {
         return Err(ImportError::Model {
             path: p(),
-            msg: format!("default-domain opset {opset} is newer than octet supports (1..={MAX_OPSET})"),
+            msg: format!(
+                "default-domain opset {opset} is newer than octet supports (1..={MAX_OPSET})"
+            ),
         });
     }
     if opset < 1 {
-        return Err(ImportError::Model { path: p(), msg: format!("invalid opset {opset}") });
+        return Err(ImportError::Model {
+            path: p(),
+            msg: format!("invalid opset {opset}"),
+        });
     }
-    let mut b = Builder { g: Graph::new(), names: HashMap::new(), path: path.to_path_buf() };
+    let mut b = Builder {
+        g: Graph::new(),
+        names: HashMap::new(),
+        path: path.to_path_buf(),
+    };
 
     // Initializers become constants.
     for t in &graph_proto.initializer {
         let name = t.name.clone().unwrap_or_default();
-        let tensor = tensor::tensor_from_proto(t, base_dir)
-            .map_err(|msg| ImportError::Tensor { path: p(), tensor: name.clone(), msg })?;
+        let tensor = tensor::tensor_from_proto(t, base_dir).map_err(|msg| ImportError::Tensor {
+            path: p(),
+            tensor: name.clone(),
+            msg,
+        })?;
         let n = b.g.add_const(&name, tensor);
         b.names.insert(name, Outlet::new(n, 0));
     }
     if !graph_proto.sparse_initializer.is_empty() {
-        return Err(ImportError::Model { path: p(), msg: "sparse initializers are not supported".into() });
+        return Err(ImportError::Model {
+            path: p(),
+            msg: "sparse initializers are not supported".into(),
+        });
     }
     // Graph inputs that are not initializers.
     for vi in &graph_proto.input {
@@ -82,7 +107,11 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
         if b.names.contains_key(&name) {
             continue;
         }
-        let ty = value_type(vi).map_err(|msg| ImportError::Tensor { path: p(), tensor: name.clone(), msg })?;
+        let ty = value_type(vi).map_err(|msg| ImportError::Tensor {
+            path: p(),
+            tensor: name.clone(),
+            msg,
+        })?;
         let n = b.g.add_input(&name, ty);
         b.names.insert(name, Outlet::new(n, 0));
     }
@@ -92,19 +121,39 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
     let mut pending: Vec<(octet_ir::NodeIndex, Vec<Option<Arg>>, String)> = vec![];
     for (i, node) in graph_proto.node.iter().enumerate() {
         let op_type = node.op_type.clone().unwrap_or_default();
-        let name = node.name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{op_type}_{i}"));
+        let name = node
+            .name
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("{op_type}_{i}"));
         let domain = node.domain.clone().unwrap_or_default();
-        let domain = if domain == "ai.onnx" { String::new() } else { domain };
+        let domain = if domain == "ai.onnx" {
+            String::new()
+        } else {
+            domain
+        };
         let dom_opset = match opsets.get(&domain) {
             Some(&v) => v,
             None if domain == "com.microsoft" => 1,
             None => {
-                push_unsupported(&mut unsupported, &domain, &op_type, 0, &name, format!("domain '{domain}' is not imported by the model"));
+                push_unsupported(
+                    &mut unsupported,
+                    &domain,
+                    &op_type,
+                    0,
+                    &name,
+                    format!("domain '{domain}' is not imported by the model"),
+                );
                 continue;
             }
         };
         if op_type == "Constant" && domain.is_empty() {
-            let t = constant_value(node).map_err(|msg| ImportError::Node { path: p(), node: name.clone(), op: op_type.clone(), msg })?;
+            let t = constant_value(node).map_err(|msg| ImportError::Node {
+                path: p(),
+                node: name.clone(),
+                op: op_type.clone(),
+                msg,
+            })?;
             let out = node.output.first().cloned().unwrap_or_default();
             let n = b.g.add_const(&out, t);
             b.g.node_mut(n).name = name;
@@ -113,10 +162,22 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
         }
         match ops::convert(node, &domain, dom_opset) {
             Err(ConvertError::Unsupported(reason)) => {
-                push_unsupported(&mut unsupported, &domain, &op_type, dom_opset, &name, reason);
+                push_unsupported(
+                    &mut unsupported,
+                    &domain,
+                    &op_type,
+                    dom_opset,
+                    &name,
+                    reason,
+                );
             }
             Err(ConvertError::Invalid(msg)) => {
-                return Err(ImportError::Node { path: p(), node: name, op: op_type, msg });
+                return Err(ImportError::Node {
+                    path: p(),
+                    node: name,
+                    op: op_type,
+                    msg,
+                });
             }
             Ok(c) => {
                 let nout = c.op.num_outputs();
@@ -125,7 +186,10 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
                         path: p(),
                         node: name,
                         op: op_type,
-                        msg: format!("declares {} outputs; octet supports {nout}", node.output.len()),
+                        msg: format!(
+                            "declares {} outputs; octet supports {nout}",
+                            node.output.len()
+                        ),
                     });
                 }
                 let mut outs: Vec<String> = node.output.iter().take(nout).cloned().collect();
@@ -136,7 +200,11 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
                 for (k, o) in outs.into_iter().enumerate() {
                     if !o.is_empty() {
                         if b.names.insert(o.clone(), Outlet::new(n, k)).is_some() {
-                            return Err(ImportError::Tensor { path: p(), tensor: o, msg: "is produced more than once".into() });
+                            return Err(ImportError::Tensor {
+                                path: p(),
+                                tensor: o,
+                                msg: "is produced more than once".into(),
+                            });
                         }
                     }
                 }
@@ -148,12 +216,26 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
         let list = unsupported
             .iter()
             .map(|u| {
-                let dom = if u.domain.is_empty() { String::new() } else { format!("{}:", u.domain) };
-                format!("{dom}{} (opset {}; {}) at nodes [{}]", u.op_type, u.opset, u.reason, u.nodes.join(", "))
+                let dom = if u.domain.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}:", u.domain)
+                };
+                format!(
+                    "{dom}{} (opset {}; {}) at nodes [{}]",
+                    u.op_type,
+                    u.opset,
+                    u.reason,
+                    u.nodes.join(", ")
+                )
             })
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(ImportError::Unsupported { path: p(), list, ops: unsupported });
+        return Err(ImportError::Unsupported {
+            path: p(),
+            list,
+            ops: unsupported,
+        });
     }
 
     // Wire operands (second pass: files need not list nodes in topological order).
@@ -190,10 +272,19 @@ pub fn import_bytes(bytes: &[u8], path: &Path, base_dir: Option<&Path>) -> Resul
         b.g.outputs.push((name, o));
     }
     if b.g.outputs.is_empty() {
-        return Err(ImportError::Model { path: p(), msg: "the graph has no outputs".into() });
+        return Err(ImportError::Model {
+            path: p(),
+            msg: "the graph has no outputs".into(),
+        });
     }
-    b.g.infer_types().map_err(|source| ImportError::Ir { path: p(), source })?;
-    Ok(Model { graph: b.g, opset, producer: model.producer_name.clone().unwrap_or_default(), path: path.to_path_buf() })
+    b.g.infer_types()
+        .map_err(|source| ImportError::Ir { path: p(), source })?;
+    Ok(Model {
+        graph: b.g,
+        opset,
+        producer: model.producer_name.clone().unwrap_or_default(),
+        path: path.to_path_buf(),
+    })
 }
 
 struct Builder {
@@ -203,8 +294,18 @@ struct Builder {
     path: PathBuf,
 }
 
-fn push_unsupported(list: &mut Vec<UnsupportedOp>, domain: &str, op_type: &str, opset: i64, node: &str, reason: String) {
-    if let Some(u) = list.iter_mut().find(|u| u.domain == domain && u.op_type == op_type) {
+fn push_unsupported(
+    list: &mut Vec<UnsupportedOp>,
+    domain: &str,
+    op_type: &str,
+    opset: i64,
+    node: &str,
+    reason: String,
+) {
+    if let Some(u) = list
+        .iter_mut()
+        .find(|u| u.domain == domain && u.op_type == op_type)
+    {
         u.nodes.push(node.to_string());
     } else {
         list.push(UnsupportedOp {
@@ -226,7 +327,8 @@ fn value_type(vi: &proto::ValueInfoProto) -> Result<ValueType, String> {
         None => return Err("graph input has no type".into()),
     };
     let code = tt.elem_type.unwrap_or(0);
-    let dtype = DType::from_onnx_code(code).ok_or_else(|| format!("unsupported element type code {code}"))?;
+    let dtype = DType::from_onnx_code(code)
+        .ok_or_else(|| format!("unsupported element type code {code}"))?;
     let shape = match &tt.shape {
         None => return Err("graph input has no shape (unknown rank is not supported)".into()),
         Some(s) => Shape(
@@ -256,7 +358,9 @@ fn constant_value(node: &proto::NodeProto) -> Result<Tensor, String> {
             Some("value_int") => return Ok(Tensor::scalar(at.i.unwrap_or(0))),
             Some("value_ints") => return Ok(Tensor::from_slice(&[at.ints.len()], &at.ints)),
             Some("sparse_value") => return Err("sparse constants are not supported".into()),
-            Some("value_string") | Some("value_strings") => return Err("string constants are not supported".into()),
+            Some("value_string") | Some("value_strings") => {
+                return Err("string constants are not supported".into())
+            }
             _ => {}
         }
     }

@@ -38,7 +38,9 @@ fn i64s(v: &[i64]) -> Tensor {
 fn geom(a: &Attrs, kernel_required: bool) -> R<ConvGeom> {
     let kernel_shape = inv(a.usizes("kernel_shape"))?;
     if kernel_required && kernel_shape.is_empty() {
-        return Err(ConvertError::Invalid("missing required attribute 'kernel_shape'".into()));
+        return Err(ConvertError::Invalid(
+            "missing required attribute 'kernel_shape'".into(),
+        ));
     }
     let auto_pad = match a.string("auto_pad", "NOTSET").as_str() {
         "NOTSET" | "" => AutoPad::NotSet,
@@ -55,7 +57,9 @@ fn geom(a: &Attrs, kernel_required: bool) -> R<ConvGeom> {
         auto_pad,
     };
     if g.strides.contains(&0) || g.dilations.contains(&0) {
-        return Err(ConvertError::Invalid("strides and dilations must be positive".into()));
+        return Err(ConvertError::Invalid(
+            "strides and dilations must be positive".into(),
+        ));
     }
     Ok(g)
 }
@@ -82,9 +86,14 @@ fn pool(a: &Attrs, avg: bool) -> R<PoolAttrs> {
 fn conv_attrs(a: &Attrs) -> R<ConvAttrs> {
     let group = a.int("group", 1);
     if group < 1 {
-        return Err(ConvertError::Invalid(format!("group must be >= 1, got {group}")));
+        return Err(ConvertError::Invalid(format!(
+            "group must be >= 1, got {group}"
+        )));
     }
-    Ok(ConvAttrs { geom: geom(a, false)?, group: group as usize })
+    Ok(ConvAttrs {
+        geom: geom(a, false)?,
+        group: group as usize,
+    })
 }
 
 /// Convert one node. `domain` is "" for the default ONNX domain.
@@ -94,7 +103,13 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
     let mut args: Vec<Option<Arg>> = node
         .input
         .iter()
-        .map(|n| if n.is_empty() { None } else { Some(Arg::Name(n.clone())) })
+        .map(|n| {
+            if n.is_empty() {
+                None
+            } else {
+                Some(Arg::Name(n.clone()))
+            }
+        })
         .collect();
     let nout = node.output.len();
     let unsup = |why: &str| Err(ConvertError::Unsupported(why.to_string()));
@@ -109,7 +124,9 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
 
     if domain == "com.microsoft" {
         let op = match op_type {
-            "QLinearGlobalAveragePool" => Op::QLinearGlobalAveragePool { channels_last: a.int("channels_last", 0) != 0 },
+            "QLinearGlobalAveragePool" => Op::QLinearGlobalAveragePool {
+                channels_last: a.int("channels_last", 0) != 0,
+            },
             "QGemm" => Op::QGemm {
                 alpha: a.float("alpha", 1.0),
                 trans_a: a.int("transA", 0) != 0,
@@ -158,13 +175,29 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             args.truncate(1);
             unary(UnaryOp::Identity)
         }
-        "LeakyRelu" => Op::Act(ActOp::LeakyRelu { alpha: a.float("alpha", 0.01) }),
-        "Elu" => Op::Act(ActOp::Elu { alpha: a.float("alpha", 1.0) }),
-        "Selu" => Op::Act(ActOp::Selu { alpha: a.float("alpha", 1.67326319217681884765625), gamma: a.float("gamma", 1.05070102214813232421875) }),
-        "Celu" => Op::Act(ActOp::Celu { alpha: a.float("alpha", 1.0) }),
-        "HardSigmoid" => Op::Act(ActOp::HardSigmoid { alpha: a.float("alpha", 0.2), beta: a.float("beta", 0.5) }),
-        "ThresholdedRelu" => Op::Act(ActOp::ThresholdedRelu { alpha: a.float("alpha", 1.0) }),
-        "Gelu" => Op::Act(ActOp::Gelu { tanh: a.string("approximate", "none") == "tanh" }),
+        "LeakyRelu" => Op::Act(ActOp::LeakyRelu {
+            alpha: a.float("alpha", 0.01),
+        }),
+        "Elu" => Op::Act(ActOp::Elu {
+            alpha: a.float("alpha", 1.0),
+        }),
+        "Selu" => Op::Act(ActOp::Selu {
+            alpha: a.float("alpha", 1.67326319217681884765625),
+            gamma: a.float("gamma", 1.05070102214813232421875),
+        }),
+        "Celu" => Op::Act(ActOp::Celu {
+            alpha: a.float("alpha", 1.0),
+        }),
+        "HardSigmoid" => Op::Act(ActOp::HardSigmoid {
+            alpha: a.float("alpha", 0.2),
+            beta: a.float("beta", 0.5),
+        }),
+        "ThresholdedRelu" => Op::Act(ActOp::ThresholdedRelu {
+            alpha: a.float("alpha", 1.0),
+        }),
+        "Gelu" => Op::Act(ActOp::Gelu {
+            tanh: a.string("approximate", "none") == "tanh",
+        }),
         "Clip" => {
             if opset < 11 {
                 args.truncate(1);
@@ -178,7 +211,9 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
         "Mul" => binary(BinaryOp::Mul),
         "Div" => binary(BinaryOp::Div),
         "Pow" => binary(BinaryOp::Pow),
-        "Mod" => binary(BinaryOp::Mod { fmod: a.int("fmod", 0) != 0 }),
+        "Mod" => binary(BinaryOp::Mod {
+            fmod: a.int("fmod", 0) != 0,
+        }),
         "PRelu" => binary(BinaryOp::PRelu),
         "Equal" => binary(BinaryOp::Equal),
         "Less" => binary(BinaryOp::Less),
@@ -195,7 +230,10 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
         "Where" => Op::Where,
         "Cast" => {
             let to = a.int_req("to").map_err(ConvertError::Invalid)?;
-            Op::Cast { to: DType::from_onnx_code(to as i32).ok_or_else(|| ConvertError::Unsupported(format!("Cast to data type {to}")))? }
+            Op::Cast {
+                to: DType::from_onnx_code(to as i32)
+                    .ok_or_else(|| ConvertError::Unsupported(format!("Cast to data type {to}")))?,
+            }
         }
         "CastLike" => Op::CastLike,
         "Conv" => Op::Conv(conv_attrs(&a)?),
@@ -219,7 +257,9 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
         "MatMul" => Op::MatMul,
         "MatMulInteger" => Op::MatMulInteger,
         "QLinearMatMul" => Op::QLinearMatMul,
-        "Einsum" => Op::Einsum { equation: a.string("equation", "") },
+        "Einsum" => Op::Einsum {
+            equation: a.string("equation", ""),
+        },
         "Softmax" | "LogSoftmax" | "Hardmax" => {
             let legacy = opset < 13;
             let axis = a.int("axis", if legacy { 1 } else { -1 });
@@ -235,17 +275,26 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             }
             let stash = a.int("stash_type", 1);
             if stash != 1 {
-                return unsup("LayerNormalization with stash_type other than float is not supported");
+                return unsup(
+                    "LayerNormalization with stash_type other than float is not supported",
+                );
             }
-            Op::LayerNorm { axis: a.int("axis", -1), epsilon: a.float("epsilon", 1e-5) }
+            Op::LayerNorm {
+                axis: a.int("axis", -1),
+                epsilon: a.float("epsilon", 1e-5),
+            }
         }
         "BatchNormalization" => {
             if a.int("training_mode", 0) != 0 || node.output.iter().skip(1).any(|o| !o.is_empty()) {
                 return unsup("BatchNormalization in training mode is not supported");
             }
-            Op::BatchNorm { epsilon: a.float("epsilon", 1e-5) }
+            Op::BatchNorm {
+                epsilon: a.float("epsilon", 1e-5),
+            }
         }
-        "InstanceNormalization" => Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5) },
+        "InstanceNormalization" => Op::InstanceNorm {
+            epsilon: a.float("epsilon", 1e-5),
+        },
         "LRN" => Op::Lrn {
             alpha: a.float("alpha", 1e-4),
             beta: a.float("beta", 0.75),
@@ -262,17 +311,26 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             Op::MaxPool(pool(&a, false)?)
         }
         "AveragePool" => Op::AveragePool(pool(&a, true)?),
-        "LpPool" => Op::LpPool { attrs: pool(&a, false)?, p: a.int("p", 2) as f32 },
+        "LpPool" => Op::LpPool {
+            attrs: pool(&a, false)?,
+            p: a.int("p", 2) as f32,
+        },
         "GlobalAveragePool" => Op::GlobalAveragePool,
         "GlobalMaxPool" => Op::GlobalMaxPool,
-        "Flatten" => Op::Flatten { axis: a.int("axis", 1) },
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1),
+        },
         "Reshape" => {
             if opset < 5 {
                 set_arg(&mut args, 1, i64s(&a.ints("shape")));
             }
-            Op::Reshape { allowzero: a.int("allowzero", 0) != 0 }
+            Op::Reshape {
+                allowzero: a.int("allowzero", 0) != 0,
+            }
         }
-        "Transpose" => Op::Transpose { perm: inv(a.usizes("perm"))? },
+        "Transpose" => Op::Transpose {
+            perm: inv(a.usizes("perm"))?,
+        },
         "Squeeze" | "Unsqueeze" => {
             if opset < 13 {
                 if let Some(ax) = a.ints_opt("axes") {
@@ -285,14 +343,19 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
                 Op::Unsqueeze
             }
         }
-        "Concat" => Op::Concat { axis: a.int_req("axis").map_err(ConvertError::Invalid)? },
+        "Concat" => Op::Concat {
+            axis: a.int_req("axis").map_err(ConvertError::Invalid)?,
+        },
         "Split" => {
             if opset < 13 {
                 if let Some(s) = a.ints_opt("split").filter(|s| !s.is_empty()) {
                     set_arg(&mut args, 1, i64s(&s));
                 }
             }
-            Op::Split { axis: a.int("axis", 0), num_outputs: nout }
+            Op::Split {
+                axis: a.int("axis", 0),
+                num_outputs: nout,
+            }
         }
         "Slice" => {
             if opset < 10 {
@@ -305,14 +368,21 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             }
             Op::Slice
         }
-        "Gather" => Op::Gather { axis: a.int("axis", 0) },
-        "GatherElements" => Op::GatherElements { axis: a.int("axis", 0) },
-        "Shape" => Op::Shape { start: a.int("start", 0), end: a.int_opt("end") },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0),
+        },
+        "GatherElements" => Op::GatherElements {
+            axis: a.int("axis", 0),
+        },
+        "Shape" => Op::Shape {
+            start: a.int("start", 0),
+            end: a.int_opt("end"),
+        },
         "Size" => Op::Size,
         "Expand" => Op::Expand,
         "Tile" => Op::Tile,
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceSumSquare" | "ReduceL1"
-        | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" => {
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd"
+        | "ReduceSumSquare" | "ReduceL1" | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" => {
             let rop = match op_type {
                 "ReduceMean" => ReduceOp::Mean,
                 "ReduceSum" => ReduceOp::Sum,
@@ -325,7 +395,11 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
                 "ReduceLogSum" => ReduceOp::LogSum,
                 _ => ReduceOp::LogSumExp,
             };
-            let axes_are_input = if rop == ReduceOp::Sum { opset >= 13 } else { opset >= 18 };
+            let axes_are_input = if rop == ReduceOp::Sum {
+                opset >= 13
+            } else {
+                opset >= 18
+            };
             if !axes_are_input {
                 args.truncate(1);
                 if let Some(ax) = a.ints_opt("axes").filter(|v| !v.is_empty()) {
@@ -339,12 +413,23 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             }
         }
         "ArgMax" | "ArgMin" => {
-            let (axis, keepdims, select_last_index) =
-                (a.int("axis", 0), a.int("keepdims", 1) != 0, a.int("select_last_index", 0) != 0);
+            let (axis, keepdims, select_last_index) = (
+                a.int("axis", 0),
+                a.int("keepdims", 1) != 0,
+                a.int("select_last_index", 0) != 0,
+            );
             if op_type == "ArgMax" {
-                Op::ArgMax { axis, keepdims, select_last_index }
+                Op::ArgMax {
+                    axis,
+                    keepdims,
+                    select_last_index,
+                }
             } else {
-                Op::ArgMin { axis, keepdims, select_last_index }
+                Op::ArgMin {
+                    axis,
+                    keepdims,
+                    select_last_index,
+                }
             }
         }
         "ConstantOfShape" => {
@@ -353,7 +438,9 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
                 None => Tensor::from_slice(&[1], &[0f32]),
             };
             if value.len() != 1 {
-                return Err(ConvertError::Invalid("ConstantOfShape value must have one element".into()));
+                return Err(ConvertError::Invalid(
+                    "ConstantOfShape value must have one element".into(),
+                ));
             }
             Op::ConstantOfShape { value }
         }
@@ -374,6 +461,9 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             Op::Pad { mode }
         }
         "Resize" | "Upsample" => {
+            if a.int("antialias", 0) != 0 {
+                return unsup("Resize with antialias=1 is not supported");
+            }
             let mode = match a.string("mode", "nearest").as_str() {
                 "nearest" => ResizeMode::Nearest,
                 "linear" | "bilinear" | "trilinear" => ResizeMode::Linear,
@@ -384,14 +474,21 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             let coord = if old {
                 CoordTransform::Asymmetric
             } else {
-                match a.string("coordinate_transformation_mode", "half_pixel").as_str() {
+                match a
+                    .string("coordinate_transformation_mode", "half_pixel")
+                    .as_str()
+                {
                     "half_pixel" => CoordTransform::HalfPixel,
                     "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
                     "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
                     "align_corners" => CoordTransform::AlignCorners,
                     "asymmetric" => CoordTransform::Asymmetric,
                     "tf_crop_and_resize" => CoordTransform::TfCropAndResize,
-                    m => return Err(ConvertError::Invalid(format!("unknown coordinate_transformation_mode '{m}'"))),
+                    m => {
+                        return Err(ConvertError::Invalid(format!(
+                            "unknown coordinate_transformation_mode '{m}'"
+                        )))
+                    }
                 }
             };
             let nearest = if old {
@@ -408,7 +505,10 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             if old {
                 // (X, scales) -> (X, roi=_, scales)
                 let scales = if op_type == "Upsample" && opset < 9 {
-                    Some(Arg::Const(Tensor::from_slice(&[a.floats_opt("scales").unwrap_or_default().len()], &a.floats_opt("scales").unwrap_or_default())))
+                    Some(Arg::Const(Tensor::from_slice(
+                        &[a.floats_opt("scales").unwrap_or_default().len()],
+                        &a.floats_opt("scales").unwrap_or_default(),
+                    )))
                 } else {
                     args.get_mut(1).and_then(|s| s.take())
                 };
@@ -429,30 +529,54 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             blocksize: a.int_req("blocksize").map_err(ConvertError::Invalid)? as usize,
             crd: a.string("mode", "DCR") == "CRD",
         },
-        "SpaceToDepth" => Op::SpaceToDepth { blocksize: a.int_req("blocksize").map_err(ConvertError::Invalid)? as usize },
+        "SpaceToDepth" => Op::SpaceToDepth {
+            blocksize: a.int_req("blocksize").map_err(ConvertError::Invalid)? as usize,
+            crd: a.string("mode", "DCR") == "CRD",
+        },
         "TopK" => {
             if opset < 10 {
-                set_arg(&mut args, 1, i64s(&[a.int_req("k").map_err(ConvertError::Invalid)?]));
+                set_arg(
+                    &mut args,
+                    1,
+                    i64s(&[a.int_req("k").map_err(ConvertError::Invalid)?]),
+                );
             }
-            Op::TopK { axis: a.int("axis", -1), largest: a.int("largest", 1) != 0, sorted: a.int("sorted", 1) != 0 }
+            Op::TopK {
+                axis: a.int("axis", -1),
+                largest: a.int("largest", 1) != 0,
+                sorted: a.int("sorted", 1) != 0,
+            }
         }
-        "CumSum" => Op::CumSum { exclusive: a.int("exclusive", 0) != 0, reverse: a.int("reverse", 0) != 0 },
-        "Trilu" => Op::Trilu { upper: a.int("upper", 1) != 0 },
+        "CumSum" => Op::CumSum {
+            exclusive: a.int("exclusive", 0) != 0,
+            reverse: a.int("reverse", 0) != 0,
+        },
+        "Trilu" => Op::Trilu {
+            upper: a.int("upper", 1) != 0,
+        },
         "QuantizeLinear" => {
             if a.int("block_size", 0) != 0 {
                 return unsup("blocked quantization (block_size) is not supported");
             }
             let out_dtype = match a.int("output_dtype", 0) {
                 0 => None,
-                c => Some(DType::from_onnx_code(c as i32).ok_or_else(|| ConvertError::Unsupported(format!("QuantizeLinear to data type {c}")))?),
+                c => Some(DType::from_onnx_code(c as i32).ok_or_else(|| {
+                    ConvertError::Unsupported(format!("QuantizeLinear to data type {c}"))
+                })?),
             };
-            Op::QuantizeLinear { axis: a.int("axis", 1), saturate: a.int("saturate", 1) != 0, out_dtype }
+            Op::QuantizeLinear {
+                axis: a.int("axis", 1),
+                saturate: a.int("saturate", 1) != 0,
+                out_dtype,
+            }
         }
         "DequantizeLinear" => {
             if a.int("block_size", 0) != 0 {
                 return unsup("blocked quantization (block_size) is not supported");
             }
-            Op::DequantizeLinear { axis: a.int("axis", 1) }
+            Op::DequantizeLinear {
+                axis: a.int("axis", 1),
+            }
         }
         "DynamicQuantizeLinear" => Op::DynamicQuantizeLinear,
         _ => return unsup("not a supported ONNX operator"),

@@ -18,9 +18,14 @@ pub struct RawSummary {
 }
 
 pub fn raw_summary(path: &Path) -> Result<RawSummary, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
-    let m = ModelProto::decode(bytes.as_slice())
-        .map_err(|e| ImportError::Decode { path: path.to_path_buf(), msg: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let m = ModelProto::decode(bytes.as_slice()).map_err(|e| ImportError::Decode {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
     let g = m.graph.unwrap_or_default();
     let mut hist: BTreeMap<String, usize> = BTreeMap::new();
     for n in &g.node {
@@ -40,9 +45,13 @@ pub fn raw_summary(path: &Path) -> Result<RawSummary, ImportError> {
         .map(|t: &proto::TensorProto| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>())
         .sum();
     Ok(RawSummary {
-        producer: format!("{} {}", m.producer_name.unwrap_or_default(), m.producer_version.unwrap_or_default())
-            .trim()
-            .to_string(),
+        producer: format!(
+            "{} {}",
+            m.producer_name.unwrap_or_default(),
+            m.producer_version.unwrap_or_default()
+        )
+        .trim()
+        .to_string(),
         opsets: m
             .opset_import
             .iter()

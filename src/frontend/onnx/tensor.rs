@@ -19,15 +19,25 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> R<Tensor> 
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<R<_>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("tensor size overflows")?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("tensor size overflows")?;
     let nbytes = n.checked_mul(dtype.size()).ok_or("tensor size overflows")?;
     if t.data_location == Some(1) {
         let bytes = read_external(t, base_dir, nbytes)?;
-        return Tensor::from_raw(dtype, &shape, &bytes).ok_or_else(|| "external data has the wrong length".into());
+        return Tensor::from_raw(dtype, &shape, &bytes)
+            .ok_or_else(|| "external data has the wrong length".into());
     }
     if let Some(raw) = &t.raw_data {
         if raw.len() != nbytes {
-            return Err(format!("raw_data has {} bytes, shape {:?} of {} needs {}", raw.len(), shape, dtype, nbytes));
+            return Err(format!(
+                "raw_data has {} bytes, shape {:?} of {} needs {}",
+                raw.len(),
+                shape,
+                dtype,
+                nbytes
+            ));
         }
         return Ok(Tensor::from_raw(dtype, &shape, raw).expect("length checked"));
     }
@@ -84,27 +94,50 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, nbytes: usize) -> R<V
         let v = kv.value.clone().unwrap_or_default();
         match kv.key.as_deref() {
             Some("location") => location = Some(v),
-            Some("offset") => offset = v.parse().map_err(|_| format!("bad external data offset '{v}'"))?,
-            Some("length") => length = Some(v.parse::<u64>().map_err(|_| format!("bad external data length '{v}'"))?),
+            Some("offset") => {
+                offset = v
+                    .parse()
+                    .map_err(|_| format!("bad external data offset '{v}'"))?
+            }
+            Some("length") => {
+                length = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("bad external data length '{v}'"))?,
+                )
+            }
             _ => {}
         }
     }
     let loc = location.ok_or("external data without a location")?;
     let rel = Path::new(&loc);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("external data location '{loc}' must be a relative path inside the model's folder"));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data location '{loc}' must be a relative path inside the model's folder"
+        ));
     }
     let path = base_dir.unwrap_or(Path::new(".")).join(rel);
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(&path).map_err(|e| format!("external data file {}: {e}", path.display()))?;
+    let mut f = std::fs::File::open(&path)
+        .map_err(|e| format!("external data file {}: {e}", path.display()))?;
     let len = length.unwrap_or(nbytes as u64);
     if len != nbytes as u64 {
-        return Err(format!("external data length {len} does not match the tensor's {nbytes} bytes"));
+        return Err(format!(
+            "external data length {len} does not match the tensor's {nbytes} bytes"
+        ));
     }
-    f.seek(SeekFrom::Start(offset)).map_err(|e| format!("external data file {}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("external data file {}: {e}", path.display()))?;
     let mut buf = vec![0u8; nbytes];
-    f.read_exact(&mut buf)
-        .map_err(|e| format!("external data file {} too short for offset {offset} + {nbytes} bytes: {e}", path.display()))?;
+    f.read_exact(&mut buf).map_err(|e| {
+        format!(
+            "external data file {} too short for offset {offset} + {nbytes} bytes: {e}",
+            path.display()
+        )
+    })?;
     Ok(buf)
 }
 

@@ -14,7 +14,11 @@ fn vi(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
                     dim: dims
                         .iter()
                         .map(|&d| Dimension {
-                            value: Some(if d < 0 { DV::DimParam("N".into()) } else { DV::DimValue(d) }),
+                            value: Some(if d < 0 {
+                                DV::DimParam("N".into())
+                            } else {
+                                DV::DimValue(d)
+                            }),
                             ..Default::default()
                         })
                         .collect(),
@@ -39,7 +43,10 @@ fn node(op: &str, name: &str, ins: &[&str], outs: &[&str]) -> NodeProto {
 fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, opset: i64) -> Vec<u8> {
     let m = ModelProto {
         ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
         graph: Some(GraphProto {
             node: nodes,
             initializer: inits,
@@ -59,9 +66,18 @@ fn import(bytes: &[u8]) -> Result<Model, ImportError> {
 #[test]
 fn imports_a_small_model_with_symbolic_batch() {
     let w = tensor::tensor_to_proto("w", &Tensor::from_vec(&[4], vec![1f32, 2., 3., 4.]));
-    let m = import(&model(vec![node("Add", "add0", &["x", "w"], &["y"])], vec![w], 17)).unwrap();
+    let m = import(&model(
+        vec![node("Add", "add0", &["x", "w"], &["y"])],
+        vec![w],
+        17,
+    ))
+    .unwrap();
     m.graph.verify().unwrap();
-    assert!(m.graph.to_text().contains("%y = Add(%x, %w) : f32[N,4]"), "{}", m.graph.to_text());
+    assert!(
+        m.graph.to_text().contains("%y = Add(%x, %w) : f32[N,4]"),
+        "{}",
+        m.graph.to_text()
+    );
 }
 
 #[test]
@@ -96,7 +112,13 @@ fn unsupported_ops_are_all_named_with_their_nodes() {
 
 #[test]
 fn missing_initializer_names_node_and_tensor() {
-    let e = import(&model(vec![node("Add", "add0", &["x", "w_missing"], &["y"])], vec![], 17)).err().unwrap();
+    let e = import(&model(
+        vec![node("Add", "add0", &["x", "w_missing"], &["y"])],
+        vec![],
+        17,
+    ))
+    .err()
+    .unwrap();
     let s = e.to_string();
     assert!(s.contains("add0") && s.contains("w_missing"), "{s}");
 }
@@ -104,7 +126,11 @@ fn missing_initializer_names_node_and_tensor() {
 #[test]
 fn a_cycle_is_an_error_naming_a_node() {
     let bytes = model(
-        vec![node("Add", "a", &["x", "b_out"], &["a_out"]), node("Relu", "b", &["a_out"], &["b_out"]), node("Relu", "c", &["a_out"], &["y"])],
+        vec![
+            node("Add", "a", &["x", "b_out"], &["a_out"]),
+            node("Relu", "b", &["a_out"], &["b_out"]),
+            node("Relu", "c", &["a_out"], &["y"]),
+        ],
         vec![],
         17,
     );
@@ -114,7 +140,10 @@ fn a_cycle_is_an_error_naming_a_node() {
 
 #[test]
 fn too_new_opset_is_an_error() {
-    let s = import(&model(vec![node("Relu", "r", &["x"], &["y"])], vec![], 99)).err().unwrap().to_string();
+    let s = import(&model(vec![node("Relu", "r", &["x"], &["y"])], vec![], 99))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(s.contains("opset 99"), "{s}");
 }
 
@@ -122,8 +151,18 @@ fn too_new_opset_is_an_error() {
 fn old_opset_attributes_become_operands() {
     let mut n = node("Clip", "clip", &["x"], &["y"]);
     n.attribute = vec![
-        AttributeProto { name: Some("min".into()), f: Some(0.0), r#type: Some(1), ..Default::default() },
-        AttributeProto { name: Some("max".into()), f: Some(6.0), r#type: Some(1), ..Default::default() },
+        AttributeProto {
+            name: Some("min".into()),
+            f: Some(0.0),
+            r#type: Some(1),
+            ..Default::default()
+        },
+        AttributeProto {
+            name: Some("max".into()),
+            f: Some(6.0),
+            r#type: Some(1),
+            ..Default::default()
+        },
     ];
     let m = import(&model(vec![n], vec![], 9)).unwrap();
     let c = m.graph.find("clip").unwrap();
@@ -138,24 +177,45 @@ fn external_data_is_read_relative_to_the_model() {
     let mut bytes = vec![0u8; 16];
     bytes.extend_from_slice(bytemuck::cast_slice(&vals));
     std::fs::write(dir.join("w.bin"), &bytes).unwrap();
-    let kv = |k: &str, v: &str| StringStringEntryProto { key: Some(k.into()), value: Some(v.into()) };
+    let kv = |k: &str, v: &str| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v.into()),
+    };
     let w = TensorProto {
         name: Some("w".into()),
         dims: vec![4],
         data_type: Some(1),
         data_location: Some(1),
-        external_data: vec![kv("location", "w.bin"), kv("offset", "16"), kv("length", "16")],
+        external_data: vec![
+            kv("location", "w.bin"),
+            kv("offset", "16"),
+            kv("length", "16"),
+        ],
         ..Default::default()
     };
-    let bytes = model(vec![node("Add", "add0", &["x", "w"], &["y"])], vec![w.clone()], 17);
+    let bytes = model(
+        vec![node("Add", "add0", &["x", "w"], &["y"])],
+        vec![w.clone()],
+        17,
+    );
     let m = import_bytes(&bytes, &dir.join("m.onnx"), Some(&dir)).unwrap();
     let n = m.graph.find("add0").unwrap();
-    assert_eq!(m.graph.const_operand(n, 1).unwrap().view::<f32>().unwrap(), &vals);
+    assert_eq!(
+        m.graph.const_operand(n, 1).unwrap().view::<f32>().unwrap(),
+        &vals
+    );
     // A location escaping the folder is refused.
     let mut bad = w;
     bad.external_data[0] = kv("location", "../w.bin");
-    let bytes = model(vec![node("Add", "add0", &["x", "w"], &["y"])], vec![bad], 17);
-    let s = import_bytes(&bytes, &dir.join("m.onnx"), Some(&dir)).err().unwrap().to_string();
+    let bytes = model(
+        vec![node("Add", "add0", &["x", "w"], &["y"])],
+        vec![bad],
+        17,
+    );
+    let s = import_bytes(&bytes, &dir.join("m.onnx"), Some(&dir))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(s.contains("relative path"), "{s}");
     std::fs::remove_dir_all(&dir).ok();
 }
