@@ -63,7 +63,8 @@ pub fn gemm_u8s8_i32_saturating(
 }
 
 /// Requantizes int32 values per the documented rule (see [`crate::Epilogue`]):
-/// `clamp(round_half_even(clamp(v * mult[j], ±2^24)) + zp, lo, hi)`, columns `j = idx % n`.
+/// `round_half_even(min(max(v * mult[j], lo - zp), hi - zp)) + zp`
+/// (= `clamp(round_half_even(v * mult[j]) + zp, lo, hi)`), columns `j = idx % n`.
 pub fn requantize_i32(
     acc: &[i32],
     n: usize,

@@ -6,9 +6,8 @@
 //! v   = acc + colterm[j] + rowterm[i]              (int32, wrapping)
 //!       colterm[j] = bias[j] - za*colsum[j] + K*za*zb,  rowterm[i] = -zb*rowsum[i]
 //! U8/I8: f = (v as f32) * mult[j]                  (one f32 multiply, round-to-nearest-even)
-//!        f = min(max(f, -2^24), 2^24)              (keeps the conversion in range; cannot change
-//!                                                    the final result since |zp| <= 255)
-//!        q = clamp(round_half_even(f) + zp, lo, hi)
+//!        f = min(max(f, lo - zp), hi - zp)         (integers, exact in f32; NaN -> lo - zp)
+//!        q = round_half_even(f) + zp               (== clamp(round_half_even(v*mult) + zp, lo, hi))
 //! F32:   y = (v as f32) * scale[j] (+ fbias[j])    (separate multiply and add: no FMA)
 //! I32:   v
 //! ```
@@ -53,9 +52,12 @@ pub(crate) const CLAMP_F: f32 = 16_777_216.0;
 #[inline(always)]
 #[allow(clippy::manual_clamp)] // f32::clamp would keep NaN; max/min map NaN like the SIMD path
 pub(crate) fn requant_one(v: i32, mult: f32, zp: i32, lo: i32, hi: i32) -> i32 {
-    let f = (v as f32) * mult;
-    let f = f.max(-CLAMP_F).min(CLAMP_F);
-    (f.round_ties_even() as i32).wrapping_add(zp).clamp(lo, hi)
+    // Clamping in float to the integers [lo - zp, hi - zp] before rounding equals clamping
+    // round(f) + zp to [lo, hi] afterwards (NaN -> lo either way), and keeps the conversion in range.
+    let f = ((v as f32) * mult)
+        .max((lo - zp) as f32)
+        .min((hi - zp) as f32);
+    (f.round_ties_even() as i32) + zp
 }
 
 /// Scalar epilogue of columns `j0 + [from, nc)` of one row.
@@ -149,7 +151,19 @@ pub(crate) mod x86 {
         let mut c = 0;
         while c < nc {
             let m = mask16(nc - c);
-            vec16(
+            if m == 0xFFFF {
+                vec16::<true>(
+                    p,
+                    _mm512_loadu_si512(acc.add(c) as *const _),
+                    rt,
+                    j0 + c,
+                    m,
+                    out.add(c),
+                );
+                c += 16;
+                continue;
+            }
+            vec16::<false>(
                 p,
                 _mm512_maskz_loadu_epi32(m, acc.add(c)),
                 rt,
@@ -171,11 +185,11 @@ pub(crate) mod x86 {
         }
     }
 
-    /// The epilogue of 16 accumulators held in a register (columns `j .. j+16` under mask `m`),
-    /// stored at `out` (already pointing at column `j`). Inlined into the VNNI micro-kernel so
-    /// accumulators never round-trip through memory.
+    /// The epilogue of 16 accumulators held in a register (columns `j .. j+16`; under mask `m`
+    /// unless `FULL`), stored at `out` (already pointing at column `j`). Inlined into the VNNI
+    /// micro-kernel so accumulators never round-trip through memory.
     #[inline(always)]
-    pub(crate) unsafe fn vec16(
+    pub(crate) unsafe fn vec16<const FULL: bool>(
         p: &EpiPlan,
         acc: __m512i,
         rt: __m512i,
@@ -184,13 +198,24 @@ pub(crate) mod x86 {
         out: OutPtr,
     ) {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let v = _mm512_add_epi32(
-            _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, p.colterm.as_ptr().add(j))),
-            rt,
-        );
+        let ld_i = |ptr: *const i32| {
+            if FULL {
+                _mm512_loadu_si512(ptr as *const _)
+            } else {
+                _mm512_maskz_loadu_epi32(m, ptr)
+            }
+        };
+        let ld_f = |ptr: *const f32| {
+            if FULL {
+                _mm512_loadu_ps(ptr)
+            } else {
+                _mm512_maskz_loadu_ps(m, ptr)
+            }
+        };
+        let v = _mm512_add_epi32(_mm512_add_epi32(acc, ld_i(p.colterm.as_ptr().add(j))), rt);
         match out {
             OutPtr::I32(o) => {
-                if m == 0xFFFF {
+                if FULL {
                     _mm512_storeu_si512(o as *mut _, v)
                 } else {
                     _mm512_mask_storeu_epi32(o, m, v)
@@ -199,20 +224,16 @@ pub(crate) mod x86 {
             OutPtr::U8(_) | OutPtr::I8(_) => {
                 let f = _mm512_mul_ps(
                     _mm512_cvt_roundepi32_ps::<RNE>(v),
-                    _mm512_maskz_loadu_ps(m, p.scale.as_ptr().add(j)),
+                    ld_f(p.scale.as_ptr().add(j)),
                 );
+                // Clamp in float to [lo - zp, hi - zp] (integers), round, add zp: equal to
+                // clamp(round(f) + zp, lo, hi) and to the scalar `requant_one`.
                 let f = _mm512_min_ps(
-                    _mm512_max_ps(f, _mm512_set1_ps(-CLAMP_F)),
-                    _mm512_set1_ps(CLAMP_F),
+                    _mm512_max_ps(f, _mm512_set1_ps((p.lo - p.zp) as f32)),
+                    _mm512_set1_ps((p.hi - p.zp) as f32),
                 );
-                let r = _mm512_cvt_roundps_epi32::<RNE>(f);
-                let q = _mm512_max_epi32(
-                    _mm512_min_epi32(
-                        _mm512_add_epi32(r, _mm512_set1_epi32(p.zp)),
-                        _mm512_set1_epi32(p.hi),
-                    ),
-                    _mm512_set1_epi32(p.lo),
-                );
+                let q =
+                    _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), _mm512_set1_epi32(p.zp));
                 let q8 = _mm512_cvtepi32_epi8(q);
                 let dst = match out {
                     OutPtr::U8(o) => o as *mut i8,
@@ -220,7 +241,7 @@ pub(crate) mod x86 {
                     _ => unreachable!(),
                 };
                 // Full vectors use a plain store: masked narrowing stores are slow on Zen 4.
-                if m == 0xFFFF {
+                if FULL {
                     _mm_storeu_si128(dst as *mut __m128i, q8);
                 } else {
                     _mm_mask_storeu_epi8(dst, m, q8);
@@ -229,12 +250,16 @@ pub(crate) mod x86 {
             OutPtr::F32(o) => {
                 let mut y = _mm512_mul_ps(
                     _mm512_cvt_roundepi32_ps::<RNE>(v),
-                    _mm512_maskz_loadu_ps(m, p.scale.as_ptr().add(j)),
+                    ld_f(p.scale.as_ptr().add(j)),
                 );
                 if let Some(fb) = p.fbias {
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, fb.as_ptr().add(j)));
+                    y = _mm512_add_ps(y, ld_f(fb.as_ptr().add(j)));
                 }
-                _mm512_mask_storeu_ps(o, m, y);
+                if FULL {
+                    _mm512_storeu_ps(o, y)
+                } else {
+                    _mm512_mask_storeu_ps(o, m, y);
+                }
             }
         }
     }

@@ -214,21 +214,31 @@ mod x86 {
         } else {
             vnni_acc::<R>(kg, a, a_rs, b)
         };
-        for (r, acc_r) in acc.iter().enumerate() {
-            let rt = _mm512_set1_epi32(*rowterm.add(r));
-            let orow = out.add(r * ldc);
-            for (c, v) in acc_r.iter().enumerate() {
-                if 16 * c >= nc {
-                    break;
+        if nc == NR {
+            for (r, acc_r) in acc.iter().enumerate() {
+                let rt = _mm512_set1_epi32(*rowterm.add(r));
+                let orow = out.add(r * ldc);
+                for (c, v) in acc_r.iter().enumerate() {
+                    vec16::<true>(plan, *v, rt, j0 + 16 * c, 0xFFFF, orow.add(16 * c));
                 }
-                vec16(
-                    plan,
-                    *v,
-                    rt,
-                    j0 + 16 * c,
-                    mask16(nc - 16 * c),
-                    orow.add(16 * c),
-                );
+            }
+        } else {
+            for (r, acc_r) in acc.iter().enumerate() {
+                let rt = _mm512_set1_epi32(*rowterm.add(r));
+                let orow = out.add(r * ldc);
+                for (c, v) in acc_r.iter().enumerate() {
+                    if 16 * c >= nc {
+                        break;
+                    }
+                    vec16::<false>(
+                        plan,
+                        *v,
+                        rt,
+                        j0 + 16 * c,
+                        mask16(nc - 16 * c),
+                        orow.add(16 * c),
+                    );
+                }
             }
         }
     }

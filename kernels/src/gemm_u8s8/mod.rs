@@ -50,10 +50,11 @@ pub enum Scale<'a> {
 ///
 /// With `v = sum_k (a-za)(b-zb) + bias[j]` (int32, wrapping):
 /// - `OutputSlice::I32`: `v` (scale, zero point and clamp ignored);
-/// - `OutputSlice::U8` / `I8`: `q = clamp(round_half_even(min(max(v as f32 * mult[j], -2^24), 2^24)) + out_zero_point, lo, hi)`
-///   where `mult = s_a * s_w[j] / s_out` is one f32 multiply rounded to nearest-even, rounding is
-///   half to even as ONNX QuantizeLinear, and `[lo, hi]` is the type range intersected with `clamp`
-///   (fold ReLU as `clamp = (zp_out, 255)`); multipliers must be finite;
+/// - `OutputSlice::U8` / `I8`: `q = round_half_even(min(max(v as f32 * mult[j], lo - zp), hi - zp)) + zp`
+///   (`zp` = `out_zero_point`), which equals `clamp(round_half_even(v * mult[j]) + zp, lo, hi)`;
+///   `v as f32 * mult` is one f32 multiply rounded to nearest-even, `mult = s_a * s_w[j] / s_out`,
+///   rounding is half to even as ONNX QuantizeLinear, `[lo, hi]` is the type range intersected
+///   with `clamp` (fold ReLU as `clamp = (zp_out, 255)`); NaN maps to `lo`;
 /// - `OutputSlice::F32`: `v as f32 * scale[j] + f32_bias[j]` (multiply then add, no FMA): dynamic
 ///   quantization's dequantized output.
 #[derive(Debug, Clone, Copy)]
