@@ -187,7 +187,7 @@ pub struct TensorU8<'a> {
 }
 
 /// Rows of im2col built per chunk (bounds the scratch to about this many x K bytes).
-const IM2COL_ROWS: usize = 1024;
+const IM2COL_ROWS: usize = 256;
 
 /// int8 convolution, NHWC in and out, with the GEMM's fused epilogue (per output channel bias,
 /// scale and clamp indexed by the *global* output channel). Returns (out_h, out_w); the output
@@ -223,6 +223,12 @@ pub fn conv2d_u8s8(
     }
     if rows == 0 {
         return Ok((oh, ow));
+    }
+    if !(0..=255).contains(&x.zero_point) {
+        return Err(bad(format!(
+            "conv: input zero point {} outside [0, 255]",
+            x.zero_point
+        )));
     }
     let packs = match &w.imp {
         ConvImpl::Depthwise(dw) => {
@@ -263,6 +269,24 @@ pub fn conv2d_u8s8(
             gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
             continue;
         }
+        if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 {
+            conv_indirect(
+                kernel,
+                x,
+                c_in,
+                ci0,
+                cig,
+                geom,
+                (oh, ow),
+                rows,
+                pack,
+                &gep,
+                &mut out,
+                c0,
+                c_out,
+            )?;
+            continue;
+        }
         // im2col in row chunks; row stride padded to a multiple of 4 so the GEMM reads in place.
         let ld = kk.div_ceil(4) * 4;
         let chunk = IM2COL_ROWS.min(rows);
@@ -301,6 +325,85 @@ pub fn conv2d_u8s8(
         }
     }
     Ok((oh, ow))
+}
+
+/// Output rows per indirection chunk (pointers: rows x kh*kw).
+const INDIRECT_ROWS: usize = 1024;
+
+/// kxk convolution without im2col (VNNI, `cig % 4 == 0`): for each output pixel an indirection
+/// row of kh*kw pointers to the input pixels' channel segment (or to a zero-point-filled segment
+/// for padding taps); the micro-kernel walks them in the packed weights' (ky, kx, c) K order.
+#[allow(clippy::too_many_arguments)]
+fn conv_indirect(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    c_in: usize,
+    ci0: usize,
+    cig: usize,
+    geom: ConvGeometry,
+    (oh, ow): (usize, usize),
+    rows: usize,
+    pack: &PackedB,
+    ep: &Epilogue<'_>,
+    out: &mut OutputSlice<'_>,
+    c0: usize,
+    c_out: usize,
+) -> Result<(), KernelError> {
+    let (kh, kw) = geom.kernel;
+    let taps = kh * kw;
+    let pad = vec![x.zero_point as u8; cig];
+    let chunk = INDIRECT_ROWS.min(rows);
+    let mut ptrs: Vec<*const u8> = Vec::with_capacity(chunk * taps);
+    let mut sums: Vec<i32> = Vec::new();
+    let need_sums = pack.zero_point() != 0;
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = (r0 + chunk).min(rows);
+        ptrs.clear();
+        sums.clear();
+        for r in r0..r1 {
+            let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+            let mut s = 0i32;
+            for ky in 0..kh {
+                let iy =
+                    (oy * geom.stride.0 + ky * geom.dilation.0) as isize - geom.pads[0] as isize;
+                for kx in 0..kw {
+                    let ix = (ox * geom.stride.1 + kx * geom.dilation.1) as isize
+                        - geom.pads[1] as isize;
+                    let seg: &[u8] =
+                        if iy >= 0 && (iy as usize) < x.h && ix >= 0 && (ix as usize) < x.w {
+                            let o = ((b * x.h + iy as usize) * x.w + ix as usize) * c_in + ci0;
+                            &x.data[o..o + cig]
+                        } else {
+                            &pad
+                        };
+                    if need_sums {
+                        s += seg.iter().map(|&v| v as i32).sum::<i32>();
+                    }
+                    ptrs.push(seg.as_ptr());
+                }
+            }
+            if need_sums {
+                sums.push(s);
+            }
+        }
+        let a = crate::gemm_u8s8::IndirectA {
+            ptrs: &ptrs,
+            taps,
+            seg: cig,
+            rows: r1 - r0,
+            zero_point: x.zero_point,
+            row_sums: if need_sums { Some(&sums) } else { None },
+        };
+        let o = out
+            .offset_mut(r0 * c_out + c0)
+            .ok_or_else(|| bad("conv: output too small"))?;
+        // SAFETY: every pointer was taken from a live slice of `cig` bytes (`x.data` or `pad`),
+        // both alive and unmodified for the whole call.
+        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out)? };
+        r0 = r1;
+    }
+    Ok(())
 }
 
 /// Copies a short segment without a `memcpy` call: 16-byte chunks, then bytes.

@@ -151,7 +151,7 @@ pub fn gemm_f32(
                         isa,
                         rows,
                         k,
-                        a.as_ptr().add(i * lda),
+                        a.as_ptr().wrapping_add(i * lda),
                         lda,
                         bp,
                         tile.0.as_mut_ptr(),

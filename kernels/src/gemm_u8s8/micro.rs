@@ -97,6 +97,37 @@ pub(crate) unsafe fn run_fused(
     false
 }
 
+/// VNNI micro-kernel over an indirection buffer (see `vnni_fused_ind`).
+///
+/// # Safety
+/// `isa` must be `Avx512Vnni` (checked by the caller through its `Kernel`); pointer contracts
+/// of `vnni_fused_ind` and `run_fused`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_fused_ind(
+    rows: usize,
+    taps: usize,
+    seg_kg: usize,
+    ptrs: *const *const u8,
+    b: *const i8,
+    plan: &super::epilogue::EpiPlan,
+    rowterm: *const i32,
+    j0: usize,
+    nc: usize,
+    out: super::epilogue::OutPtr,
+    ldc: usize,
+) {
+    use x86::vnni_fused_ind as f;
+    match rows {
+        1 => f::<1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+        2 => f::<2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+        3 => f::<3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+        4 => f::<4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+        5 => f::<5>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+        _ => f::<6>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+    }
+}
+
 /// Portable exact kernel (same results as VNNI).
 unsafe fn scalar<const R: usize>(
     kg: usize,
@@ -214,6 +245,21 @@ mod x86 {
         } else {
             vnni_acc::<R>(kg, a, a_rs, b)
         };
+        store_fused::<R>(&acc, plan, rowterm, j0, nc, out, ldc);
+    }
+
+    /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store_fused<const R: usize>(
+        acc: &[[__m512i; 4]; R],
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+    ) {
         if nc == NR {
             for (r, acc_r) in acc.iter().enumerate() {
                 let rt = _mm512_set1_epi32(*rowterm.add(r));
@@ -241,6 +287,60 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// Indirect-A accumulation (convolution without im2col): row `r`'s K is `taps` segments of
+    /// `seg_kg` K-groups, segment `t` starting at `ptrs[r * taps + t]`; B continues linearly.
+    #[inline(always)]
+    unsafe fn vnni_acc_ind<const R: usize>(
+        taps: usize,
+        seg_kg: usize,
+        ptrs: *const *const u8,
+        b: *const i8,
+    ) -> [[__m512i; 4]; R] {
+        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+        let mut bp = b;
+        for t in 0..taps {
+            let mut ap = [std::ptr::null::<u8>(); R];
+            for (r, p) in ap.iter_mut().enumerate() {
+                *p = *ptrs.add(r * taps + t);
+            }
+            for g in 0..seg_kg {
+                let b0 = _mm512_loadu_si512(bp as *const _);
+                let b1 = _mm512_loadu_si512(bp.add(64) as *const _);
+                let b2 = _mm512_loadu_si512(bp.add(128) as *const _);
+                let b3 = _mm512_loadu_si512(bp.add(192) as *const _);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_epi32(bcast4(ap[r].add(4 * g)));
+                    acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
+                    acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+                    acc_r[2] = _mm512_dpbusd_epi32(acc_r[2], av, b2);
+                    acc_r[3] = _mm512_dpbusd_epi32(acc_r[3], av, b3);
+                }
+                bp = bp.add(4 * NR);
+            }
+        }
+        acc
+    }
+
+    /// SAFETY: as `vnni_fused`; every pointer in `ptrs[0 .. R * taps]` is readable for
+    /// `4 * seg_kg` bytes; the panel holds `taps * seg_kg` K-groups.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_fused_ind<const R: usize>(
+        taps: usize,
+        seg_kg: usize,
+        ptrs: *const *const u8,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+    ) {
+        let acc = vnni_acc_ind::<R>(taps, seg_kg, ptrs, b);
+        store_fused::<R>(&acc, plan, rowterm, j0, nc, out, ldc);
     }
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`

@@ -256,15 +256,7 @@ pub fn gemm_u8s8(
     }
 
     let (za, zb) = (a.zero_point, b.zero_point);
-    let kzz = (k as i32).wrapping_mul(za).wrapping_mul(zb);
-    let colterm: Vec<i32> = (0..n)
-        .map(|j| {
-            ep.bias
-                .map_or(0, |bb| bb[j])
-                .wrapping_sub(za.wrapping_mul(b.col_sums[j]))
-                .wrapping_add(kzz)
-        })
-        .collect();
+    let colterm = colterm(b, ep, za);
     let rowterm: Vec<i32> = if zb != 0 {
         (0..m)
             .map(|i| {
@@ -311,7 +303,8 @@ pub fn gemm_u8s8(
             buf
         };
         let (abase, a_rs) = if direct {
-            (a.data[it.m0 * a.ld..].as_ptr(), a.ld)
+            // wrapping_add: with K == 0 nothing is read and the offset may pass the end.
+            (a.data.as_ptr().wrapping_add(it.m0 * a.ld), a.ld)
         } else {
             (padded.as_ptr(), kp)
         };
@@ -430,6 +423,124 @@ pub(crate) fn validate_epilogue(
         )));
     }
     Ok((scale, lo, hi))
+}
+
+/// An indirection-buffer activation matrix (convolution without im2col): row `i`'s K is `taps`
+/// segments of `seg` bytes, segment `t` starting at `ptrs[i * taps + t]`.
+pub(crate) struct IndirectA<'a> {
+    pub ptrs: &'a [*const u8],
+    pub taps: usize,
+    pub seg: usize,
+    pub rows: usize,
+    pub zero_point: i32,
+    /// Row sums of the virtual A rows (needed only when the weight zero point is not 0).
+    pub row_sums: Option<&'a [i32]>,
+}
+
+struct SyncPtrs<'a>(&'a [*const u8]);
+// SAFETY: the pointers are only read through, to memory the caller keeps alive and unchanged.
+unsafe impl Sync for SyncPtrs<'_> {}
+
+/// int8 GEMM over an indirection buffer, `Avx512Vnni` only (other ISAs use im2col).
+///
+/// # Safety
+/// Every pointer in `a.ptrs` must be readable for `a.seg` bytes for the duration of the call.
+pub(crate) unsafe fn gemm_u8s8_indirect(
+    kernel: &Kernel,
+    a: IndirectA<'_>,
+    b: &PackedB,
+    ep: &Epilogue<'_>,
+    mut out: OutputSlice<'_>,
+    ldc: usize,
+) -> Result<(), KernelError> {
+    let (m, n, k) = (a.rows, b.n, b.k);
+    if kernel.isa() != Isa::Avx512Vnni
+        || a.seg % 4 != 0
+        || a.taps * a.seg != k
+        || a.ptrs.len() != m * a.taps
+        || a.row_sums.is_some_and(|r| r.len() != m)
+        || (b.zero_point != 0 && a.row_sums.is_none())
+    {
+        return Err(bad(
+            "gemm_u8s8_indirect: inconsistent indirection arguments",
+        ));
+    }
+    check_matrix("gemm_u8s8 output", out.len(), m, n, ldc)?;
+    let (scale, lo, hi) = validate_epilogue("gemm_u8s8", ep, n, &out)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let za = a.zero_point;
+    let colterm = colterm(b, ep, za);
+    let rowterm: Vec<i32> = match a.row_sums {
+        Some(rs) => rs
+            .iter()
+            .map(|&s| b.zero_point.wrapping_neg().wrapping_mul(s))
+            .collect(),
+        None => vec![0; m],
+    };
+    let plan = EpiPlan {
+        colterm: &colterm,
+        scale: &scale,
+        fbias: ep.f32_bias,
+        zp: ep.out_zero_point,
+        lo,
+        hi,
+    };
+    let threads = rayon::current_num_threads();
+    let items = plan_items(m, b.panels(), b.kp, 6, threads);
+    let outp = SendOut(out.ptr());
+    let ptrs = SyncPtrs(a.ptrs);
+    let (taps, seg_kg) = (a.taps, a.seg / 4);
+    let run_item = |it: &Item| {
+        #[allow(clippy::redundant_locals)] // capture the Sync wrappers, not their fields
+        let (outp, ptrs) = (outp, &ptrs);
+        for p in it.p0..it.p1 {
+            let bp = b.panel_ptr(p);
+            let j0 = p * NR;
+            let nc = NR.min(n - j0);
+            let mut i = it.m0;
+            while i < it.m1 {
+                let rows = 6.min(it.m1 - i);
+                // SAFETY: the Kernel is Avx512Vnni (checked above); the caller guarantees the
+                // pointers; rows i..i+rows have `taps` pointers each; the output was checked.
+                #[cfg(target_arch = "x86_64")]
+                micro::run_fused_ind(
+                    rows,
+                    taps,
+                    seg_kg,
+                    ptrs.0[i * taps..].as_ptr(),
+                    bp,
+                    &plan,
+                    rowterm[i..].as_ptr(),
+                    j0,
+                    nc,
+                    outp.0.add(i * ldc + j0),
+                    ldc,
+                );
+                i += rows;
+            }
+        }
+    };
+    if items.len() == 1 || threads == 1 {
+        items.iter().for_each(run_item);
+    } else {
+        items.par_iter().for_each(run_item);
+    }
+    Ok(())
+}
+
+/// `colterm[j] = bias[j] - za * colsum[j] + K * za * zb` (int32, wrapping).
+fn colterm(b: &PackedB, ep: &Epilogue<'_>, za: i32) -> Vec<i32> {
+    let kzz = (b.k as i32).wrapping_mul(za).wrapping_mul(b.zero_point);
+    (0..b.n)
+        .map(|j| {
+            ep.bias
+                .map_or(0, |bb| bb[j])
+                .wrapping_sub(za.wrapping_mul(b.col_sums[j]))
+                .wrapping_add(kzz)
+        })
+        .collect()
 }
 
 /// Which semantics an ISA's int8 GEMM has: `true` if exact, `false` if it saturates int16 pairs
