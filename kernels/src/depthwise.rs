@@ -14,6 +14,11 @@ pub(crate) struct DepthwiseWeights {
     kw: usize,
     c: usize,
     w: Vec<i32>,
+    /// `(w - zw)` as the low 16 bits of each int32 lane, high half zero: `vpmaddwd` / `vpdpwssd`
+    /// against a sign-extended `x` lane then yield exactly `x * (w - zw)`.
+    w16: Vec<i32>,
+    /// Per kernel row `ky` and channel: `sum_kx (w - zw)`, for the zero-point correction.
+    wrow: Vec<i32>,
 }
 
 impl DepthwiseWeights {
@@ -43,7 +48,23 @@ impl DepthwiseWeights {
                 w[t * c + ch] = weights[ch * kh * kw + t] as i32 - zw;
             }
         }
-        Ok(DepthwiseWeights { kh, kw, c, w })
+        let w16 = w.iter().map(|&v| (v as i16 as u16) as i32).collect();
+        let mut wrow = vec![0i32; kh * c];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                for ch in 0..c {
+                    wrow[ky * c + ch] += w[(ky * kw + kx) * c + ch];
+                }
+            }
+        }
+        Ok(DepthwiseWeights {
+            kh,
+            kw,
+            c,
+            w,
+            w16,
+            wrow,
+        })
     }
 }
 
@@ -88,6 +109,8 @@ pub(crate) fn depthwise_u8s8(
     let args = RowArgs {
         x,
         w: dw.w.as_ptr(),
+        w16: dw.w16.as_ptr(),
+        wrow: dw.wrow.as_ptr(),
         c,
         kh,
         kw,
@@ -95,20 +118,36 @@ pub(crate) fn depthwise_u8s8(
         oh,
         ow,
     };
-    let row_task = |row: usize| {
+    // Per-worker scratch: one row of accumulators (the AVX-512 row kernel uses ow * c, the
+    // others c) and the tap list, allocated once per worker, not per row.
+    let init = || {
+        (
+            vec![0i32; c * ow],
+            Vec::<(usize, usize)>::with_capacity(kh * kw),
+        )
+    };
+    let row_task = |scratch: &mut (Vec<i32>, Vec<(usize, usize)>), row: usize| {
         #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
-        // One row of accumulators (the AVX-512 row kernel uses ow * c, the others c).
-        let mut acc = vec![0i32; c * ow];
-        let mut taps: Vec<(usize, usize)> = Vec::with_capacity(kh * kw);
         // SAFETY: the Kernel proves `isa`; RowArgs describes checked buffers (see dw_row_body).
-        unsafe { dw_row(isa, &args, &plan, row, &mut acc, &mut taps, outp.0) };
+        unsafe {
+            dw_row(
+                isa,
+                &args,
+                &plan,
+                row,
+                &mut scratch.0,
+                &mut scratch.1,
+                outp.0,
+            )
+        };
     };
     let rows = x.batch * oh;
     if rayon::current_num_threads() > 1 && rows > 1 {
-        (0..rows).into_par_iter().for_each(row_task);
+        (0..rows).into_par_iter().for_each_init(init, row_task);
     } else {
-        (0..rows).for_each(row_task);
+        let mut scratch = init();
+        (0..rows).for_each(|r| row_task(&mut scratch, r));
     }
     Ok(())
 }
@@ -116,6 +155,8 @@ pub(crate) fn depthwise_u8s8(
 struct RowArgs<'a> {
     x: TensorU8<'a>,
     w: *const i32,
+    w16: *const i32,
+    wrow: *const i32,
     c: usize,
     kh: usize,
     kw: usize,
@@ -211,7 +252,8 @@ unsafe fn dw_row(
             dw_row_body(Isa::Avx2, a, plan, row, acc, taps, out)
         }
         match isa {
-            Isa::Avx512 | Isa::Avx512Vnni => return x86::dw_row_avx512(a, plan, row, acc, out),
+            Isa::Avx512 => return x86::dw_row_avx512(a, plan, row, acc, out),
+            Isa::Avx512Vnni => return x86::dw_row_vnni(a, plan, row, acc, out),
             Isa::Avx2 => return w256(a, plan, row, acc, taps, out),
             Isa::Scalar => {}
         }
@@ -266,6 +308,86 @@ mod x86 {
         acc: &mut [i32],
         out: OutPtr,
     ) {
+        dw_row_body::<false>(a, plan, row, acc, out)
+    }
+
+    /// As `dw_row_avx512`, with `vpdpwssd` (multiply-accumulate in one instruction).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn dw_row_vnni(
+        a: &RowArgs,
+        plan: &EpiPlan,
+        row: usize,
+        acc: &mut [i32],
+        out: OutPtr,
+    ) {
+        dw_row_body::<true>(a, plan, row, acc, out)
+    }
+
+    struct PixelCtx<'a, 'b> {
+        a: &'a RowArgs<'b>,
+        xp: *const u8,
+        b: usize,
+        oy: usize,
+        ch: usize,
+        m: __mmask16,
+        z: __m512i,
+    }
+
+    /// One (border) output pixel with per-tap bounds checks: `sum (x - zx) * (w - zw)`.
+    #[inline(always)]
+    unsafe fn pixel(p: &PixelCtx, ox: usize) -> __m512i {
+        let (a, x) = (p.a, p.a.x);
+        let (sh, sw) = a.geom.stride;
+        let (dh, dw) = a.geom.dilation;
+        let mut v = _mm512_setzero_si512();
+        for ky in 0..a.kh {
+            let iy = (p.oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
+            if iy < 0 || iy as usize >= x.h {
+                continue;
+            }
+            let rowbase = (p.b * x.h + iy as usize) * x.w;
+            for kx in 0..a.kw {
+                let ix = (ox * sw + kx * dw) as isize - a.geom.pads[1] as isize;
+                if ix < 0 || ix as usize >= x.w {
+                    continue;
+                }
+                let xb = _mm_maskz_loadu_epi8(
+                    p.m,
+                    p.xp.add((rowbase + ix as usize) * a.c + p.ch) as *const i8,
+                );
+                let xi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), p.z);
+                let wi = _mm512_maskz_loadu_epi32(p.m, a.w.add((ky * a.kw + kx) * a.c + p.ch));
+                v = _mm512_add_epi32(v, _mm512_mullo_epi32(xi, wi));
+            }
+        }
+        v
+    }
+
+    #[inline(always)]
+    unsafe fn store(
+        accp: *mut i32,
+        c: usize,
+        ch: usize,
+        m: __mmask16,
+        full: bool,
+        ox: usize,
+        v: __m512i,
+    ) {
+        if full {
+            _mm512_storeu_si512(accp.add(ox * c + ch) as *mut _, v);
+        } else {
+            _mm512_mask_storeu_epi32(accp.add(ox * c + ch), m, v);
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn dw_row_body<const VNNI: bool>(
+        a: &RowArgs,
+        plan: &EpiPlan,
+        row: usize,
+        acc: &mut [i32],
+        out: OutPtr,
+    ) {
         let (x, c) = (a.x, a.c);
         let b = row / a.oh;
         let oy = row % a.oh;
@@ -294,40 +416,33 @@ mod x86 {
                 0
             }
             .max(ox_lo);
-            let pixel = |ox: usize| -> __m512i {
-                let mut v = _mm512_setzero_si512();
-                for ky in 0..a.kh {
-                    let iy = (oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
-                    if iy < 0 || iy as usize >= x.h {
-                        continue;
-                    }
-                    let rowbase = (b * x.h + iy as usize) * x.w;
-                    for kx in 0..a.kw {
-                        let ix = (ox * sw + kx * dw) as isize - pad_l as isize;
-                        if ix < 0 || ix as usize >= x.w {
-                            continue;
-                        }
-                        let xb = _mm_maskz_loadu_epi8(
-                            m,
-                            xp.add((rowbase + ix as usize) * c + ch) as *const i8,
-                        );
-                        let xi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), z);
-                        let wi = _mm512_maskz_loadu_epi32(m, a.w.add((ky * a.kw + kx) * c + ch));
-                        v = _mm512_add_epi32(v, _mm512_mullo_epi32(xi, wi));
-                    }
-                }
-                v
-            };
-            let store = |ox: usize, v: __m512i| {
-                if full {
-                    _mm512_storeu_si512(accp.add(ox * c + ch) as *mut _, v);
-                } else {
-                    _mm512_mask_storeu_epi32(accp.add(ox * c + ch), m, v);
-                }
+            // (Helpers are `#[inline(always)]` fns, not closures: closures do not inherit the
+            // target features, so their intrinsics would become calls.)
+            let px = PixelCtx {
+                a,
+                xp,
+                b,
+                oy,
+                ch,
+                m,
+                z,
             };
             for ox in 0..ox_lo {
-                store(ox, pixel(ox));
+                store(accp, c, ch, m, full, ox, pixel(&px, ox));
             }
+            // Interior block: raw u8 x (w - zw) products (no per-tap zero-point subtraction),
+            // corrected once by zx * sum over the valid kernel rows of (w - zw).
+            let mut wsum = _mm512_setzero_si512();
+            for ky in 0..a.kh {
+                let iy = (oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
+                if iy >= 0 && (iy as usize) < x.h {
+                    wsum = _mm512_add_epi32(
+                        wsum,
+                        _mm512_maskz_loadu_epi32(m, a.wrow.add(ky * c + ch)),
+                    );
+                }
+            }
+            let corr = _mm512_mullo_epi32(wsum, z);
             let mut ox = ox_lo;
             while ox + 4 <= ox_hi {
                 let mut v = [_mm512_setzero_si512(); 4];
@@ -338,23 +453,36 @@ mod x86 {
                     }
                     let rowp = xp.add(((b * x.h + iy as usize) * x.w) * c + ch);
                     for kx in 0..a.kw {
-                        let wi = _mm512_maskz_loadu_epi32(m, a.w.add((ky * a.kw + kx) * c + ch));
+                        let wt = a.w16.add((ky * a.kw + kx) * c + ch);
+                        let wi = if full {
+                            _mm512_loadu_si512(wt as *const _)
+                        } else {
+                            _mm512_maskz_loadu_epi32(m, wt)
+                        };
                         let ix0 = ox * sw + kx * dw - pad_l;
                         for (p, vp) in v.iter_mut().enumerate() {
-                            let xb =
-                                _mm_maskz_loadu_epi8(m, rowp.add((ix0 + p * sw) * c) as *const i8);
-                            let xi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), z);
-                            *vp = _mm512_add_epi32(*vp, _mm512_mullo_epi32(xi, wi));
+                            let src = rowp.add((ix0 + p * sw) * c);
+                            let xb = if full {
+                                _mm_loadu_si128(src as *const __m128i)
+                            } else {
+                                _mm_maskz_loadu_epi8(m, src as *const i8)
+                            };
+                            let xi = _mm512_cvtepu8_epi32(xb);
+                            *vp = if VNNI {
+                                _mm512_dpwssd_epi32(*vp, xi, wi)
+                            } else {
+                                _mm512_add_epi32(*vp, _mm512_madd_epi16(xi, wi))
+                            };
                         }
                     }
                 }
                 for (p, vp) in v.iter().enumerate() {
-                    store(ox + p, *vp);
+                    store(accp, c, ch, m, full, ox + p, _mm512_sub_epi32(*vp, corr));
                 }
                 ox += 4;
             }
             for ox in ox..a.ow {
-                store(ox, pixel(ox));
+                store(accp, c, ch, m, full, ox, pixel(&px, ox));
             }
             ch += 16;
         }
