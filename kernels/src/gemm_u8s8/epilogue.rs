@@ -185,6 +185,25 @@ pub(crate) mod x86 {
         }
     }
 
+    // Helpers are `#[inline(always)]` fns, not closures: closures do not inherit target features.
+    #[inline(always)]
+    unsafe fn ld_i<const FULL: bool>(m: __mmask16, ptr: *const i32) -> __m512i {
+        if FULL {
+            _mm512_loadu_si512(ptr as *const _)
+        } else {
+            _mm512_maskz_loadu_epi32(m, ptr)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn ld_f<const FULL: bool>(m: __mmask16, ptr: *const f32) -> __m512 {
+        if FULL {
+            _mm512_loadu_ps(ptr)
+        } else {
+            _mm512_maskz_loadu_ps(m, ptr)
+        }
+    }
+
     /// The epilogue of 16 accumulators held in a register (columns `j .. j+16`; under mask `m`
     /// unless `FULL`), stored at `out` (already pointing at column `j`). Inlined into the VNNI
     /// micro-kernel so accumulators never round-trip through memory.
@@ -198,21 +217,10 @@ pub(crate) mod x86 {
         out: OutPtr,
     ) {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let ld_i = |ptr: *const i32| {
-            if FULL {
-                _mm512_loadu_si512(ptr as *const _)
-            } else {
-                _mm512_maskz_loadu_epi32(m, ptr)
-            }
-        };
-        let ld_f = |ptr: *const f32| {
-            if FULL {
-                _mm512_loadu_ps(ptr)
-            } else {
-                _mm512_maskz_loadu_ps(m, ptr)
-            }
-        };
-        let v = _mm512_add_epi32(_mm512_add_epi32(acc, ld_i(p.colterm.as_ptr().add(j))), rt);
+        let v = _mm512_add_epi32(
+            _mm512_add_epi32(acc, ld_i::<FULL>(m, p.colterm.as_ptr().add(j))),
+            rt,
+        );
         match out {
             OutPtr::I32(o) => {
                 if FULL {
@@ -224,7 +232,7 @@ pub(crate) mod x86 {
             OutPtr::U8(_) | OutPtr::I8(_) => {
                 let f = _mm512_mul_ps(
                     _mm512_cvt_roundepi32_ps::<RNE>(v),
-                    ld_f(p.scale.as_ptr().add(j)),
+                    ld_f::<FULL>(m, p.scale.as_ptr().add(j)),
                 );
                 // Clamp in float to [lo - zp, hi - zp] (integers), round, add zp: equal to
                 // clamp(round(f) + zp, lo, hi) and to the scalar `requant_one`.
@@ -250,10 +258,10 @@ pub(crate) mod x86 {
             OutPtr::F32(o) => {
                 let mut y = _mm512_mul_ps(
                     _mm512_cvt_roundepi32_ps::<RNE>(v),
-                    ld_f(p.scale.as_ptr().add(j)),
+                    ld_f::<FULL>(m, p.scale.as_ptr().add(j)),
                 );
                 if let Some(fb) = p.fbias {
-                    y = _mm512_add_ps(y, ld_f(fb.as_ptr().add(j)));
+                    y = _mm512_add_ps(y, ld_f::<FULL>(m, fb.as_ptr().add(j)));
                 }
                 if FULL {
                     _mm512_storeu_ps(o, y)
