@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the shapes, single-threaded (run inside a 1-thread pool;
+//! Criterion benchmarks of the shapes, single-threaded (the whole measurement loop runs
+//! inside a 1-thread pool, so no per-iteration cross-thread hand-off;
 //! set OCTET_BENCH_THREADS=2 for two). Throughput is reported in "elements" = int8 ops
 //! (2*M*N*K) per second, i.e. GOPS when read as Gelem/s. Peak: 465 GOPS int8, 117 GFLOPS fp32
 //! per Zen 4 core. For one JSON line per shape use `examples/gemm_gops.rs` instead.
