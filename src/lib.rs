@@ -4,6 +4,7 @@
 //! `reference` (the oracle interpreter). See docs/ARCHITECTURE.md for the map.
 
 pub mod cli;
+pub mod engine;
 pub mod frontend;
 pub mod io;
 pub mod passes;

@@ -172,6 +172,20 @@ impl Graph {
         self.outputs.iter().any(|(_, x)| *x == o)
     }
 
+    /// Make `src` the operand at `slot` of `n`, replacing whatever was connected there.
+    pub fn set_operand(&mut self, n: NodeIndex, slot: usize, src: Outlet) {
+        let old: Vec<EdgeIndex> = self
+            .g
+            .edges_directed(n, Direction::Incoming)
+            .filter(|e| e.weight().slot == slot)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        self.connect(src, n, slot);
+    }
+
     /// Redirect every use of `old` (consumer operands and graph outputs) to `new`.
     pub fn replace_uses(&mut self, old: Outlet, new: Outlet) {
         let uses: Vec<(EdgeIndex, NodeIndex, usize)> = self

@@ -19,6 +19,15 @@ pub struct RunArgs {
     /// Fix an input's shape (otherwise taken from the data).
     #[arg(long = "shape", value_name = "NAME=DxD..")]
     pub shapes: Vec<String>,
+    /// Run on the reference interpreter only (the oracle), not on the int8 kernels.
+    #[arg(long)]
+    pub reference: bool,
+    /// Print which kernel (and ISA) runs each Conv/Gemm/MatMul, and why any is not int8.
+    #[arg(long)]
+    pub report: bool,
+    /// Worker threads for the kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -56,7 +65,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     prepare::prepare(&mut g, &shapes).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let t0 = std::time::Instant::now();
-    let outs = crate::reference::run_graph(&g, &feeds)?;
+    let (outs, how) = if a.reference {
+        (crate::reference::run_graph(&g, &feeds)?, "the reference interpreter".to_string())
+    } else {
+        let engine = crate::prepare::engine(g, a.threads).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+        if a.report {
+            eprint!("{}", engine.report());
+        }
+        let how = format!("the engine ({} int8 kernel nodes, best ISA {})", engine.report().int8_count(), engine.report().isa);
+        (engine.run(&feeds)?, how)
+    };
     let dt = t0.elapsed();
     for (name, t) in &outs {
         let v = t.to_f64_vec();
@@ -78,11 +96,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    eprintln!(
-        "ran {} with the reference interpreter in {:.1} ms",
-        a.model.display(),
-        dt.as_secs_f64() * 1e3
-    );
+    eprintln!("ran {} on {how} in {:.1} ms", a.model.display(), dt.as_secs_f64() * 1e3);
     if let Some(out) = &a.output {
         let arrays: Vec<(String, &octet_ir::Tensor)> =
             outs.iter().map(|(n, t)| (n.clone(), t)).collect();

@@ -28,7 +28,9 @@ impl Pass for FoldConstants {
             })?;
             for n in order {
                 let node = g.node(n);
-                if matches!(node.op, Op::Input | Op::Const(_)) {
+                // A DequantizeLinear of a constant is a quantized weight: folding it would throw
+                // the quantization away, so it stays for the lowering passes.
+                if matches!(node.op, Op::Input | Op::Const(_) | Op::DequantizeLinear { .. }) {
                     continue;
                 }
                 let operands = g.operands(n);

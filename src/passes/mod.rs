@@ -4,6 +4,7 @@
 
 pub mod bind_shapes;
 pub mod fold_constants;
+pub mod qdq_to_qlinear;
 
 use octet_ir::{Graph, IrError};
 

@@ -1,0 +1,406 @@
+//! Integer Conv / Gemm / MatMul nodes mapped onto `octet-kernels`: weights prepacked at build
+//! time, the requantization multipliers `s_x * s_w[j] / s_y` folded per output channel (computed
+//! in f32 in the same order as the reference interpreter, so results are bit-identical), int32
+//! bias and output zero point in the kernel's fused epilogue.
+//!
+//! Exactness on pre-VNNI CPUs: the AVX2 / AVX-512BW kernels sum u8 x s8 pairs in saturating
+//! int16 (`vpmaddubsw`). Weights within [-64, 64] (reduce_range) cannot saturate; for wider
+//! weights on such a CPU the node runs the exact scalar kernel and the report says so.
+
+use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
+use octet_kernels::{
+    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, ConvGeometry, Epilogue, Kernel, MatrixU8, OutputSlice, PackedB, PackedConv,
+    Scale, TensorU8, WeightLayout,
+};
+
+pub enum Int8Node {
+    Conv(ConvNode),
+    Gemm(GemmNode),
+}
+
+pub struct ConvNode {
+    kernel: Kernel,
+    packed: PackedConv,
+    bias: Vec<i32>,
+    mult: Vec<f32>,
+    x_zp: i32,
+    x_signed: bool,
+    y_zp: i32,
+    y_dtype: DType,
+    c_in: usize,
+    c_out: usize,
+    note: String,
+}
+
+/// QGemm, QLinearMatMul (requantized u8/i8 output) and MatMulInteger (raw i32 output).
+pub struct GemmNode {
+    kernel: Kernel,
+    packed: PackedB,
+    bias: Option<Vec<i32>>,
+    mult: Vec<f32>,
+    a_zp: i32,
+    a_signed: bool,
+    y_zp: i32,
+    /// U8 / I8 requantized, or I32 raw.
+    y_dtype: DType,
+    k: usize,
+    n: usize,
+    note: String,
+}
+
+type R<T> = Result<T, String>;
+
+fn cst<'a>(g: &'a Graph, n: NodeIndex, slot: usize, what: &str) -> R<&'a Tensor> {
+    g.const_operand(n, slot).ok_or_else(|| format!("{what} is not a constant"))
+}
+
+fn f32s(t: &Tensor) -> R<Vec<f32>> {
+    t.view::<f32>().map(|v| v.to_vec()).map_err(|e| e.to_string())
+}
+
+/// A per-tensor zero point (all entries equal), or None.
+fn uniform_zp(t: Option<&Tensor>) -> Option<i64> {
+    match t {
+        None => Some(0),
+        Some(t) => {
+            let v = t.to_i64_vec();
+            (!v.is_empty() && v.iter().all(|&z| z == v[0])).then(|| v[0])
+        }
+    }
+}
+
+fn pick(v: &[f32], j: usize) -> f32 {
+    if v.len() == 1 {
+        v[0]
+    } else {
+        v[j]
+    }
+}
+
+/// The kernel to use for int8 weights `w` (centred on `wzp`): the best one, or the exact scalar
+/// kernel when the best would saturate.
+fn choose_kernel(best: Kernel, w: &[i8], wzp: i64) -> (Kernel, String) {
+    if gemm_u8s8_is_exact(best.isa()) {
+        return (best, String::new());
+    }
+    let fits = w.iter().all(|&v| (v as i64 - wzp).abs() <= 64);
+    if fits {
+        (best, String::new())
+    } else {
+        (
+            Kernel::scalar(),
+            format!("weights exceed 7 bits: the {} kernel would saturate (quantize with reduce_range)", best.isa().name()),
+        )
+    }
+}
+
+impl Int8Node {
+    /// `Ok(None)`: not an integer compute op. `Err(why)`: an integer op the kernels cannot run.
+    pub fn build(g: &Graph, n: NodeIndex, best: Kernel) -> R<Option<Int8Node>> {
+        match &g.node(n).op {
+            Op::QLinearConv(a) => build_conv(g, n, best, a, true).map(|c| Some(Int8Node::Conv(c))),
+            Op::ConvInteger(a) => build_conv(g, n, best, a, false).map(|c| Some(Int8Node::Conv(c))),
+            Op::QLinearMatMul | Op::QGemm { .. } | Op::MatMulInteger => build_gemm(g, n, best).map(|x| Some(Int8Node::Gemm(x))),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        match self {
+            Int8Node::Conv(c) => c.kernel,
+            Int8Node::Gemm(x) => x.kernel,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Int8Node::Conv(c) => {
+                let g = c.packed.geometry();
+                let what = if g.groups == c.c_in && g.groups == c.c_out && g.groups > 1 {
+                    "depthwise_u8s8".to_string()
+                } else if g.kernel == (1, 1) && g.stride == (1, 1) {
+                    "conv2d_u8s8 1x1 gemm".to_string()
+                } else {
+                    format!("conv2d_u8s8 {}x{} im2col+gemm", g.kernel.0, g.kernel.1)
+                };
+                if c.note.is_empty() {
+                    what
+                } else {
+                    format!("{what} ({})", c.note)
+                }
+            }
+            Int8Node::Gemm(x) => {
+                let out = if x.y_dtype == DType::I32 { "i32 out" } else { "requantized" };
+                let s = format!("gemm_u8s8 {out}");
+                if x.note.is_empty() {
+                    s
+                } else {
+                    format!("{s} ({})", x.note)
+                }
+            }
+        }
+    }
+
+    pub fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+        match self {
+            Int8Node::Conv(c) => c.run(args),
+            Int8Node::Gemm(x) => x.run(args),
+        }
+    }
+}
+
+fn build_conv(g: &Graph, n: NodeIndex, best: Kernel, a: &octet_ir::ConvAttrs, qlinear: bool) -> R<ConvNode> {
+    let (wslot, xzp_slot, wzp_slot) = if qlinear { (3, 2, 5) } else { (1, 2, 3) };
+    let x_ty = g.ty(g.operand(n, 0).ok_or("no input")?).ok_or("untyped input")?;
+    let w = cst(g, n, wslot, "weight")?;
+    if w.rank() != 4 {
+        return Err(format!("only 2-D convolutions have an int8 kernel (weight rank {})", w.rank()));
+    }
+    if w.dtype() != DType::I8 {
+        return Err(format!("weights are {}, the int8 kernels take i8", w.dtype()));
+    }
+    let x_signed = match x_ty.dtype {
+        DType::U8 => false,
+        DType::I8 => true,
+        d => return Err(format!("activations are {d}")),
+    };
+    let xs = x_ty.shape.as_fixed().ok_or("input shape is not static")?;
+    let (c_out, cig, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    let c_in = xs[1];
+    if cig * a.group != c_in {
+        return Err("channel count does not match the groups".into());
+    }
+    let pads = octet_ir::infer::resolve_pads(&a.geom, &[kh, kw], &xs[2..]);
+    let st = if a.geom.strides.is_empty() { vec![1, 1] } else { a.geom.strides.clone() };
+    let dl = if a.geom.dilations.is_empty() { vec![1, 1] } else { a.geom.dilations.clone() };
+    if pads.len() != 4 || st.len() != 2 || dl.len() != 2 {
+        return Err("malformed convolution geometry".into());
+    }
+    let geom = ConvGeometry { kernel: (kh, kw), stride: (st[0], st[1]), dilation: (dl[0], dl[1]), pads: [pads[0], pads[1], pads[2], pads[3]], groups: a.group };
+    let x_zp = uniform_zp(g.const_operand(n, xzp_slot)).ok_or("activation zero point must be one constant")?;
+    if g.operand(n, xzp_slot).is_some() && g.const_operand(n, xzp_slot).is_none() {
+        return Err("activation zero point is not constant".into());
+    }
+    let w_zp = uniform_zp(g.const_operand(n, wzp_slot)).ok_or("per-channel weight zero points must all be equal")?;
+    let wv = w.view::<i8>().map_err(|e| e.to_string())?;
+    // OIHW -> OHWI
+    let mut ohwi = vec![0i8; wv.len()];
+    for o in 0..c_out {
+        for i in 0..cig {
+            for y in 0..kh {
+                for x in 0..kw {
+                    ohwi[((o * kh + y) * kw + x) * cig + i] = wv[((o * cig + i) * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    let (kernel, note) = choose_kernel(best, wv, w_zp);
+    let packed = PackedConv::new(geom, c_in, c_out, &ohwi, w_zp as i32).map_err(|e| e.to_string())?;
+    let (bias, mult, y_zp, y_dtype) = if qlinear {
+        let sx = f32s(cst(g, n, 1, "x_scale")?)?;
+        let sw = f32s(cst(g, n, 4, "w_scale")?)?;
+        let sy = f32s(cst(g, n, 6, "y_scale")?)?;
+        if sx.len() != 1 || sy.len() != 1 || !(sw.len() == 1 || sw.len() == c_out) {
+            return Err("scales must be per tensor (x, y) and per tensor or per output channel (w)".into());
+        }
+        let mult: Vec<f32> = (0..c_out).map(|j| sx[0] * pick(&sw, j) / sy[0]).collect();
+        let y_zp_t = g.const_operand(n, 7);
+        let y_dtype = match y_zp_t {
+            Some(t) => t.dtype(),
+            None => DType::U8,
+        };
+        let y_zp = uniform_zp(y_zp_t).ok_or("output zero point must be one constant")?;
+        let bias = match g.operand(n, 8) {
+            None => vec![0; c_out],
+            Some(_) => {
+                let b = cst(g, n, 8, "bias")?;
+                b.view::<i32>().map_err(|e| e.to_string())?.to_vec()
+            }
+        };
+        (bias, mult, y_zp as i32, y_dtype)
+    } else {
+        (vec![0; c_out], vec![1.0; c_out], 0, DType::I32)
+    };
+    if !matches!(y_dtype, DType::U8 | DType::I8 | DType::I32) || bias.len() != c_out {
+        return Err("unsupported output type or bias length".into());
+    }
+    Ok(ConvNode { kernel, packed, bias, mult, x_zp: x_zp as i32, x_signed, y_zp, y_dtype, c_in, c_out, note })
+}
+
+impl ConvNode {
+    fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+        let x = args.first().copied().flatten().ok_or("missing input")?;
+        let s = x.shape();
+        if s.len() != 4 || s[1] != self.c_in {
+            return Err(format!("input shape {s:?} does not match the packed weights"));
+        }
+        let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
+        // NCHW -> NHWC (s8 activations shifted to u8 by +128).
+        let src = x.bytes();
+        let flip = if self.x_signed { 0x80u8 } else { 0 };
+        let mut nhwc = vec![0u8; src.len()];
+        for b in 0..nb {
+            for ch in 0..c {
+                let plane = &src[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+                for (p, &v) in plane.iter().enumerate() {
+                    nhwc[(b * h * w + p) * c + ch] = v ^ flip;
+                }
+            }
+        }
+        let zp = self.x_zp + if self.x_signed { 128 } else { 0 };
+        let xt = TensorU8 { data: &nhwc, batch: nb, h, w, zero_point: zp };
+        let (oh, ow) = self.packed.geometry().out_size(h, w).map_err(|e| e.to_string())?;
+        let len = nb * oh * ow * self.c_out;
+        let ep = Epilogue::requant(Scale::PerChannel(&self.mult), self.y_zp).with_bias(&self.bias);
+        let ep = if self.y_dtype == DType::I32 { Epilogue::raw().with_bias(&self.bias) } else { ep };
+        let co = self.c_out;
+        let to_nchw = |dst: &mut [u8], src: &[u8], es: usize| {
+            for b in 0..nb {
+                for p in 0..oh * ow {
+                    for ch in 0..co {
+                        let si = ((b * oh * ow + p) * co + ch) * es;
+                        let di = ((b * co + ch) * oh * ow + p) * es;
+                        dst[di..di + es].copy_from_slice(&src[si..si + es]);
+                    }
+                }
+            }
+        };
+        let mut out = Tensor::zeros(self.y_dtype, &[nb, co, oh, ow]);
+        match self.y_dtype {
+            DType::U8 => {
+                let mut tmp = vec![0u8; len];
+                conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, OutputSlice::U8(&mut tmp)).map_err(|e| e.to_string())?;
+                to_nchw(out.bytes_mut(), &tmp, 1);
+            }
+            DType::I8 => {
+                let mut tmp = vec![0i8; len];
+                conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, OutputSlice::I8(&mut tmp)).map_err(|e| e.to_string())?;
+                to_nchw(out.bytes_mut(), bytemuck::cast_slice(&tmp), 1);
+            }
+            _ => {
+                let mut tmp = vec![0i32; len];
+                conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, OutputSlice::I32(&mut tmp)).map_err(|e| e.to_string())?;
+                to_nchw(out.bytes_mut(), bytemuck::cast_slice(&tmp), 4);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
+    let op = g.node(n).op.clone();
+    let (bslot, azp_slot, bzp_slot) = match op {
+        Op::MatMulInteger => (1, 2, 3),
+        _ => (3, 2, 5),
+    };
+    let a_ty = g.ty(g.operand(n, 0).ok_or("no input")?).ok_or("untyped input")?;
+    let a_signed = match a_ty.dtype {
+        DType::U8 => false,
+        DType::I8 => true,
+        d => return Err(format!("activations are {d}")),
+    };
+    let b = cst(g, n, bslot, "weight")?;
+    if b.rank() != 2 {
+        return Err(format!("only 2-D constant weights have an int8 kernel (rank {})", b.rank()));
+    }
+    if b.dtype() != DType::I8 {
+        return Err(format!("weights are {}, the int8 kernels take i8", b.dtype()));
+    }
+    let trans_b = matches!(op, Op::QGemm { trans_b: true, .. });
+    if let Op::QGemm { trans_a, alpha, .. } = op {
+        if trans_a || alpha != 1.0 {
+            return Err("QGemm with transA or alpha != 1 runs on the reference".into());
+        }
+        if a_ty.shape.rank() != 2 {
+            return Err("QGemm input must be 2-D".into());
+        }
+    }
+    let (k, nn) = if trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+    let a_zp = if g.operand(n, azp_slot).is_some() {
+        uniform_zp(Some(cst(g, n, azp_slot, "activation zero point")?)).ok_or("activation zero point must be per tensor")?
+    } else {
+        0
+    };
+    let b_zp = if g.operand(n, bzp_slot).is_some() {
+        uniform_zp(Some(cst(g, n, bzp_slot, "weight zero point")?)).ok_or("per-column weight zero points must all be equal")?
+    } else {
+        0
+    };
+    let bv = b.view::<i8>().map_err(|e| e.to_string())?;
+    let (kernel, note) = choose_kernel(best, bv, b_zp);
+    let layout = if trans_b { WeightLayout::NxK } else { WeightLayout::KxN };
+    let packed = PackedB::new(k, nn, bv, layout, b_zp as i32).map_err(|e| e.to_string())?;
+    let (bias, mult, y_zp, y_dtype) = match op {
+        Op::MatMulInteger => (None, vec![1.0; nn], 0, DType::I32),
+        _ => {
+            let (ys_slot, yzp_slot) = if matches!(op, Op::QGemm { .. }) { (7, 8) } else { (6, 7) };
+            if g.operand(n, ys_slot).is_none() {
+                return Err("QGemm without an output scale (f32 output) runs on the reference".into());
+            }
+            let sa = f32s(cst(g, n, 1, "a_scale")?)?;
+            let sb = f32s(cst(g, n, 4, "b_scale")?)?;
+            let sy = f32s(cst(g, n, ys_slot, "y_scale")?)?;
+            if sa.len() != 1 || sy.len() != 1 || !(sb.len() == 1 || sb.len() == nn) {
+                return Err("scales must be per tensor (a, y) and per tensor or per column (b)".into());
+            }
+            let mult: Vec<f32> = match op {
+                // alpha (1) * a_scale * b_scale / y_scale, as the reference computes it.
+                Op::QGemm { alpha, .. } => (0..nn).map(|j| alpha * sa[0] * pick(&sb, j) / sy[0]).collect(),
+                _ => (0..nn).map(|j| sa[0] * pick(&sb, j) / sy[0]).collect(),
+            };
+            let yzp_t = g.const_operand(n, yzp_slot);
+            let y_dtype = yzp_t.map(|t| t.dtype()).unwrap_or(DType::U8);
+            let y_zp = uniform_zp(yzp_t).ok_or("output zero point must be one constant")?;
+            let bias = if matches!(op, Op::QGemm { .. }) && g.operand(n, 6).is_some() {
+                Some(cst(g, n, 6, "bias")?.view::<i32>().map_err(|e| e.to_string())?.to_vec())
+            } else {
+                None
+            };
+            (bias, mult, y_zp as i32, y_dtype)
+        }
+    };
+    if let Some(b) = &bias {
+        if b.len() != nn {
+            return Err("bias length differs from the output columns".into());
+        }
+    }
+    Ok(GemmNode { kernel, packed, bias, mult, a_zp: a_zp as i32, a_signed, y_zp, y_dtype, k, n: nn, note })
+}
+
+impl GemmNode {
+    fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+        let a = args.first().copied().flatten().ok_or("missing input")?;
+        let s = a.shape();
+        if s.is_empty() || s[s.len() - 1] != self.k {
+            return Err(format!("input shape {s:?} does not have K = {}", self.k));
+        }
+        let m: usize = s[..s.len() - 1].iter().product();
+        let shifted;
+        let data: &[u8] = if self.a_signed {
+            shifted = a.bytes().iter().map(|&v| v ^ 0x80).collect::<Vec<u8>>();
+            &shifted
+        } else {
+            a.bytes()
+        };
+        let zp = self.a_zp + if self.a_signed { 128 } else { 0 };
+        let am = MatrixU8 { data, rows: m, ld: self.k, zero_point: zp };
+        let mut shape = s.to_vec();
+        *shape.last_mut().unwrap() = self.n;
+        let mut out = Tensor::zeros(self.y_dtype, &shape);
+        let ep = match self.y_dtype {
+            DType::I32 => Epilogue::raw(),
+            _ => Epilogue::requant(Scale::PerChannel(&self.mult), self.y_zp),
+        };
+        let ep = match &self.bias {
+            Some(b) => ep.with_bias(b),
+            None => ep,
+        };
+        let slice = match self.y_dtype {
+            DType::U8 => OutputSlice::U8(out.view_mut::<u8>().map_err(|e| e.to_string())?),
+            DType::I8 => OutputSlice::I8(out.view_mut::<i8>().map_err(|e| e.to_string())?),
+            _ => OutputSlice::I32(out.view_mut::<i32>().map_err(|e| e.to_string())?),
+        };
+        gemm_u8s8(&self.kernel, am, &self.packed, &ep, slice, self.n).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
