@@ -3,6 +3,7 @@
 //! Pipeline: `frontend::onnx` (load) -> `passes` (bind shapes, fold constants, ...) ->
 //! `reference` (the oracle interpreter). See docs/ARCHITECTURE.md for the map.
 
+pub mod calibrate;
 pub mod cli;
 pub mod engine;
 pub mod frontend;
@@ -10,4 +11,5 @@ pub mod io;
 pub mod passes;
 pub mod prepare;
 pub mod quant;
+pub mod quantizer;
 pub mod reference;

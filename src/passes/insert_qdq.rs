@@ -1,0 +1,577 @@
+//! Static quantization as a graph rewrite: insert QuantizeLinear/DequantizeLinear pairs in the
+//! standard ONNX QDQ form (as onnxruntime's `quantize_static(quant_format=QDQ)` writes it).
+//!
+//! For each int8 Conv/Gemm/MatMul (constant weight):
+//! - the activation input `x` becomes `DQ(Q(x, s_x, zp_x), s_x, zp_x)` (one pair per tensor,
+//!   shared by all consumers);
+//! - the weight becomes a Const i8 `<w>_quantized` feeding `DQ(w_q, <w>_scale, <w>_zero_point,
+//!   axis)` (per channel: axis 0 for Conv [O,I,kh,kw] and Gemm transB=1, axis 1 for Gemm transB=0
+//!   and MatMul [K,N]); the bias stays an f32 Const;
+//! - the output gets a Q/DQ pair with its range. When the output's only consumer is Relu or
+//!   Clip(min >= 0), the pair goes after the activation with the activation output's range, and
+//!   the activation is removed when quantization subsumes it (zero point = the type minimum, and
+//!   for Clip the representable maximum within the clip maximum), as ORT does; the conv output
+//!   then takes the activation output's name.
+//! - MaxPool/Flatten/Reshape/Transpose/Squeeze/Unsqueeze whose input is quantized carry the same
+//!   scale/zero point (the same Const nodes) to their output; GlobalAveragePool/AveragePool,
+//!   Add and Concat with an already quantized input get QDQ on every input and the output.
+//!
+//! Scale/zero-point Consts are named `<tensor>_scale`/`<tensor>_zero_point` like ORT's
+//! initializers. Each QuantizeLinear output's type carries the parameters used.
+//! Nodes listed in `fp32` get nothing (an fp32 island) unless a neighbour quantizes a tensor.
+
+use super::fold_batchnorm::disconnect;
+use super::PassError;
+use crate::calibrate::CalibrationTable;
+use crate::quant::{channel_min_max, quantize_slice, QDType, QScheme};
+use octet_ir::{
+    BinaryOp, DType, Graph, NodeIndex, Op, Outlet, QuantParams, Tensor, UnaryOp, ValueType,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// What to quantize and how.
+#[derive(Debug, Clone)]
+pub struct QdqOptions {
+    /// Activation scheme (per tensor).
+    pub activation: QScheme,
+    /// Weight scheme (per-tensor form; the axis is chosen per node when `per_channel`).
+    pub weight: QScheme,
+    pub per_channel: bool,
+    /// Nodes that stay fp32, with the reason (excluded by name, op type, precision map).
+    pub fp32: BTreeMap<String, String>,
+}
+
+/// The decision taken for one quantizable node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub node: String,
+    pub op: String,
+    pub int8: bool,
+    pub reason: String,
+}
+
+const PASS: &str = "insert_qdq";
+
+fn err(node: &str, op: &str, msg: String) -> PassError {
+    PassError::Node {
+        pass: PASS,
+        node: node.into(),
+        op: op.into(),
+        msg,
+    }
+}
+
+fn is_act(g: &Graph, o: Outlet) -> bool {
+    !matches!(g.node(o.node).op, Op::Const(_)) && g.ty(o).is_some_and(|t| t.dtype == DType::F32)
+}
+
+/// Weight channel axis of a quantizable node (rank of the weight given).
+fn weight_axis(op: &Op, rank: usize) -> usize {
+    match op {
+        Op::Gemm { trans_b: true, .. } => 0,
+        Op::Gemm { trans_b: false, .. } => 1,
+        Op::MatMul => rank.saturating_sub(1),
+        _ => 0,
+    }
+}
+
+/// Scalar value of a constant operand, if any.
+fn const_scalar(g: &Graph, n: NodeIndex, slot: usize) -> Option<Option<f64>> {
+    match g.operand(n, slot) {
+        None => Some(None),
+        Some(_) => {
+            let t = g.const_operand(n, slot)?;
+            (t.len() == 1).then(|| Some(t.to_f64_vec()[0]))
+        }
+    }
+}
+
+/// Run the rewrite. Returns one decision per Conv/Gemm/MatMul/ConvTranspose.
+pub fn insert_qdq(
+    g: &mut Graph,
+    table: &CalibrationTable,
+    o: &QdqOptions,
+) -> Result<Vec<Decision>, PassError> {
+    let order = g.topo_order().map_err(|node| PassError::Ir {
+        pass: PASS,
+        source: octet_ir::IrError::Cycle { node },
+    })?;
+    let range = |g: &Graph, x: Outlet| table.range(&g.value(x).name);
+    let act_params = |r: (f32, f32), name: &str| {
+        o.activation
+            .qparams(&[r.0], &[r.1])
+            .map_err(|e| err(name, "QuantizeLinear", e.to_string()))
+    };
+
+    // A. decisions
+    let mut decisions = vec![];
+    let mut int8: Vec<NodeIndex> = vec![];
+    for &n in &order {
+        let node = g.node(n);
+        if !node.op.is_quantizable_compute() {
+            continue;
+        }
+        let (name, opn) = (node.name.clone(), node.op.name().to_string());
+        let mut decide = |ok: bool, reason: String| {
+            decisions.push(Decision {
+                node: name.clone(),
+                op: opn.clone(),
+                int8: ok,
+                reason,
+            })
+        };
+        if let Some(r) = o.fp32.get(&name) {
+            decide(false, r.clone());
+            continue;
+        }
+        if matches!(node.op, Op::ConvTranspose(_)) {
+            decide(false, "unsupported op (ConvTranspose)".into());
+            continue;
+        }
+        let w = g.const_operand(n, 1);
+        let Some(w) = w.filter(|w| w.dtype() == DType::F32) else {
+            decide(
+                false,
+                "unsupported pattern: weight is not a constant f32".into(),
+            );
+            continue;
+        };
+        if let Op::Gemm { trans_a: true, .. } = node.op {
+            decide(false, "unsupported pattern: Gemm with transA".into());
+            continue;
+        }
+        if matches!(node.op, Op::MatMul) && w.rank() != 2 {
+            decide(
+                false,
+                format!("unsupported pattern: MatMul weight of rank {}", w.rank()),
+            );
+            continue;
+        }
+        let Some(x) = g.operand(n, 0).filter(|x| is_act(g, *x)) else {
+            decide(
+                false,
+                "unsupported pattern: input is not an f32 activation".into(),
+            );
+            continue;
+        };
+        if range(g, x).is_none() {
+            decide(
+                false,
+                format!("no calibration range for input '{}'", g.value(x).name),
+            );
+            continue;
+        }
+        decide(true, "default".into());
+        int8.push(n);
+    }
+
+    // B. fuse Relu/Clip after Conv/Gemm
+    let dq_min = match o.activation.dtype {
+        QDType::U8 => 0,
+        QDType::I8 => -128,
+    };
+    let dq_max = dq_min + 255;
+    let mut out_tensor: HashMap<NodeIndex, Outlet> = HashMap::new();
+    for &n in &int8 {
+        let out = Outlet::new(n, 0);
+        out_tensor.insert(n, out);
+        if matches!(g.node(n).op, Op::MatMul) || g.is_graph_output(out) {
+            continue;
+        }
+        let cons = g.consumers(out);
+        let [(a, 0)] = cons.as_slice() else { continue };
+        let a = *a;
+        let act = &g.node(a).op;
+        let (lo, hi) = match act {
+            Op::Unary(UnaryOp::Relu) => (Some(0.0), None),
+            Op::Clip => match (const_scalar(g, a, 1), const_scalar(g, a, 2)) {
+                (Some(Some(lo)), Some(hi)) if lo >= 0.0 => (Some(lo), hi),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if o.fp32.contains_key(&g.node(a).name) {
+            continue;
+        }
+        let aout = Outlet::new(a, 0);
+        let Some(r) = range(g, aout) else { continue };
+        let p = act_params(r, &g.node(a).name)?;
+        let (s, zp) = (p.scale[0] as f64, p.zero_point[0]);
+        let top = s * (dq_max - zp) as f64;
+        let subsumed =
+            zp == dq_min && lo == Some(0.0) && hi.is_none_or(|h| top <= h * (1.0 + 1e-6));
+        if !subsumed {
+            out_tensor.insert(n, aout);
+            continue;
+        }
+        let v = g.value(aout).clone();
+        let operands: Vec<Outlet> = g.operands(a).into_iter().flatten().skip(1).collect();
+        g.replace_uses(aout, out);
+        g.remove_node(a);
+        for c in operands {
+            if matches!(g.node(c.node).op, Op::Const(_)) && g.consumers(c).is_empty() {
+                g.remove_node(c.node);
+            }
+        }
+        let ov = &mut g.node_mut(n).outputs[0];
+        ov.name = v.name;
+        if v.ty.is_some() {
+            ov.ty = v.ty;
+        }
+    }
+
+    // C. plan activation tensors: outlet -> (params, share root)
+    let order = g.topo_order().map_err(|node| PassError::Ir {
+        pass: PASS,
+        source: octet_ir::IrError::Cycle { node },
+    })?;
+    let mut plan: Vec<(Outlet, QuantParams, Option<Outlet>)> = vec![];
+    let mut planned: HashMap<Outlet, usize> = HashMap::new();
+    let ensure = |g: &Graph,
+                  x: Outlet,
+                  plan: &mut Vec<(Outlet, QuantParams, Option<Outlet>)>,
+                  planned: &mut HashMap<Outlet, usize>|
+     -> Result<bool, PassError> {
+        if planned.contains_key(&x) {
+            return Ok(true);
+        }
+        let Some(r) = range(g, x) else {
+            return Ok(false);
+        };
+        let p = act_params(r, &g.value(x).name)?;
+        planned.insert(x, plan.len());
+        plan.push((x, p, None));
+        Ok(true)
+    };
+    let int8_set: std::collections::HashSet<NodeIndex> = int8.iter().copied().collect();
+    for &n in &order {
+        let node = g.node(n);
+        if o.fp32.contains_key(&node.name) && !int8_set.contains(&n) {
+            continue;
+        }
+        if int8_set.contains(&n) {
+            let x = g.operand(n, 0).expect("checked");
+            ensure(g, x, &mut plan, &mut planned)?;
+            let out = out_tensor[&n];
+            if is_act(g, out) {
+                ensure(g, out, &mut plan, &mut planned)?;
+            }
+            continue;
+        }
+        let out = Outlet::new(n, 0);
+        match &node.op {
+            Op::MaxPool(_)
+            | Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze => {
+                let Some(x) = g.operand(n, 0) else { continue };
+                if let (Some(&i), true) = (planned.get(&x), is_act(g, out)) {
+                    if !planned.contains_key(&out) {
+                        let (_, p, share) = plan[i].clone();
+                        planned.insert(out, plan.len());
+                        plan.push((out, p, Some(share.unwrap_or(x))));
+                    }
+                }
+            }
+            Op::GlobalAveragePool
+            | Op::AveragePool(_)
+            | Op::Binary(BinaryOp::Add)
+            | Op::Concat { .. } => {
+                let ins: Vec<Outlet> = g.operands(n).into_iter().flatten().collect();
+                let all = ins.iter().all(|x| is_act(g, *x) && range(g, *x).is_some());
+                let any = ins.iter().any(|x| planned.contains_key(x));
+                if all && any && is_act(g, out) && range(g, out).is_some() {
+                    for x in ins {
+                        ensure(g, x, &mut plan, &mut planned)?;
+                    }
+                    ensure(g, out, &mut plan, &mut planned)?;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // D. weights
+    let mut wdq: HashMap<(NodeIndex, usize), Outlet> = HashMap::new();
+    let mut old_weights = vec![];
+    for &n in &int8 {
+        let wo = g.operand(n, 1).expect("checked");
+        let w = g.const_operand(n, 1).expect("checked").clone();
+        let op = g.node(n).op.clone();
+        let axis = weight_axis(&op, w.rank());
+        let key = (wo.node, if o.per_channel { axis } else { usize::MAX });
+        let dq = match wdq.get(&key) {
+            Some(d) => *d,
+            None => {
+                let name = g.value(wo).name.clone();
+                let d = quantize_weight(g, &name, &w, axis, o)?;
+                wdq.insert(key, d);
+                d
+            }
+        };
+        disconnect(g, n, 1);
+        g.connect(dq, n, 1);
+        old_weights.push(wo.node);
+    }
+    for w in old_weights {
+        if g.g.contains_node(w) && g.consumers(Outlet::new(w, 0)).is_empty() {
+            g.remove_node(w);
+        }
+    }
+
+    // E. activations
+    let zp_dtype = match o.activation.dtype {
+        QDType::U8 => DType::U8,
+        QDType::I8 => DType::I8,
+    };
+    let mut consts: HashMap<Outlet, (NodeIndex, NodeIndex)> = HashMap::new();
+    for (x, p, share) in plan {
+        let tname = g.value(x).name.clone();
+        let (sc, zc) = match share.and_then(|s| consts.get(&s)) {
+            Some(&c) => c,
+            None => {
+                let sc = g.add_const(&format!("{tname}_scale"), Tensor::scalar(p.scale[0]));
+                let zp = match zp_dtype {
+                    DType::U8 => Tensor::scalar(p.zero_point[0] as u8),
+                    _ => Tensor::scalar(p.zero_point[0] as i8),
+                };
+                let zc = g.add_const(&format!("{tname}_zero_point"), zp);
+                (sc, zc)
+            }
+        };
+        consts.insert(x, (sc, zc));
+        let consumers = g.consumers(x);
+        let is_out = g.is_graph_output(x);
+        let shape = g.ty(x).map(|t| t.shape.clone());
+        let q = g.add_node(
+            &format!("{tname}_QuantizeLinear"),
+            Op::QuantizeLinear {
+                axis: 1,
+                saturate: true,
+                out_dtype: None,
+            },
+            vec![format!("{tname}_QuantizeLinear_Output")],
+        );
+        g.connect(x, q, 0);
+        g.connect(Outlet::new(sc, 0), q, 1);
+        g.connect(Outlet::new(zc, 0), q, 2);
+        if let Some(shape) = shape {
+            g.node_mut(q).outputs[0].ty = Some(ValueType {
+                dtype: zp_dtype,
+                shape,
+                quant: Some(p.clone()),
+            });
+        }
+        let dq = g.add_node(
+            &format!("{tname}_DequantizeLinear"),
+            Op::DequantizeLinear { axis: 1 },
+            vec![format!("{tname}_DequantizeLinear_Output")],
+        );
+        g.connect(Outlet::new(q, 0), dq, 0);
+        g.connect(Outlet::new(sc, 0), dq, 1);
+        g.connect(Outlet::new(zc, 0), dq, 2);
+        let dqo = Outlet::new(dq, 0);
+        for (c, slot) in consumers {
+            disconnect(g, c, slot);
+            g.connect(dqo, c, slot);
+        }
+        if is_out {
+            for (_, out) in g.outputs.iter_mut() {
+                if *out == x {
+                    *out = dqo;
+                }
+            }
+            g.node_mut(x.node).outputs[x.output].name = format!("{tname}_QuantizeLinear_Input");
+            g.node_mut(dq).outputs[0].name = tname;
+        }
+    }
+    g.infer_types()
+        .map_err(|source| PassError::Ir { pass: PASS, source })?;
+    Ok(decisions)
+}
+
+/// Quantize a constant weight and return the DequantizeLinear outlet that replaces it.
+fn quantize_weight(
+    g: &mut Graph,
+    name: &str,
+    w: &Tensor,
+    axis: usize,
+    o: &QdqOptions,
+) -> Result<Outlet, PassError> {
+    let e = |m: String| err(name, "DequantizeLinear", m);
+    let data = w.view::<f32>().map_err(|x| e(x.to_string()))?;
+    let (scheme, (mins, maxs)) = if o.per_channel {
+        let s = o.weight.with_axis(axis);
+        (
+            s,
+            channel_min_max(data, w.shape(), axis).map_err(|x| e(x.to_string()))?,
+        )
+    } else {
+        let mut s = o.weight;
+        s.per_channel = None;
+        let lo = data.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (s, (vec![lo], vec![hi]))
+    };
+    let params = scheme.qparams(&mins, &maxs).map_err(|x| e(x.to_string()))?;
+    let q = quantize_slice(&scheme, data, w.shape(), &params).map_err(|x| e(x.to_string()))?;
+    let qt = Tensor::from_vec(w.shape(), q.iter().map(|&v| v as i8).collect::<Vec<i8>>());
+    let qc = g.add_const(&format!("{name}_quantized"), qt);
+    if let Some(t) = g.node_mut(qc).outputs[0].ty.as_mut() {
+        t.quant = Some(params.clone());
+    }
+    let (st, zt) = if o.per_channel {
+        let c = params.scale.len();
+        (
+            Tensor::from_vec(&[c], params.scale.clone()),
+            Tensor::from_vec(
+                &[c],
+                params
+                    .zero_point
+                    .iter()
+                    .map(|&z| z as i8)
+                    .collect::<Vec<i8>>(),
+            ),
+        )
+    } else {
+        (
+            Tensor::scalar(params.scale[0]),
+            Tensor::scalar(params.zero_point[0] as i8),
+        )
+    };
+    let sc = g.add_const(&format!("{name}_scale"), st);
+    let zc = g.add_const(&format!("{name}_zero_point"), zt);
+    let dq = g.add_node(
+        &format!("{name}_DequantizeLinear"),
+        Op::DequantizeLinear {
+            axis: if o.per_channel { axis as i64 } else { 1 },
+        },
+        vec![format!("{name}_DequantizeLinear_Output")],
+    );
+    g.connect(Outlet::new(qc, 0), dq, 0);
+    g.connect(Outlet::new(sc, 0), dq, 1);
+    g.connect(Outlet::new(zc, 0), dq, 2);
+    Ok(Outlet::new(dq, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibrate::CalibAlgorithm;
+    use crate::quant::Preset;
+    use octet_ir::*;
+
+    /// x[1,1,2,2] -> Conv(1x1, 2 out channels) -> Relu -> y
+    fn conv_relu() -> Graph {
+        let mut g = Graph::new();
+        let x = g.add_input("x", ValueType::fixed(DType::F32, &[1, 1, 2, 2]));
+        let w = g.add_const("w", Tensor::from_vec(&[2, 1, 1, 1], vec![0.5f32, -1.0]));
+        let b = g.add_const("b", Tensor::from_vec(&[2], vec![0.1f32, 0.2]));
+        let conv = g.add_node(
+            "conv",
+            Op::Conv(ConvAttrs {
+                geom: ConvGeom {
+                    kernel_shape: vec![],
+                    strides: vec![1, 1],
+                    pads: vec![0, 0, 0, 0],
+                    dilations: vec![1, 1],
+                    auto_pad: AutoPad::NotSet,
+                },
+                group: 1,
+            }),
+            vec!["c".into()],
+        );
+        g.connect(Outlet::new(x, 0), conv, 0);
+        g.connect(Outlet::new(w, 0), conv, 1);
+        g.connect(Outlet::new(b, 0), conv, 2);
+        let r = g.add_node("relu", Op::Unary(UnaryOp::Relu), vec!["y".into()]);
+        g.connect(Outlet::new(conv, 0), r, 0);
+        g.outputs.push(("y".into(), Outlet::new(r, 0)));
+        g.infer_types().unwrap();
+        g
+    }
+
+    fn opts() -> QdqOptions {
+        QdqOptions {
+            activation: QScheme::activation(Preset::Octet),
+            weight: QScheme::new(Preset::Octet, QDType::I8, true, false),
+            per_channel: true,
+            fp32: BTreeMap::new(),
+        }
+    }
+
+    fn table() -> CalibrationTable {
+        CalibrationTable {
+            ranges: [
+                ("x".to_string(), (-1.0f32, 1.0f32)),
+                ("y".into(), (0.0, 2.55)),
+            ]
+            .into_iter()
+            .collect(),
+            method: CalibAlgorithm::Minmax,
+            samples: 1,
+            observer_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn conv_relu_snapshot() {
+        let mut g = conv_relu();
+        let d = insert_qdq(&mut g, &table(), &opts()).unwrap();
+        g.verify().unwrap();
+        assert_eq!(d.len(), 1);
+        assert!(d[0].int8);
+        let text = g.to_text();
+        let want = "graph(%x: f32[1,1,2,2]) -> (y=%y) {
+  %b = Const [0.1, 0.2] : f32[2]
+  %w_quantized = Const [127.0, -127.0] : i8[2,1,1,1] q(axis=0,scale=[3.937008e-3,7.874016e-3],zp=[0,0])
+  %w_scale = Const [0.003937008, 0.007874016] : f32[2]
+  %w_zero_point = Const [0.0, 0.0] : i8[2]
+  %w_DequantizeLinear_Output = DequantizeLinear[axis=0](%w_quantized, %w_scale, %w_zero_point) : f32[2,1,1,1]  # w_DequantizeLinear
+  %x_scale = Const [0.007843138] : f32[]
+  %x_zero_point = Const [128.0] : u8[]
+  %x_QuantizeLinear_Output = QuantizeLinear[axis=1 saturate=true out=None](%x, %x_scale, %x_zero_point) : u8[1,1,2,2] q(scale=7.843138e-3,zp=128)  # x_QuantizeLinear
+  %x_DequantizeLinear_Output = DequantizeLinear[axis=1](%x_QuantizeLinear_Output, %x_scale, %x_zero_point) : f32[1,1,2,2]  # x_DequantizeLinear
+  %y_QuantizeLinear_Input = Conv[kernel=[] strides=[1, 1] pads=[0, 0, 0, 0] dilations=[1, 1] auto_pad=NotSet group=1](%x_DequantizeLinear_Output, %w_DequantizeLinear_Output, %b) : f32[1,2,2,2]  # conv
+  %y_scale = Const [0.01] : f32[]
+  %y_zero_point = Const [0.0] : u8[]
+  %y_QuantizeLinear_Output = QuantizeLinear[axis=1 saturate=true out=None](%y_QuantizeLinear_Input, %y_scale, %y_zero_point) : u8[1,2,2,2] q(scale=1e-2,zp=0)  # y_QuantizeLinear
+  %y = DequantizeLinear[axis=1](%y_QuantizeLinear_Output, %y_scale, %y_zero_point) : f32[1,2,2,2]  # y_DequantizeLinear
+}
+";
+        if text != want {
+            panic!("got:\n{text}");
+        }
+    }
+
+    #[test]
+    fn excluded_conv_stays_fp32() {
+        let mut g = conv_relu();
+        let mut o = opts();
+        o.fp32.insert("conv".into(), "excluded by name".into());
+        let d = insert_qdq(&mut g, &table(), &o).unwrap();
+        assert!(!d[0].int8);
+        assert_eq!(d[0].reason, "excluded by name");
+        assert!(!g.to_text().contains("Quantize"));
+    }
+
+    #[test]
+    fn clip_beyond_range_is_kept() {
+        // Clip(0, 1) with an observed range up to 2.55: quantization does not subsume it.
+        let mut g = conv_relu();
+        let r = g.find("relu").unwrap();
+        g.node_mut(r).op = Op::Clip;
+        let lo = g.add_const("lo", Tensor::scalar(0.0f32));
+        let hi = g.add_const("hi", Tensor::scalar(1.0f32));
+        g.connect(Outlet::new(lo, 0), r, 1);
+        g.connect(Outlet::new(hi, 0), r, 2);
+        g.infer_types().unwrap();
+        insert_qdq(&mut g, &table(), &opts()).unwrap();
+        g.verify().unwrap();
+        let t = g.to_text();
+        assert!(t.contains("Clip("), "{t}");
+        assert!(t.contains("y_QuantizeLinear"), "{t}");
+    }
+}

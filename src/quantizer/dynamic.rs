@@ -1,0 +1,256 @@
+//! Dynamic quantization (BERT-class models): every MatMul/Gemm with a constant weight gets int8
+//! symmetric weights offline (per output column when per-channel) and quantizes its activation
+//! at run time, in the standard ONNX form (as onnxruntime's `quantize_dynamic` writes it):
+//!
+//! ```text
+//! x_q, x_scale, x_zp = DynamicQuantizeLinear(x)        # one per activation tensor, shared
+//! acc = MatMulInteger(x_q, <w>_quantized [K,N] i8, x_zp, <w>_zero_point)
+//! y   = Mul(Cast<f32>(acc), Mul(x_scale, <w>_scale))     # <w>_scale: [N] (per column) or scalar
+//! y   = Add(y, beta * C)                                 # Gemm with C only
+//! ```
+//! A MatMul followed by an Add of a bias keeps that Add after the Mul. Gemm's transB is applied to
+//! the stored weight (always [K,N]); alpha is folded into the weight scale. The original output
+//! name moves to the last node, so consumers and graph outputs keep their names.
+
+use super::{NodeReport, Precision, QuantizeError};
+use crate::passes::fold_batchnorm::disconnect;
+use crate::quant::{channel_min_max, quantize_slice, QScheme};
+use octet_ir::{BinaryOp, DType, Graph, NodeIndex, Op, Outlet, Tensor};
+use std::collections::{BTreeMap, HashMap};
+
+fn transpose2(t: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut o = vec![0f32; t.len()];
+    for i in 0..r {
+        for j in 0..c {
+            o[j * r + i] = t[i * c + j];
+        }
+    }
+    o
+}
+
+/// Rewrite `g` in place; returns one report line per MatMul/Gemm/Conv.
+pub fn quantize_dynamic_graph(
+    g: &mut Graph,
+    weight: QScheme,
+    per_channel: bool,
+    fp32: &BTreeMap<String, String>,
+) -> Result<Vec<NodeReport>, QuantizeError> {
+    let order = g
+        .topo_order()
+        .map_err(|node| octet_ir::IrError::Cycle { node })?;
+    let mut report = vec![];
+    let mut dql: HashMap<Outlet, NodeIndex> = HashMap::new();
+    for n in order {
+        let node = g.node(n);
+        if !node.op.is_quantizable_compute() {
+            continue;
+        }
+        let (name, opn) = (node.name.clone(), node.op.name().to_string());
+        let mut line = |p: Precision, r: &str| {
+            report.push(NodeReport {
+                name: name.clone(),
+                op_type: opn.clone(),
+                precision: p,
+                reason: r.to_string(),
+            })
+        };
+        if let Some(r) = fp32.get(&name) {
+            line(Precision::Fp32, r);
+            continue;
+        }
+        let (alpha, beta, trans_b) = match node.op {
+            Op::MatMul => (1.0f32, 1.0f32, false),
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a: false,
+                trans_b,
+            } => (alpha, beta, trans_b),
+            Op::Gemm { .. } => {
+                line(Precision::Fp32, "unsupported pattern: Gemm with transA");
+                continue;
+            }
+            _ => {
+                line(
+                    Precision::Fp32,
+                    "dynamic quantization covers MatMul/Gemm only",
+                );
+                continue;
+            }
+        };
+        let Some(w) = g.const_operand(n, 1).filter(|w| w.dtype() == DType::F32) else {
+            line(
+                Precision::Fp32,
+                "unsupported pattern: weight is not a constant f32",
+            );
+            continue;
+        };
+        if w.rank() != 2 {
+            line(
+                Precision::Fp32,
+                &format!("unsupported pattern: weight of rank {}", w.rank()),
+            );
+            continue;
+        }
+        let Some(x) = g
+            .operand(n, 0)
+            .filter(|x| g.ty(*x).is_some_and(|t| t.dtype == DType::F32))
+        else {
+            line(
+                Precision::Fp32,
+                "unsupported pattern: input is not an f32 tensor",
+            );
+            continue;
+        };
+        let wo = g.operand(n, 1).expect("const");
+        let wname = g.value(wo).name.clone();
+        let (r, c) = (w.shape()[0], w.shape()[1]);
+        let data = w.view::<f32>().expect("f32");
+        let (wkn, k, ncol) = if trans_b {
+            (transpose2(data, r, c), c, r)
+        } else {
+            (data.to_vec(), r, c)
+        };
+        let shape = [k, ncol];
+        let (scheme, (mins, maxs)) = if per_channel {
+            (weight.with_axis(1), channel_min_max(&wkn, &shape, 1)?)
+        } else {
+            let mut s = weight;
+            s.per_channel = None;
+            let lo = wkn.iter().copied().fold(f32::INFINITY, f32::min);
+            let hi = wkn.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            (s, (vec![lo], vec![hi]))
+        };
+        let params = scheme.qparams(&mins, &maxs)?;
+        let q = quantize_slice(&scheme, &wkn, &shape, &params)?;
+        let qt = Tensor::from_vec(&shape, q.iter().map(|&v| v as i8).collect::<Vec<i8>>());
+        let scales: Vec<f32> = params.scale.iter().map(|s| s * alpha).collect();
+        let zps: Vec<i8> = params.zero_point.iter().map(|&z| z as i8).collect();
+        let (st, zt) = if per_channel {
+            (
+                Tensor::from_vec(&[ncol], scales),
+                Tensor::from_vec(&[ncol], zps),
+            )
+        } else {
+            (Tensor::scalar(scales[0]), Tensor::scalar(zps[0]))
+        };
+        let bias = g.operand(n, 2);
+        let bias_t = g.const_operand(n, 2).cloned();
+        let out = Outlet::new(n, 0);
+        let out_name = g.value(out).name.clone();
+
+        // run-time activation quantization, shared per tensor
+        let d = match dql.get(&x) {
+            Some(&d) => d,
+            None => {
+                let xn = g.value(x).name.clone();
+                let d = g.add_node(
+                    &format!("{xn}_QuantizeLinear"),
+                    Op::DynamicQuantizeLinear,
+                    vec![
+                        format!("{xn}_quantized"),
+                        format!("{xn}_scale"),
+                        format!("{xn}_zero_point"),
+                    ],
+                );
+                g.connect(x, d, 0);
+                dql.insert(x, d);
+                d
+            }
+        };
+        let wq = g.add_const(&format!("{wname}_quantized"), qt);
+        if let Some(t) = g.node_mut(wq).outputs[0].ty.as_mut() {
+            t.quant = Some(params.clone());
+        }
+        let ws = g.add_const(&format!("{wname}_scale"), st);
+        let wz = g.add_const(&format!("{wname}_zero_point"), zt);
+        let mmi = g.add_node(
+            &format!("{name}_quant"),
+            Op::MatMulInteger,
+            vec![format!("{out_name}_output_quantized")],
+        );
+        g.connect(Outlet::new(d, 0), mmi, 0);
+        g.connect(Outlet::new(wq, 0), mmi, 1);
+        g.connect(Outlet::new(d, 2), mmi, 2);
+        g.connect(Outlet::new(wz, 0), mmi, 3);
+        let cast = g.add_node(
+            &format!("{name}_output_quantized_cast"),
+            Op::Cast { to: DType::F32 },
+            vec![format!("{out_name}_output_quantized_cast_output")],
+        );
+        g.connect(Outlet::new(mmi, 0), cast, 0);
+        let smul = g.add_node(
+            &format!("{name}_scales_mul"),
+            Op::Binary(BinaryOp::Mul),
+            vec![format!("{out_name}_scales_mul_output")],
+        );
+        g.connect(Outlet::new(d, 1), smul, 0);
+        g.connect(Outlet::new(ws, 0), smul, 1);
+        let has_bias = bias.is_some();
+        let mul = g.add_node(
+            &format!("{name}_output_scale_mul"),
+            Op::Binary(BinaryOp::Mul),
+            vec![if has_bias {
+                format!("{out_name}_output_scale_mul_output")
+            } else {
+                out_name.clone()
+            }],
+        );
+        g.connect(Outlet::new(cast, 0), mul, 0);
+        g.connect(Outlet::new(smul, 0), mul, 1);
+        let mut last = Outlet::new(mul, 0);
+        if let Some(b) = bias {
+            let b = match (&bias_t, beta) {
+                (_, beta) if beta == 1.0 => b,
+                (Some(t), beta) if t.dtype() == DType::F32 => {
+                    let v: Vec<f32> = t
+                        .view::<f32>()
+                        .expect("f32")
+                        .iter()
+                        .map(|x| x * beta)
+                        .collect();
+                    let c = g.add_const(
+                        &format!("{}_beta", g.value(b).name),
+                        Tensor::from_vec(t.shape(), v),
+                    );
+                    Outlet::new(c, 0)
+                }
+                _ => {
+                    let bc = g.add_const(&format!("{name}_beta"), Tensor::scalar(beta));
+                    let m = g.add_node(
+                        &format!("{name}_bias_beta"),
+                        Op::Binary(BinaryOp::Mul),
+                        vec![format!("{out_name}_bias_beta")],
+                    );
+                    g.connect(b, m, 0);
+                    g.connect(Outlet::new(bc, 0), m, 1);
+                    Outlet::new(m, 0)
+                }
+            };
+            let add = g.add_node(
+                &format!("{name}_bias_add"),
+                Op::Binary(BinaryOp::Add),
+                vec![out_name.clone()],
+            );
+            g.connect(last, add, 0);
+            g.connect(b, add, 1);
+            last = Outlet::new(add, 0);
+        }
+        g.replace_uses(out, last);
+        for s in 0..3 {
+            disconnect(g, n, s);
+        }
+        g.remove_node(n);
+        for o in [Some(wo), bias].into_iter().flatten() {
+            if g.g.contains_node(o.node)
+                && matches!(g.node(o.node).op, Op::Const(_))
+                && g.consumers(o).is_empty()
+            {
+                g.remove_node(o.node);
+            }
+        }
+        line(Precision::Int8, "default");
+    }
+    g.infer_types()?;
+    Ok(report)
+}
