@@ -8,6 +8,7 @@
 //! converts to and from the kernels' NHWC layout; memory planning, layout propagation and
 //! fusion belong to the compiled execution plan that replaces this step by step.
 
+pub mod fp32;
 pub mod int8;
 pub mod report;
 
@@ -34,6 +35,7 @@ pub struct Engine {
     graph: Graph,
     order: Vec<NodeIndex>,
     int8: HashMap<NodeIndex, int8::Int8Node>,
+    fp32: HashMap<NodeIndex, fp32::F32Node>,
     report: Report,
     pool: Option<rayon::ThreadPool>,
 }
@@ -45,6 +47,7 @@ impl Engine {
         let kernel = Kernel::best()?;
         let order = graph.topo_order().map_err(|n| EngineError::Input(format!("graph has a cycle through node '{n}'")))?;
         let mut int8 = HashMap::new();
+        let mut fp32 = HashMap::new();
         let mut nodes = vec![];
         for &n in &order {
             let node = graph.node(n);
@@ -57,8 +60,16 @@ impl Engine {
                     int8.insert(n, k);
                     r
                 }
-                Ok(None) => NodeReport::reference(node, None),
                 Err(why) => NodeReport::reference(node, Some(why)),
+                Ok(None) => match fp32::F32Node::build(&graph, n, kernel) {
+                    Ok(Some(k)) => {
+                        let r = NodeReport::fp32(node, k.describe(), k.kernel().isa().name());
+                        fp32.insert(n, k);
+                        r
+                    }
+                    Ok(None) => NodeReport::reference(node, None),
+                    Err(why) => NodeReport::reference(node, Some(format!("float node on the reference: {why}"))),
+                },
             };
             nodes.push(entry);
         }
@@ -71,7 +82,7 @@ impl Engine {
             ),
             None => None,
         };
-        Ok(Engine { graph, order, int8, report: Report { isa: kernel.isa().name(), nodes }, pool })
+        Ok(Engine { graph, order, int8, fp32, report: Report { isa: kernel.isa().name(), nodes }, pool })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -146,9 +157,12 @@ impl Engine {
                             }),
                         });
                     }
-                    match self.int8.get(&n) {
-                        Some(k) => vec![k.run(&args).map_err(|m| node_err(n, m))?],
-                        None => eval_op(op, &args).map_err(|m| node_err(n, m))?,
+                    if let Some(k) = self.int8.get(&n) {
+                        vec![k.run(&args).map_err(|m| node_err(n, m))?]
+                    } else if let Some(k) = self.fp32.get(&n) {
+                        vec![k.run(&args).map_err(|m| node_err(n, m))?]
+                    } else {
+                        eval_op(op, &args).map_err(|m| node_err(n, m))?
                     }
                 }
             };

@@ -8,7 +8,7 @@ use std::fmt;
 pub struct NodeReport {
     pub node: String,
     pub op: String,
-    /// "int8" or "reference".
+    /// "int8", "fp32" (float SIMD kernel) or "reference".
     pub exec: &'static str,
     /// Kernel description, e.g. "conv2d_u8s8 im2col+gemm".
     pub kernel: String,
@@ -20,6 +20,16 @@ pub struct NodeReport {
 impl NodeReport {
     pub fn int8(n: &Node, kernel: String, isa: &'static str) -> Self {
         NodeReport { node: n.name.clone(), op: n.op.name().to_string(), exec: "int8", kernel, isa, reason: String::new() }
+    }
+    pub fn fp32(n: &Node, kernel: String, isa: &'static str) -> Self {
+        NodeReport {
+            node: n.name.clone(),
+            op: n.op.name().to_string(),
+            exec: "fp32",
+            kernel,
+            isa,
+            reason: "float node (not quantized)".into(),
+        }
     }
     pub fn reference(n: &Node, why: Option<String>) -> Self {
         let compute = matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose(_));
@@ -69,7 +79,7 @@ impl fmt::Display for Report {
             if r.exec == "int8" {
                 writeln!(f, "  int8  {:<40} {:<14} {} [{}]", r.node, r.op, r.kernel, r.isa)?;
             } else {
-                writeln!(f, "  fp32  {:<40} {:<14} {}", r.node, r.op, r.reason)?;
+                writeln!(f, "  {:<5} {:<40} {:<14} {} [{}: {}]", r.exec, r.node, r.op, r.reason, r.kernel, r.isa)?;
             }
         }
         Ok(())

@@ -1,0 +1,153 @@
+//! Float Conv / Gemm / MatMul nodes with constant weights on the fp32 kernels of
+//! `octet-kernels` (prepacked at build time, bias and a following ReLU fused when the graph has
+//! them in the node). Everything else float runs on the reference interpreter.
+
+use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
+use octet_kernels::{conv2d_f32, gemm_f32, ConvGeometry, Kernel, PackedBF32, PackedConvF32, WeightLayout};
+
+pub enum F32Node {
+    Conv { kernel: Kernel, packed: PackedConvF32, geom: ConvGeometry, bias: Option<Vec<f32>>, c_in: usize, c_out: usize },
+    Gemm { kernel: Kernel, packed: PackedBF32, bias: Option<Vec<f32>>, k: usize, n: usize },
+}
+
+type R<T> = Result<T, String>;
+
+impl F32Node {
+    /// `Ok(None)`: not a float compute op with constant weights this engine maps.
+    pub fn build(g: &Graph, n: NodeIndex, kernel: Kernel) -> R<Option<F32Node>> {
+        let node = g.node(n);
+        let x_ty = match g.operand(n, 0).and_then(|o| g.ty(o)) {
+            Some(t) => t,
+            None => return Ok(None),
+        };
+        if x_ty.dtype != DType::F32 {
+            return Ok(None);
+        }
+        match &node.op {
+            Op::Conv(a) => {
+                let w = g.const_operand(n, 1).ok_or("weight is not constant")?;
+                if w.rank() != 4 {
+                    return Err("only 2-D convolutions have an fp32 kernel".into());
+                }
+                let xs = x_ty.shape.as_fixed().ok_or("input shape is not static")?;
+                let (c_out, cig, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+                let c_in = xs[1];
+                let pads = octet_ir::infer::resolve_pads(&a.geom, &[kh, kw], &xs[2..]);
+                let st = if a.geom.strides.is_empty() { vec![1, 1] } else { a.geom.strides.clone() };
+                let dl = if a.geom.dilations.is_empty() { vec![1, 1] } else { a.geom.dilations.clone() };
+                if pads.len() != 4 || st.len() != 2 || dl.len() != 2 || cig * a.group != c_in {
+                    return Err("malformed convolution geometry".into());
+                }
+                let geom = ConvGeometry { kernel: (kh, kw), stride: (st[0], st[1]), dilation: (dl[0], dl[1]), pads: [pads[0], pads[1], pads[2], pads[3]], groups: a.group };
+                let wv = w.view::<f32>().map_err(|e| e.to_string())?;
+                let mut ohwi = vec![0f32; wv.len()];
+                for o in 0..c_out {
+                    for i in 0..cig {
+                        for y in 0..kh {
+                            for x in 0..kw {
+                                ohwi[((o * kh + y) * kw + x) * cig + i] = wv[((o * cig + i) * kh + y) * kw + x];
+                            }
+                        }
+                    }
+                }
+                let packed = PackedConvF32::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?;
+                let bias = match g.operand(n, 2) {
+                    None => None,
+                    Some(_) => Some(g.const_operand(n, 2).ok_or("bias is not constant")?.view::<f32>().map_err(|e| e.to_string())?.to_vec()),
+                };
+                Ok(Some(F32Node::Conv { kernel, packed, geom, bias, c_in, c_out }))
+            }
+            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                if *trans_a || *alpha != 1.0 || x_ty.shape.rank() != 2 {
+                    return Err("Gemm with transA or alpha != 1 runs on the reference".into());
+                }
+                let b = g.const_operand(n, 1).ok_or("weight is not constant")?;
+                let (k, nn) = if *trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+                let layout = if *trans_b { WeightLayout::NxK } else { WeightLayout::KxN };
+                let packed = PackedBF32::new(k, nn, b.view::<f32>().map_err(|e| e.to_string())?, layout).map_err(|e| e.to_string())?;
+                let bias = match g.operand(n, 2) {
+                    None => None,
+                    Some(_) => {
+                        let c = g.const_operand(n, 2).ok_or("bias is not constant")?;
+                        if c.len() != nn || *beta != 1.0 {
+                            return Err("Gemm bias must be a [N] vector with beta = 1".into());
+                        }
+                        Some(c.view::<f32>().map_err(|e| e.to_string())?.to_vec())
+                    }
+                };
+                Ok(Some(F32Node::Gemm { kernel, packed, bias, k, n: nn }))
+            }
+            Op::MatMul => {
+                let Some(b) = g.const_operand(n, 1) else { return Err("weight is not constant".into()) };
+                if b.rank() != 2 || b.dtype() != DType::F32 {
+                    return Err("only 2-D constant f32 MatMul weights have an fp32 kernel".into());
+                }
+                let (k, nn) = (b.shape()[0], b.shape()[1]);
+                let packed = PackedBF32::new(k, nn, b.view::<f32>().map_err(|e| e.to_string())?, WeightLayout::KxN).map_err(|e| e.to_string())?;
+                Ok(Some(F32Node::Gemm { kernel, packed, bias: None, k, n: nn }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            F32Node::Conv { .. } => "conv2d_f32 im2col+gemm".into(),
+            F32Node::Gemm { .. } => "gemm_f32".into(),
+        }
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        match self {
+            F32Node::Conv { kernel, .. } | F32Node::Gemm { kernel, .. } => *kernel,
+        }
+    }
+
+    pub fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+        let x = args.first().copied().flatten().ok_or("missing input")?;
+        let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+        match self {
+            F32Node::Conv { kernel, packed, geom, bias, c_in, c_out } => {
+                let s = x.shape();
+                if s.len() != 4 || s[1] != *c_in {
+                    return Err(format!("input shape {s:?} does not match the packed weights"));
+                }
+                let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
+                let mut nhwc = vec![0f32; xv.len()];
+                for b in 0..nb {
+                    for ch in 0..c {
+                        for p in 0..h * w {
+                            nhwc[(b * h * w + p) * c + ch] = xv[(b * c + ch) * h * w + p];
+                        }
+                    }
+                }
+                let (oh, ow) = geom.out_size(h, w).map_err(|e| e.to_string())?;
+                let mut tmp = vec![0f32; nb * oh * ow * c_out];
+                conv2d_f32(kernel, &nhwc, (nb, h, w), packed, bias.as_deref(), false, &mut tmp).map_err(|e| e.to_string())?;
+                let mut out = Tensor::zeros(DType::F32, &[nb, *c_out, oh, ow]);
+                let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
+                for b in 0..nb {
+                    for p in 0..oh * ow {
+                        for ch in 0..*c_out {
+                            ov[(b * c_out + ch) * oh * ow + p] = tmp[(b * oh * ow + p) * c_out + ch];
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            F32Node::Gemm { kernel, packed, bias, k, n } => {
+                let s = x.shape();
+                if s.is_empty() || s[s.len() - 1] != *k {
+                    return Err(format!("input shape {s:?} does not have K = {k}"));
+                }
+                let m: usize = s[..s.len() - 1].iter().product();
+                let mut shape = s.to_vec();
+                *shape.last_mut().unwrap() = *n;
+                let mut out = Tensor::zeros(DType::F32, &shape);
+                let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
+                gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), false, ov, *n).map_err(|e| e.to_string())?;
+                Ok(out)
+            }
+        }
+    }
+}
