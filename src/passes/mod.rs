@@ -3,7 +3,9 @@
 //! the graph with the verifier after every pass in debug builds and tests (or when asked).
 
 pub mod bind_shapes;
+pub mod fold_batchnorm;
 pub mod fold_constants;
+pub mod insert_qdq;
 pub mod qdq_to_qlinear;
 
 use octet_ir::{Graph, IrError};
