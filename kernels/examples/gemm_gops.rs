@@ -155,6 +155,23 @@ fn main() {
                 })
             });
             let gops = 2.0 * (h * w * co * 9 * (ci / groups)) as f64 / t / 1e9;
+            if f32_too && groups == 1 {
+                let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.01).collect();
+                let wf: Vec<f32> = wt.iter().map(|&v| v as f32 * 0.01).collect();
+                let pf = PackedConvF32::new(ConvGeometry::new(3, 3).pad(1), ci, co, &wf).unwrap();
+                let mut of = vec![0f32; h * w * co];
+                let tf = pool.install(|| {
+                    median_secs(secs, || {
+                        conv2d_f32(&kernel, &xf, (1, h, w), &pf, None, true, &mut of).unwrap();
+                    })
+                });
+                let gf = 2.0 * (h * w * co * 9 * ci) as f64 / tf / 1e9;
+                println!(
+                    "{{\"shape\":\"{name}\",\"op\":\"conv_f32\",\"gflops\":{gf:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1},\"ms\":{:.3}}}",
+                    100.0 * gf / (117.0 * threads as f64),
+                    tf * 1e3
+                );
+            }
             println!(
                 "{{\"shape\":\"{name}\",\"op\":\"conv_u8s8\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1},\"ms\":{:.3}}}",
                 100.0 * gops / (465.0 * threads as f64),
