@@ -524,18 +524,18 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(d[0].int8);
         let text = g.to_text();
-        let want = "graph(%x: f32[1,1,2,2]) -> (y=%y) {
-  %b = Const [0.1, 0.2] : f32[2]
+        let want = "graph(%x: f32[1,1,2,2]) -> (%y) {
+  %x_scale = Const [0.007843137718737125] : f32[]
+  %b = Const [0.10000000149011612, 0.20000000298023224] : f32[2]
   %w_quantized = Const [127.0, -127.0] : i8[2,1,1,1] q(axis=0,scale=[3.937008e-3,7.874016e-3],zp=[0,0])
-  %w_scale = Const [0.003937008, 0.007874016] : f32[2]
+  %w_scale = Const [0.003937007859349251, 0.007874015718698502] : f32[2]
   %w_zero_point = Const [0.0, 0.0] : i8[2]
   %w_DequantizeLinear_Output = DequantizeLinear[axis=0](%w_quantized, %w_scale, %w_zero_point) : f32[2,1,1,1]  # w_DequantizeLinear
-  %x_scale = Const [0.007843138] : f32[]
   %x_zero_point = Const [128.0] : u8[]
   %x_QuantizeLinear_Output = QuantizeLinear[axis=1 saturate=true out=None](%x, %x_scale, %x_zero_point) : u8[1,1,2,2] q(scale=7.843138e-3,zp=128)  # x_QuantizeLinear
   %x_DequantizeLinear_Output = DequantizeLinear[axis=1](%x_QuantizeLinear_Output, %x_scale, %x_zero_point) : f32[1,1,2,2]  # x_DequantizeLinear
   %y_QuantizeLinear_Input = Conv[kernel=[] strides=[1, 1] pads=[0, 0, 0, 0] dilations=[1, 1] auto_pad=NotSet group=1](%x_DequantizeLinear_Output, %w_DequantizeLinear_Output, %b) : f32[1,2,2,2]  # conv
-  %y_scale = Const [0.01] : f32[]
+  %y_scale = Const [0.009999999776482582] : f32[]
   %y_zero_point = Const [0.0] : u8[]
   %y_QuantizeLinear_Output = QuantizeLinear[axis=1 saturate=true out=None](%y_QuantizeLinear_Input, %y_scale, %y_zero_point) : u8[1,2,2,2] q(scale=1e-2,zp=0)  # y_QuantizeLinear
   %y = DequantizeLinear[axis=1](%y_QuantizeLinear_Output, %y_scale, %y_zero_point) : f32[1,2,2,2]  # y_DequantizeLinear

@@ -1,0 +1,120 @@
+//! Dynamic quantization of tiny_bert on the reference interpreter.
+
+mod common;
+use common::*;
+use octet::quantizer::{self, Approach, Precision, QuantConfig};
+use octet_ir::{Graph, Op, Tensor};
+
+fn load_bert() -> (Graph, Vec<(String, Tensor)>) {
+    let data = npz("tiny_bert_inputs.npz");
+    let shapes: Vec<(String, Vec<usize>)> = data
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let g = octet::prepare::load(&fixture("tiny_bert.onnx"), &shapes)
+        .unwrap()
+        .graph;
+    (g, data)
+}
+
+fn per_token_cosine(a: &Tensor, b: &Tensor) -> (f64, f64) {
+    let h = *a.shape().last().unwrap();
+    let (a, b) = (a.view::<f32>().unwrap(), b.view::<f32>().unwrap());
+    let cs: Vec<f64> = a
+        .chunks(h)
+        .zip(b.chunks(h))
+        .map(|(x, y)| {
+            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+            for (&p, &q) in x.iter().zip(y) {
+                ab += p as f64 * q as f64;
+                aa += p as f64 * p as f64;
+                bb += q as f64 * q as f64;
+            }
+            ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+        })
+        .collect();
+    (
+        cs.iter().sum::<f64>() / cs.len() as f64,
+        cs.iter().copied().fold(1.0, f64::min),
+    )
+}
+
+#[test]
+fn tiny_bert_dynamic_int8() {
+    let (g, data) = load_bert();
+    let const_matmuls = g
+        .g
+        .node_indices()
+        .filter(|&n| {
+            matches!(g.node(n).op, Op::MatMul | Op::Gemm { .. }) && g.const_operand(n, 1).is_some()
+        })
+        .count();
+    let cfg = QuantConfig {
+        approach: Approach::Dynamic,
+        quiet: true,
+        ..Default::default()
+    };
+    let (q, report) = quantizer::quantize_dynamic(&g, &cfg).unwrap();
+    println!("{report}");
+    let int8: Vec<_> = report
+        .nodes
+        .iter()
+        .filter(|n| n.precision == Precision::Int8)
+        .collect();
+    assert_eq!(
+        int8.len(),
+        const_matmuls,
+        "every MatMul with a constant weight"
+    );
+    let left = q
+        .g
+        .node_indices()
+        .filter(|&n| {
+            matches!(q.node(n).op, Op::MatMul | Op::Gemm { .. }) && q.const_operand(n, 1).is_some()
+        })
+        .count();
+    assert_eq!(left, 0);
+    let a = octet::reference::run_graph(&g, &data).unwrap();
+    let b = octet::reference::run_graph(&q, &data).unwrap();
+    let (mean, min) = per_token_cosine(&a[0].1, &b[0].1);
+    println!(
+        "tiny_bert dynamic int8: {} MatMul/Gemm quantized; per-token cosine of {} to fp32: mean {mean:.6}, min {min:.6}",
+        int8.len(),
+        a[0].0
+    );
+    assert!(mean >= 0.995, "mean per-token cosine {mean}");
+
+    // The exported file re-imports and runs with identical outputs.
+    let dir = std::env::temp_dir().join(format!("octet-dyn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bert_dyn.onnx");
+    quantizer::export_onnx::write_onnx(&q, &path).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = data
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let back = octet::prepare::load(&path, &shapes).unwrap().graph;
+    let c = octet::reference::run_graph(&back, &data).unwrap();
+    assert_eq!(b[0].1.view::<f32>().unwrap(), c[0].1.view::<f32>().unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn dynamic_exclusion_is_reported() {
+    let (g, _) = load_bert();
+    let first =
+        g.g.node_indices()
+            .find(|&n| matches!(g.node(n).op, Op::MatMul) && g.const_operand(n, 1).is_some())
+            .map(|n| g.node(n).name.clone())
+            .unwrap();
+    let cfg = QuantConfig {
+        approach: Approach::Dynamic,
+        exclude_nodes: vec![first.clone()],
+        quiet: true,
+        ..Default::default()
+    };
+    let (_, r) = quantizer::quantize_dynamic(&g, &cfg).unwrap();
+    let n = r.nodes.iter().find(|n| n.name == first).unwrap();
+    assert_eq!(n.precision, Precision::Fp32);
+    assert_eq!(n.reason, "excluded by name");
+}
