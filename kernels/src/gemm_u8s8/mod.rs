@@ -257,6 +257,7 @@ pub fn gemm_u8s8(
 
     let (za, zb) = (a.zero_point, b.zero_point);
     let colterm = colterm(b, ep, za);
+    // Row terms exist only with a weight zero point; otherwise a shared zero row is used.
     let rowterm: Vec<i32> = if zb != 0 {
         (0..m)
             .map(|i| {
@@ -268,7 +269,7 @@ pub fn gemm_u8s8(
             })
             .collect()
     } else {
-        vec![0; m]
+        Vec::new()
     };
     let plan = EpiPlan {
         colterm: &colterm,
@@ -330,7 +331,7 @@ pub fn gemm_u8s8(
                         a_rs,
                         bp,
                         &plan,
-                        rowterm[i..].as_ptr(),
+                        rowterm_ptr(&rowterm, i),
                         j0,
                         nc,
                         o,
@@ -343,7 +344,7 @@ pub fn gemm_u8s8(
                                 isa,
                                 &plan,
                                 tile.0.as_ptr().add(r * NR),
-                                rowterm[i + r],
+                                *rowterm_ptr(&rowterm, i + r),
                                 j0,
                                 nc,
                                 o.add(r * ldc),
@@ -477,7 +478,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             .iter()
             .map(|&s| b.zero_point.wrapping_neg().wrapping_mul(s))
             .collect(),
-        None => vec![0; m],
+        None => Vec::new(),
     };
     let plan = EpiPlan {
         colterm: &colterm,
@@ -512,7 +513,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
                     ptrs.0[i * taps..].as_ptr(),
                     bp,
                     &plan,
-                    rowterm[i..].as_ptr(),
+                    rowterm_ptr(&rowterm, i),
                     j0,
                     nc,
                     outp.0.add(i * ldc + j0),
@@ -528,6 +529,17 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         items.par_iter().for_each(run_item);
     }
     Ok(())
+}
+
+static ZERO_ROWS: [i32; 8] = [0; 8];
+
+/// Pointer to the row terms of rows `i..` (at least 6 readable values when `rowterm` is empty).
+fn rowterm_ptr(rowterm: &[i32], i: usize) -> *const i32 {
+    if rowterm.is_empty() {
+        ZERO_ROWS.as_ptr()
+    } else {
+        rowterm[i..].as_ptr()
+    }
 }
 
 /// `colterm[j] = bias[j] - za * colsum[j] + K * za * zb` (int32, wrapping).
