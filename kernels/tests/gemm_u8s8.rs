@@ -309,9 +309,9 @@ fn requant_rounds_half_to_even() {
             1,
         )
         .unwrap();
-        for v in 0..256usize {
+        for (v, &o) in out.iter().enumerate() {
             assert_eq!(
-                out[v] as f32,
+                o as f32,
                 (v as f32 * 0.5).round_ties_even(),
                 "{} v={v}",
                 kern.isa()

@@ -456,7 +456,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
 ) -> Result<(), KernelError> {
     let (m, n, k) = (a.rows, b.n, b.k);
     if kernel.isa() != Isa::Avx512Vnni
-        || a.seg % 4 != 0
+        || !a.seg.is_multiple_of(4)
         || a.taps * a.seg != k
         || a.ptrs.len() != m * a.taps
         || a.row_sums.is_some_and(|r| r.len() != m)
