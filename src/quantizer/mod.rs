@@ -357,3 +357,71 @@ pub fn quantize_dynamic(
         },
     ))
 }
+
+#[cfg(test)]
+#[path = "../cli/quantize.rs"]
+mod cli_quantize_check;
+
+#[cfg(test)]
+mod cli_tests {
+    use super::cli_quantize_check::{quantize, QuantizeArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: QuantizeArgs,
+    }
+
+    #[test]
+    fn cli_quantize_static_and_dynamic() {
+        let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+        let dir = std::env::temp_dir().join(format!("octet-cliq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("q.onnx");
+        let table = dir.join("t.json");
+        let t = T::parse_from([
+            "x",
+            &format!("{fx}digits_cnn.onnx"),
+            "--calib",
+            &format!("{fx}digits_calib.npz"),
+            "--scheme",
+            "onnxruntime",
+            "--calib-method",
+            "kl",
+            "--exclude-op",
+            "Add",
+            "--reduce-range",
+            "off",
+            "--save-calib",
+            table.to_str().unwrap(),
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        quantize(t.a).unwrap();
+        assert!(crate::frontend::onnx::load(&out).is_ok());
+        let tj = std::fs::read_to_string(&table).unwrap();
+        assert!(tj.contains("entropy"), "{tj}");
+        let t = T::parse_from([
+            "x",
+            &format!("{fx}tiny_bert.onnx"),
+            "--approach",
+            "dynamic",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        quantize(t.a).unwrap();
+        let t = T::parse_from([
+            "x",
+            &format!("{fx}digits_cnn.onnx"),
+            "--scheme",
+            "nope",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        let e = quantize(t.a).unwrap_err().to_string();
+        assert!(e.contains("'nope'"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
