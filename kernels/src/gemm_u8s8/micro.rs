@@ -345,6 +345,9 @@ mod x86 {
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
     /// chains hide the instruction latency; summed at the end (exact integer sums, same result).
+    /// Prefetch distance of the GEMV weight stream, in bytes.
+    const GEMV_PF: usize = 2048;
+
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     unsafe fn vnni_gemv_acc(kg: usize, a: *const u8, b: *const i8) -> [__m512i; 4] {
@@ -354,6 +357,11 @@ mod x86 {
         let mut ap = a;
         let mut g = 0;
         while g + 2 <= kg {
+            // The weights stream from L3/DRAM exactly once: prefetch them ahead (measured
+            // neutral to +10% on 1x4096x4096 on a loaded machine).
+            for l in 0..8 {
+                _mm_prefetch::<_MM_HINT_T0>(bp.add(GEMV_PF + 64 * l));
+            }
             let a0 = _mm512_set1_epi32(bcast4(ap));
             let a1 = _mm512_set1_epi32(bcast4(ap.add(4)));
             for c in 0..4 {
