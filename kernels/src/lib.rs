@@ -27,6 +27,37 @@
 //! panics on bad input. Multi-threaded kernels run on the caller's current rayon pool and give
 //! bit-identical results for any thread count.
 
+//!
+//! ## Example: a quantized linear layer (u8 activations, s8 weights, u8 output)
+//!
+//! ```
+//! use octet_kernels::*;
+//! # fn main() -> Result<(), KernelError> {
+//! let kernel = Kernel::best()?; // the CPU's best ISA, capped by OCTET_ISA
+//! let (m, k, n) = (2, 3, 4);
+//! let w: Vec<i8> = vec![1, -2, 3, 4, 5, -6, 7, 8, -9, 10, 11, 12]; // K x N
+//! let packed = PackedB::new(k, n, &w, WeightLayout::KxN, 0)?; // once, at load time
+//! let a: Vec<u8> = vec![130, 128, 127, 0, 255, 128]; // M x K, zero point 128
+//! let bias = vec![0i32; n];
+//! let mult = 0.05f32; // s_a * s_w / s_out
+//! let ep = Epilogue::requant(Scale::PerTensor(mult), 10).with_bias(&bias);
+//! let mut out = vec![0u8; m * n];
+//! gemm_u8s8(
+//!     &kernel,
+//!     MatrixU8 { data: &a, rows: m, ld: k, zero_point: 128 },
+//!     &packed,
+//!     &ep,
+//!     OutputSlice::U8(&mut out),
+//!     n,
+//! )?;
+//! // Same as the oracle: exact int32 sums, then round_half_even(v * 0.05) + 10, saturated.
+//! let acc = reference::gemm_u8s8_i32(m, n, k, &a, 128, &w, 0);
+//! let want = reference::requantize_i32(&acc, n, Some(&bias), &[mult], 10, 0, 255);
+//! assert_eq!(out.iter().map(|&q| q as i32).collect::<Vec<_>>(), want);
+//! # Ok(())
+//! # }
+//! ```
+
 #![warn(missing_docs)]
 
 mod aligned;

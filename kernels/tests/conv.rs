@@ -156,7 +156,7 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
 fn conv_bit_exact_every_isa() {
     let paths = PathsRan::new("conv2d_u8s8");
     TestRunner::new(Config {
-        cases: 160,
+        cases: 320,
         ..Config::default()
     })
     .run(&strat(), |c| run_case(&c, &paths))

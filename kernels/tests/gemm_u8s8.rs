@@ -107,7 +107,7 @@ fn run_i32(kernel: &Kernel, c: &Case, wlo: i32, whi: i32) -> (Vec<i32>, Vec<u8>,
 fn int32_accumulators_bit_exact_every_isa() {
     let paths = PathsRan::new("gemm_u8s8 i32");
     let mut runner = TestRunner::new(Config {
-        cases: 96,
+        cases: 256,
         ..Config::default()
     });
     runner
@@ -172,7 +172,7 @@ fn epi_case() -> impl Strategy<Value = EpiCase> {
 fn fused_epilogue_bit_exact_every_isa() {
     let paths = PathsRan::new("gemm_u8s8 epilogue");
     let mut runner = TestRunner::new(Config {
-        cases: 96,
+        cases: 256,
         ..Config::default()
     });
     runner

@@ -49,7 +49,7 @@ fn quantize_dequantize_requantize_bit_exact() {
         prop_oneof![Just(0.5f32), Just(0.1f32), 1e-3f32..10.0],
     );
     TestRunner::new(Config {
-        cases: 128,
+        cases: 256,
         ..Config::default()
     })
     .run(&strat, |(n, mode, seed, zp, scale)| {
