@@ -21,7 +21,7 @@
 //! - Element-wise int8: [`quantize_u8`], [`quantize_i8`], [`dequantize_u8`], [`dequantize_i8`],
 //!   [`requantize_u8`], [`requantize_i8`], [`min_max`], [`dynamic_qparams_u8`],
 //!   [`dynamic_quantize_u8`] (ONNX DynamicQuantizeLinear), [`QParams`].
-//! - Oracles: [`reference`] (triple-loop GEMM, saturating emulation, requantization rule).
+//! - Oracles: [`reference`](mod@reference) (triple-loop GEMM, saturating emulation, requantization rule).
 //!
 //! Every public function validates its arguments and returns `Result<_, KernelError>`; none
 //! panics on bad input. Multi-threaded kernels run on the caller's current rayon pool and give
