@@ -328,7 +328,7 @@ pub fn conv2d_u8s8(
 }
 
 /// Output rows per indirection chunk (pointers: rows x kh*kw).
-const INDIRECT_ROWS: usize = 1024;
+const INDIRECT_ROWS: usize = 4096;
 
 /// kxk convolution without im2col (VNNI, `cig % 4 == 0`): for each output pixel an indirection
 /// row of kh*kw pointers to the input pixels' channel segment (or to a zero-point-filled segment

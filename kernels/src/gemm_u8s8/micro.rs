@@ -495,6 +495,30 @@ mod x86 {
         }
     }
 
+    /// AVX2 GEMV body (one row): the whole 64-column panel at once, 8 independent ymm chains.
+    #[inline(always)]
+    unsafe fn avx2_gemv_body(kg: usize, a: *const u8, b: *const i8, tile: *mut i32) {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_si256(); 8];
+        let mut bp = b;
+        let mut ap = a;
+        for _ in 0..kg {
+            let av = _mm256_set1_epi32(bcast4(ap));
+            for (c, acc_c) in acc.iter_mut().enumerate() {
+                let bv = _mm256_loadu_si256(bp.add(32 * c) as *const __m256i);
+                *acc_c = _mm256_add_epi32(
+                    *acc_c,
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(av, bv), ones),
+                );
+            }
+            bp = bp.add(4 * NR);
+            ap = ap.add(4);
+        }
+        for (c, v) in acc.iter().enumerate() {
+            _mm256_storeu_si256(tile.add(8 * c) as *mut __m256i, *v);
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2<const R: usize>(
         kg: usize,
@@ -503,6 +527,10 @@ mod x86 {
         b: *const i8,
         tile: *mut i32,
     ) {
-        avx2_body::<R>(kg, a, a_rs, b, tile)
+        if R == 1 {
+            avx2_gemv_body(kg, a, b, tile)
+        } else {
+            avx2_body::<R>(kg, a, a_rs, b, tile)
+        }
     }
 }
