@@ -9,26 +9,42 @@ use octet::passes::{qdq_to_qlinear::QdqToQLinear, run_pipeline};
 use octet_ir::{Op, Tensor};
 
 fn digits16() -> Vec<(String, Tensor)> {
-    vec![("input".into(), take_batch(&get(&npz("digits_test.npz"), "input"), 16))]
+    vec![(
+        "input".into(),
+        take_batch(&get(&npz("digits_test.npz"), "input"), 16),
+    )]
 }
 
 fn check(model: &str, reference: &str) {
     let feeds = digits16();
-    let m = octet::prepare::load(&fixture(model), &[("input".into(), vec![16, 1, 16, 16])]).unwrap();
+    let m =
+        octet::prepare::load(&fixture(model), &[("input".into(), vec![16, 1, 16, 16])]).unwrap();
     let mut g = m.graph;
     let lower = QdqToQLinear::default();
     run_pipeline(&mut g, &[&lower], true).unwrap();
     for n in g.g.node_indices() {
-        assert!(!matches!(g.node(n).op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul), "{model}: float compute node {} left:\n{}", g.node(n).name, g.to_text());
+        assert!(
+            !matches!(g.node(n).op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul),
+            "{model}: float compute node {} left:\n{}",
+            g.node(n).name,
+            g.to_text()
+        );
     }
     let oracle = octet::reference::run_graph(&g, &feeds).unwrap();
     let engine = octet::engine::Engine::new(g, None).unwrap();
     let report = engine.report();
     print!("{model}:\n{report}");
-    assert!(report.compute_not_int8().is_empty(), "{model}: compute nodes not on int8 kernels: {:?}", report.compute_not_int8());
+    assert!(
+        report.compute_not_int8().is_empty(),
+        "{model}: compute nodes not on int8 kernels: {:?}",
+        report.compute_not_int8()
+    );
     assert_eq!(report.nodes.iter().filter(|r| r.is_compute()).count(), 6);
     let outs = engine.run(&feeds).unwrap();
-    assert_eq!(outs[0].1, oracle[0].1, "{model}: int8 kernels differ from the reference interpreter");
+    assert_eq!(
+        outs[0].1, oracle[0].1,
+        "{model}: int8 kernels differ from the reference interpreter"
+    );
     // Within one output quantization step of onnxruntime.
     let want = get(&npz(reference), "logits");
     let (d, _) = max_abs_diff(&outs[0].1, &want);
@@ -37,7 +53,10 @@ fn check(model: &str, reference: &str) {
         let (_, o) = &m.graph.outputs[0];
         m.graph.const_operand(o.node, 1).unwrap().to_f64_vec()[0]
     };
-    println!("{model}: max abs err vs onnxruntime {d:.3e} = {:.3} steps", d / step);
+    println!(
+        "{model}: max abs err vs onnxruntime {d:.3e} = {:.3} steps",
+        d / step
+    );
     assert!(d <= step * 1.0001);
 }
 
@@ -48,12 +67,19 @@ fn qdq_digits_runs_on_int8_kernels() {
 
 #[test]
 fn qoperator_digits_runs_on_int8_kernels() {
-    check("digits_cnn_qoperator_ort.onnx", "digits_cnn_qoperator_ort_ref.npz");
+    check(
+        "digits_cnn_qoperator_ort.onnx",
+        "digits_cnn_qoperator_ort_ref.npz",
+    );
 }
 
 #[test]
 fn lowered_qdq_graph_matches_qoperator_structure() {
-    let m = octet::prepare::load(&fixture("digits_cnn_qdq_ort.onnx"), &[("input".into(), vec![1, 1, 16, 16])]).unwrap();
+    let m = octet::prepare::load(
+        &fixture("digits_cnn_qdq_ort.onnx"),
+        &[("input".into(), vec![1, 1, 16, 16])],
+    )
+    .unwrap();
     let mut g = m.graph;
     run_pipeline(&mut g, &[&QdqToQLinear::default()], true).unwrap();
     let text = g.to_text();
@@ -69,8 +95,15 @@ fn lowered_qdq_graph_matches_qoperator_structure() {
 
 fn octet_run(isa: Option<&str>, model: &str, out: &std::path::Path) -> (bool, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_octet"));
-    cmd.args(["run", fixture(model).to_str().unwrap(), "--input", fixture("digits_test.npz").to_str().unwrap(), "--report", "-o"])
-        .arg(out);
+    cmd.args([
+        "run",
+        fixture(model).to_str().unwrap(),
+        "--input",
+        fixture("digits_test.npz").to_str().unwrap(),
+        "--report",
+        "-o",
+    ])
+    .arg(out);
     match isa {
         Some(i) => cmd.env("OCTET_ISA", i),
         None => cmd.env_remove("OCTET_ISA"),
@@ -94,15 +127,25 @@ fn every_isa_gives_identical_outputs() {
         let out = dir.join(format!("{}.npz", isa.name()));
         let (ok, err) = octet_run(Some(isa.name()), "digits_cnn_qdq_ort.onnx", &out);
         assert!(ok, "{}: {err}", isa.name());
-        assert!(err.contains("6 of 6 Conv/Gemm/MatMul nodes run int8 kernels"), "{err}");
+        assert!(
+            err.contains("6 of 6 Conv/Gemm/MatMul nodes run int8 kernels"),
+            "{err}"
+        );
         if !octet_kernels::gemm_u8s8_is_exact(*isa) {
             assert!(err.contains("would saturate"), "{err}");
         }
         outputs.push((isa.name(), octet::io::npz::read_npz(&out).unwrap()));
     }
-    println!("ISA paths compared: {:?}", supported.iter().map(|i| i.name()).collect::<Vec<_>>());
+    println!(
+        "ISA paths compared: {:?}",
+        supported.iter().map(|i| i.name()).collect::<Vec<_>>()
+    );
     for (name, o) in &outputs[1..] {
-        assert_eq!(o[0].1, outputs[0].1[0].1, "{name} differs from {}", outputs[0].0);
+        assert_eq!(
+            o[0].1, outputs[0].1[0].1,
+            "{name} differs from {}",
+            outputs[0].0
+        );
     }
 }
 
@@ -111,4 +154,54 @@ fn unknown_or_unavailable_isa_is_a_clear_error() {
     let out = std::env::temp_dir().join("octet-isa-bad.npz");
     let (ok, err) = octet_run(Some("avx9000"), "digits_cnn_qdq_ort.onnx", &out);
     assert!(!ok && err.contains("avx9000"), "{err}");
+}
+
+/// Models quantized by octet (static: resnet8; dynamic: tiny_bert) run their Conv/Gemm/MatMul
+/// on int8 kernels with outputs bit-identical to the reference interpreter on the same graph.
+#[test]
+fn octet_quantized_models_on_int8_kernels_match_the_reference_exactly() {
+    use octet::quantizer::{quantize_dynamic, quantize_static, Approach, QuantConfig};
+    let cfg = QuantConfig {
+        quiet: true,
+        ..QuantConfig::default()
+    };
+    // static
+    let feeds = npz("resnet8_inputs.npz");
+    let m = octet::prepare::load(
+        &fixture("resnet8.onnx"),
+        &[("input".into(), feeds[0].1.shape().to_vec())],
+    )
+    .unwrap();
+    let (q, _) = quantize_static(&m.graph, &feeds, &cfg).unwrap();
+    let engine = octet::prepare::engine(q, None).unwrap();
+    print!("resnet8 static:\n{}", engine.report());
+    assert!(engine.report().compute_not_int8().is_empty());
+    let oracle = octet::reference::run_graph(engine.graph(), &feeds).unwrap();
+    assert_eq!(engine.run(&feeds).unwrap()[0].1, oracle[0].1);
+    // dynamic
+    let feeds = npz("tiny_bert_inputs.npz");
+    let shapes: Vec<(String, Vec<usize>)> = feeds
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let m = octet::prepare::load(&fixture("tiny_bert.onnx"), &shapes).unwrap();
+    let (q, _) = quantize_dynamic(
+        &m.graph,
+        &QuantConfig {
+            approach: Approach::Dynamic,
+            ..cfg
+        },
+    )
+    .unwrap();
+    let engine = octet::prepare::engine(q, None).unwrap();
+    let r = engine.report();
+    let mmi = r.nodes.iter().filter(|n| n.op == "MatMulInteger").count();
+    println!(
+        "tiny_bert dynamic: {mmi} MatMulInteger nodes, {} on int8 kernels",
+        r.int8_count()
+    );
+    assert_eq!(mmi, 12);
+    assert_eq!(r.int8_count(), 12, "{r}");
+    let oracle = octet::reference::run_graph(engine.graph(), &feeds).unwrap();
+    assert_eq!(engine.run(&feeds).unwrap()[0].1, oracle[0].1);
 }

@@ -1,5 +1,6 @@
 //! The `octet` command line: argument definitions (clap) and one file per subcommand.
 
+pub mod bench;
 pub mod inspect;
 pub mod run;
 
@@ -20,13 +21,16 @@ pub struct Cli {
 pub enum Command {
     /// Show a model's inputs, outputs, operators, parameter count and any unsupported operators.
     Inspect(inspect::InspectArgs),
-    /// Run a model with the reference interpreter on inputs from an .npz (or .npy).
+    /// Run a model on inputs from an .npz (or .npy): int8 kernels for quantized nodes.
     Run(run::RunArgs),
+    /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
+    Bench(bench::BenchArgs),
 }
 
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
+        Command::Bench(a) => bench::bench(a),
     }
 }

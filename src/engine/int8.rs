@@ -9,8 +9,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, ConvGeometry, Epilogue, Kernel, MatrixU8, OutputSlice, PackedB, PackedConv,
-    Scale, TensorU8, WeightLayout,
+    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, ConvGeometry, Epilogue, Kernel, MatrixU8,
+    OutputSlice, PackedB, PackedConv, Scale, TensorU8, WeightLayout,
 };
 
 pub enum Int8Node {
@@ -39,6 +39,9 @@ pub struct GemmNode {
     bias: Option<Vec<i32>>,
     mult: Vec<f32>,
     a_zp: i32,
+    /// Operand slot of an activation zero point known only at run time (MatMulInteger after
+    /// DynamicQuantizeLinear).
+    a_zp_slot: Option<usize>,
     a_signed: bool,
     y_zp: i32,
     /// U8 / I8 requantized, or I32 raw.
@@ -51,11 +54,14 @@ pub struct GemmNode {
 type R<T> = Result<T, String>;
 
 fn cst<'a>(g: &'a Graph, n: NodeIndex, slot: usize, what: &str) -> R<&'a Tensor> {
-    g.const_operand(n, slot).ok_or_else(|| format!("{what} is not a constant"))
+    g.const_operand(n, slot)
+        .ok_or_else(|| format!("{what} is not a constant"))
 }
 
 fn f32s(t: &Tensor) -> R<Vec<f32>> {
-    t.view::<f32>().map(|v| v.to_vec()).map_err(|e| e.to_string())
+    t.view::<f32>()
+        .map(|v| v.to_vec())
+        .map_err(|e| e.to_string())
 }
 
 /// A per-tensor zero point (all entries equal), or None.
@@ -89,7 +95,10 @@ fn choose_kernel(best: Kernel, w: &[i8], wzp: i64) -> (Kernel, String) {
     } else {
         (
             Kernel::scalar(),
-            format!("weights exceed 7 bits: the {} kernel would saturate (quantize with reduce_range)", best.isa().name()),
+            format!(
+                "weights exceed 7 bits: the {} kernel would saturate (quantize with reduce_range)",
+                best.isa().name()
+            ),
         )
     }
 }
@@ -100,7 +109,9 @@ impl Int8Node {
         match &g.node(n).op {
             Op::QLinearConv(a) => build_conv(g, n, best, a, true).map(|c| Some(Int8Node::Conv(c))),
             Op::ConvInteger(a) => build_conv(g, n, best, a, false).map(|c| Some(Int8Node::Conv(c))),
-            Op::QLinearMatMul | Op::QGemm { .. } | Op::MatMulInteger => build_gemm(g, n, best).map(|x| Some(Int8Node::Gemm(x))),
+            Op::QLinearMatMul | Op::QGemm { .. } | Op::MatMulInteger => {
+                build_gemm(g, n, best).map(|x| Some(Int8Node::Gemm(x)))
+            }
             _ => Ok(None),
         }
     }
@@ -130,7 +141,11 @@ impl Int8Node {
                 }
             }
             Int8Node::Gemm(x) => {
-                let out = if x.y_dtype == DType::I32 { "i32 out" } else { "requantized" };
+                let out = if x.y_dtype == DType::I32 {
+                    "i32 out"
+                } else {
+                    "requantized"
+                };
                 let s = format!("gemm_u8s8 {out}");
                 if x.note.is_empty() {
                     s
@@ -149,15 +164,29 @@ impl Int8Node {
     }
 }
 
-fn build_conv(g: &Graph, n: NodeIndex, best: Kernel, a: &octet_ir::ConvAttrs, qlinear: bool) -> R<ConvNode> {
+fn build_conv(
+    g: &Graph,
+    n: NodeIndex,
+    best: Kernel,
+    a: &octet_ir::ConvAttrs,
+    qlinear: bool,
+) -> R<ConvNode> {
     let (wslot, xzp_slot, wzp_slot) = if qlinear { (3, 2, 5) } else { (1, 2, 3) };
-    let x_ty = g.ty(g.operand(n, 0).ok_or("no input")?).ok_or("untyped input")?;
+    let x_ty = g
+        .ty(g.operand(n, 0).ok_or("no input")?)
+        .ok_or("untyped input")?;
     let w = cst(g, n, wslot, "weight")?;
     if w.rank() != 4 {
-        return Err(format!("only 2-D convolutions have an int8 kernel (weight rank {})", w.rank()));
+        return Err(format!(
+            "only 2-D convolutions have an int8 kernel (weight rank {})",
+            w.rank()
+        ));
     }
     if w.dtype() != DType::I8 {
-        return Err(format!("weights are {}, the int8 kernels take i8", w.dtype()));
+        return Err(format!(
+            "weights are {}, the int8 kernels take i8",
+            w.dtype()
+        ));
     }
     let x_signed = match x_ty.dtype {
         DType::U8 => false,
@@ -171,17 +200,33 @@ fn build_conv(g: &Graph, n: NodeIndex, best: Kernel, a: &octet_ir::ConvAttrs, ql
         return Err("channel count does not match the groups".into());
     }
     let pads = octet_ir::infer::resolve_pads(&a.geom, &[kh, kw], &xs[2..]);
-    let st = if a.geom.strides.is_empty() { vec![1, 1] } else { a.geom.strides.clone() };
-    let dl = if a.geom.dilations.is_empty() { vec![1, 1] } else { a.geom.dilations.clone() };
+    let st = if a.geom.strides.is_empty() {
+        vec![1, 1]
+    } else {
+        a.geom.strides.clone()
+    };
+    let dl = if a.geom.dilations.is_empty() {
+        vec![1, 1]
+    } else {
+        a.geom.dilations.clone()
+    };
     if pads.len() != 4 || st.len() != 2 || dl.len() != 2 {
         return Err("malformed convolution geometry".into());
     }
-    let geom = ConvGeometry { kernel: (kh, kw), stride: (st[0], st[1]), dilation: (dl[0], dl[1]), pads: [pads[0], pads[1], pads[2], pads[3]], groups: a.group };
-    let x_zp = uniform_zp(g.const_operand(n, xzp_slot)).ok_or("activation zero point must be one constant")?;
+    let geom = ConvGeometry {
+        kernel: (kh, kw),
+        stride: (st[0], st[1]),
+        dilation: (dl[0], dl[1]),
+        pads: [pads[0], pads[1], pads[2], pads[3]],
+        groups: a.group,
+    };
+    let x_zp = uniform_zp(g.const_operand(n, xzp_slot))
+        .ok_or("activation zero point must be one constant")?;
     if g.operand(n, xzp_slot).is_some() && g.const_operand(n, xzp_slot).is_none() {
         return Err("activation zero point is not constant".into());
     }
-    let w_zp = uniform_zp(g.const_operand(n, wzp_slot)).ok_or("per-channel weight zero points must all be equal")?;
+    let w_zp = uniform_zp(g.const_operand(n, wzp_slot))
+        .ok_or("per-channel weight zero points must all be equal")?;
     let wv = w.view::<i8>().map_err(|e| e.to_string())?;
     // OIHW -> OHWI
     let mut ohwi = vec![0i8; wv.len()];
@@ -195,13 +240,16 @@ fn build_conv(g: &Graph, n: NodeIndex, best: Kernel, a: &octet_ir::ConvAttrs, ql
         }
     }
     let (kernel, note) = choose_kernel(best, wv, w_zp);
-    let packed = PackedConv::new(geom, c_in, c_out, &ohwi, w_zp as i32).map_err(|e| e.to_string())?;
+    let packed =
+        PackedConv::new(geom, c_in, c_out, &ohwi, w_zp as i32).map_err(|e| e.to_string())?;
     let (bias, mult, y_zp, y_dtype) = if qlinear {
         let sx = f32s(cst(g, n, 1, "x_scale")?)?;
         let sw = f32s(cst(g, n, 4, "w_scale")?)?;
         let sy = f32s(cst(g, n, 6, "y_scale")?)?;
         if sx.len() != 1 || sy.len() != 1 || !(sw.len() == 1 || sw.len() == c_out) {
-            return Err("scales must be per tensor (x, y) and per tensor or per output channel (w)".into());
+            return Err(
+                "scales must be per tensor (x, y) and per tensor or per output channel (w)".into(),
+            );
         }
         let mult: Vec<f32> = (0..c_out).map(|j| sx[0] * pick(&sw, j) / sy[0]).collect();
         let y_zp_t = g.const_operand(n, 7);
@@ -224,7 +272,19 @@ fn build_conv(g: &Graph, n: NodeIndex, best: Kernel, a: &octet_ir::ConvAttrs, ql
     if !matches!(y_dtype, DType::U8 | DType::I8 | DType::I32) || bias.len() != c_out {
         return Err("unsupported output type or bias length".into());
     }
-    Ok(ConvNode { kernel, packed, bias, mult, x_zp: x_zp as i32, x_signed, y_zp, y_dtype, c_in, c_out, note })
+    Ok(ConvNode {
+        kernel,
+        packed,
+        bias,
+        mult,
+        x_zp: x_zp as i32,
+        x_signed,
+        y_zp,
+        y_dtype,
+        c_in,
+        c_out,
+        note,
+    })
 }
 
 impl ConvNode {
@@ -232,7 +292,9 @@ impl ConvNode {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let s = x.shape();
         if s.len() != 4 || s[1] != self.c_in {
-            return Err(format!("input shape {s:?} does not match the packed weights"));
+            return Err(format!(
+                "input shape {s:?} does not match the packed weights"
+            ));
         }
         let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
         // NCHW -> NHWC (s8 activations shifted to u8 by +128).
@@ -248,11 +310,25 @@ impl ConvNode {
             }
         }
         let zp = self.x_zp + if self.x_signed { 128 } else { 0 };
-        let xt = TensorU8 { data: &nhwc, batch: nb, h, w, zero_point: zp };
-        let (oh, ow) = self.packed.geometry().out_size(h, w).map_err(|e| e.to_string())?;
+        let xt = TensorU8 {
+            data: &nhwc,
+            batch: nb,
+            h,
+            w,
+            zero_point: zp,
+        };
+        let (oh, ow) = self
+            .packed
+            .geometry()
+            .out_size(h, w)
+            .map_err(|e| e.to_string())?;
         let len = nb * oh * ow * self.c_out;
         let ep = Epilogue::requant(Scale::PerChannel(&self.mult), self.y_zp).with_bias(&self.bias);
-        let ep = if self.y_dtype == DType::I32 { Epilogue::raw().with_bias(&self.bias) } else { ep };
+        let ep = if self.y_dtype == DType::I32 {
+            Epilogue::raw().with_bias(&self.bias)
+        } else {
+            ep
+        };
         let co = self.c_out;
         let to_nchw = |dst: &mut [u8], src: &[u8], es: usize| {
             for b in 0..nb {
@@ -269,17 +345,38 @@ impl ConvNode {
         match self.y_dtype {
             DType::U8 => {
                 let mut tmp = vec![0u8; len];
-                conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, OutputSlice::U8(&mut tmp)).map_err(|e| e.to_string())?;
+                conv2d_u8s8(
+                    &self.kernel,
+                    xt,
+                    &self.packed,
+                    &ep,
+                    OutputSlice::U8(&mut tmp),
+                )
+                .map_err(|e| e.to_string())?;
                 to_nchw(out.bytes_mut(), &tmp, 1);
             }
             DType::I8 => {
                 let mut tmp = vec![0i8; len];
-                conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, OutputSlice::I8(&mut tmp)).map_err(|e| e.to_string())?;
+                conv2d_u8s8(
+                    &self.kernel,
+                    xt,
+                    &self.packed,
+                    &ep,
+                    OutputSlice::I8(&mut tmp),
+                )
+                .map_err(|e| e.to_string())?;
                 to_nchw(out.bytes_mut(), bytemuck::cast_slice(&tmp), 1);
             }
             _ => {
                 let mut tmp = vec![0i32; len];
-                conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, OutputSlice::I32(&mut tmp)).map_err(|e| e.to_string())?;
+                conv2d_u8s8(
+                    &self.kernel,
+                    xt,
+                    &self.packed,
+                    &ep,
+                    OutputSlice::I32(&mut tmp),
+                )
+                .map_err(|e| e.to_string())?;
                 to_nchw(out.bytes_mut(), bytemuck::cast_slice(&tmp), 4);
             }
         }
@@ -293,7 +390,9 @@ fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
         Op::MatMulInteger => (1, 2, 3),
         _ => (3, 2, 5),
     };
-    let a_ty = g.ty(g.operand(n, 0).ok_or("no input")?).ok_or("untyped input")?;
+    let a_ty = g
+        .ty(g.operand(n, 0).ok_or("no input")?)
+        .ok_or("untyped input")?;
     let a_signed = match a_ty.dtype {
         DType::U8 => false,
         DType::I8 => true,
@@ -301,10 +400,16 @@ fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
     };
     let b = cst(g, n, bslot, "weight")?;
     if b.rank() != 2 {
-        return Err(format!("only 2-D constant weights have an int8 kernel (rank {})", b.rank()));
+        return Err(format!(
+            "only 2-D constant weights have an int8 kernel (rank {})",
+            b.rank()
+        ));
     }
     if b.dtype() != DType::I8 {
-        return Err(format!("weights are {}, the int8 kernels take i8", b.dtype()));
+        return Err(format!(
+            "weights are {}, the int8 kernels take i8",
+            b.dtype()
+        ));
     }
     let trans_b = matches!(op, Op::QGemm { trans_b: true, .. });
     if let Op::QGemm { trans_a, alpha, .. } = op {
@@ -315,44 +420,75 @@ fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
             return Err("QGemm input must be 2-D".into());
         }
     }
-    let (k, nn) = if trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
-    let a_zp = if g.operand(n, azp_slot).is_some() {
-        uniform_zp(Some(cst(g, n, azp_slot, "activation zero point")?)).ok_or("activation zero point must be per tensor")?
+    let (k, nn) = if trans_b {
+        (b.shape()[1], b.shape()[0])
     } else {
-        0
+        (b.shape()[0], b.shape()[1])
+    };
+    let mut a_zp_slot = None;
+    let a_zp = match (g.operand(n, azp_slot), g.const_operand(n, azp_slot)) {
+        (None, _) => 0,
+        (Some(_), Some(t)) => {
+            uniform_zp(Some(t)).ok_or("activation zero point must be per tensor")?
+        }
+        (Some(_), None) if matches!(op, Op::MatMulInteger) => {
+            a_zp_slot = Some(azp_slot);
+            0
+        }
+        (Some(_), None) => return Err("activation zero point is not a constant".into()),
     };
     let b_zp = if g.operand(n, bzp_slot).is_some() {
-        uniform_zp(Some(cst(g, n, bzp_slot, "weight zero point")?)).ok_or("per-column weight zero points must all be equal")?
+        uniform_zp(Some(cst(g, n, bzp_slot, "weight zero point")?))
+            .ok_or("per-column weight zero points must all be equal")?
     } else {
         0
     };
     let bv = b.view::<i8>().map_err(|e| e.to_string())?;
     let (kernel, note) = choose_kernel(best, bv, b_zp);
-    let layout = if trans_b { WeightLayout::NxK } else { WeightLayout::KxN };
+    let layout = if trans_b {
+        WeightLayout::NxK
+    } else {
+        WeightLayout::KxN
+    };
     let packed = PackedB::new(k, nn, bv, layout, b_zp as i32).map_err(|e| e.to_string())?;
     let (bias, mult, y_zp, y_dtype) = match op {
         Op::MatMulInteger => (None, vec![1.0; nn], 0, DType::I32),
         _ => {
-            let (ys_slot, yzp_slot) = if matches!(op, Op::QGemm { .. }) { (7, 8) } else { (6, 7) };
+            let (ys_slot, yzp_slot) = if matches!(op, Op::QGemm { .. }) {
+                (7, 8)
+            } else {
+                (6, 7)
+            };
             if g.operand(n, ys_slot).is_none() {
-                return Err("QGemm without an output scale (f32 output) runs on the reference".into());
+                return Err(
+                    "QGemm without an output scale (f32 output) runs on the reference".into(),
+                );
             }
             let sa = f32s(cst(g, n, 1, "a_scale")?)?;
             let sb = f32s(cst(g, n, 4, "b_scale")?)?;
             let sy = f32s(cst(g, n, ys_slot, "y_scale")?)?;
             if sa.len() != 1 || sy.len() != 1 || !(sb.len() == 1 || sb.len() == nn) {
-                return Err("scales must be per tensor (a, y) and per tensor or per column (b)".into());
+                return Err(
+                    "scales must be per tensor (a, y) and per tensor or per column (b)".into(),
+                );
             }
             let mult: Vec<f32> = match op {
                 // alpha (1) * a_scale * b_scale / y_scale, as the reference computes it.
-                Op::QGemm { alpha, .. } => (0..nn).map(|j| alpha * sa[0] * pick(&sb, j) / sy[0]).collect(),
+                Op::QGemm { alpha, .. } => (0..nn)
+                    .map(|j| alpha * sa[0] * pick(&sb, j) / sy[0])
+                    .collect(),
                 _ => (0..nn).map(|j| sa[0] * pick(&sb, j) / sy[0]).collect(),
             };
             let yzp_t = g.const_operand(n, yzp_slot);
             let y_dtype = yzp_t.map(|t| t.dtype()).unwrap_or(DType::U8);
             let y_zp = uniform_zp(yzp_t).ok_or("output zero point must be one constant")?;
             let bias = if matches!(op, Op::QGemm { .. }) && g.operand(n, 6).is_some() {
-                Some(cst(g, n, 6, "bias")?.view::<i32>().map_err(|e| e.to_string())?.to_vec())
+                Some(
+                    cst(g, n, 6, "bias")?
+                        .view::<i32>()
+                        .map_err(|e| e.to_string())?
+                        .to_vec(),
+                )
             } else {
                 None
             };
@@ -364,7 +500,20 @@ fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
             return Err("bias length differs from the output columns".into());
         }
     }
-    Ok(GemmNode { kernel, packed, bias, mult, a_zp: a_zp as i32, a_signed, y_zp, y_dtype, k, n: nn, note })
+    Ok(GemmNode {
+        kernel,
+        packed,
+        bias,
+        mult,
+        a_zp: a_zp as i32,
+        a_zp_slot,
+        a_signed,
+        y_zp,
+        y_dtype,
+        k,
+        n: nn,
+        note,
+    })
 }
 
 impl GemmNode {
@@ -382,8 +531,24 @@ impl GemmNode {
         } else {
             a.bytes()
         };
-        let zp = self.a_zp + if self.a_signed { 128 } else { 0 };
-        let am = MatrixU8 { data, rows: m, ld: self.k, zero_point: zp };
+        let a_zp = match self.a_zp_slot {
+            None => self.a_zp,
+            Some(slot) => {
+                let t = args
+                    .get(slot)
+                    .copied()
+                    .flatten()
+                    .ok_or("missing activation zero point")?;
+                uniform_zp(Some(t)).ok_or("activation zero point must be one value")? as i32
+            }
+        };
+        let zp = a_zp + if self.a_signed { 128 } else { 0 };
+        let am = MatrixU8 {
+            data,
+            rows: m,
+            ld: self.k,
+            zero_point: zp,
+        };
         let mut shape = s.to_vec();
         *shape.last_mut().unwrap() = self.n;
         let mut out = Tensor::zeros(self.y_dtype, &shape);
