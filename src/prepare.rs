@@ -126,10 +126,15 @@ pub fn read_inputs(path: &Path) -> Result<Vec<(String, Tensor)>, PrepareError> {
 
 /// Lower a prepared graph's QDQ patterns to integer ops and build the execution engine.
 pub fn engine(mut g: Graph, threads: Option<usize>) -> Result<crate::engine::Engine, PrepareError> {
-    let has_qdq = g.g.node_indices().any(|n| matches!(g.node(n).op, octet_ir::Op::DequantizeLinear { .. }));
+    let has_qdq =
+        g.g.node_indices()
+            .any(|n| matches!(g.node(n).op, octet_ir::Op::DequantizeLinear { .. }));
     if has_qdq {
         let lower = crate::passes::qdq_to_qlinear::QdqToQLinear::default();
-        run_pipeline(&mut g, &[&lower], true).map_err(|source| PrepareError::Pass { path: String::new(), source })?;
+        run_pipeline(&mut g, &[&lower], true).map_err(|source| PrepareError::Pass {
+            path: String::new(),
+            source,
+        })?;
     }
     crate::engine::Engine::new(g, threads).map_err(|e| PrepareError::Input(e.to_string()))
 }

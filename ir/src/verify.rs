@@ -168,7 +168,11 @@ impl Graph {
             if matches!(node.op, Op::Input) || !all_typed {
                 continue;
             }
-            if operands.iter().flatten().any(|o| self.value(*o).ty.is_none()) {
+            if operands
+                .iter()
+                .flatten()
+                .any(|o| self.value(*o).ty.is_none())
+            {
                 continue;
             }
             // Stored types must agree with what inference derives from the operands.

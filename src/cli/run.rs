@@ -66,13 +66,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     prepare::prepare(&mut g, &shapes).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let t0 = std::time::Instant::now();
     let (outs, how) = if a.reference {
-        (crate::reference::run_graph(&g, &feeds)?, "the reference interpreter".to_string())
+        (
+            crate::reference::run_graph(&g, &feeds)?,
+            "the reference interpreter".to_string(),
+        )
     } else {
-        let engine = crate::prepare::engine(g, a.threads).map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+        let engine = crate::prepare::engine(g, a.threads)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
         if a.report {
             eprint!("{}", engine.report());
         }
-        let how = format!("the engine ({} int8 kernel nodes, best ISA {})", engine.report().int8_count(), engine.report().isa);
+        let how = format!(
+            "the engine ({} int8 kernel nodes, best ISA {})",
+            engine.report().int8_count(),
+            engine.report().isa
+        );
         (engine.run(&feeds)?, how)
     };
     let dt = t0.elapsed();
@@ -96,7 +104,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    eprintln!("ran {} on {how} in {:.1} ms", a.model.display(), dt.as_secs_f64() * 1e3);
+    eprintln!(
+        "ran {} on {how} in {:.1} ms",
+        a.model.display(),
+        dt.as_secs_f64() * 1e3
+    );
     if let Some(out) = &a.output {
         let arrays: Vec<(String, &octet_ir::Tensor)> =
             outs.iter().map(|(n, t)| (n.clone(), t)).collect();

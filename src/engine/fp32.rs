@@ -3,11 +3,26 @@
 //! them in the node). Everything else float runs on the reference interpreter.
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
-use octet_kernels::{conv2d_f32, gemm_f32, ConvGeometry, Kernel, PackedBF32, PackedConvF32, WeightLayout};
+use octet_kernels::{
+    conv2d_f32, gemm_f32, ConvGeometry, Kernel, PackedBF32, PackedConvF32, WeightLayout,
+};
 
 pub enum F32Node {
-    Conv { kernel: Kernel, packed: PackedConvF32, geom: ConvGeometry, bias: Option<Vec<f32>>, c_in: usize, c_out: usize },
-    Gemm { kernel: Kernel, packed: PackedBF32, bias: Option<Vec<f32>>, k: usize, n: usize },
+    Conv {
+        kernel: Kernel,
+        packed: PackedConvF32,
+        geom: ConvGeometry,
+        bias: Option<Vec<f32>>,
+        c_in: usize,
+        c_out: usize,
+    },
+    Gemm {
+        kernel: Kernel,
+        packed: PackedBF32,
+        bias: Option<Vec<f32>>,
+        k: usize,
+        n: usize,
+    },
 }
 
 type R<T> = Result<T, String>;
@@ -33,38 +48,82 @@ impl F32Node {
                 let (c_out, cig, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
                 let c_in = xs[1];
                 let pads = octet_ir::infer::resolve_pads(&a.geom, &[kh, kw], &xs[2..]);
-                let st = if a.geom.strides.is_empty() { vec![1, 1] } else { a.geom.strides.clone() };
-                let dl = if a.geom.dilations.is_empty() { vec![1, 1] } else { a.geom.dilations.clone() };
+                let st = if a.geom.strides.is_empty() {
+                    vec![1, 1]
+                } else {
+                    a.geom.strides.clone()
+                };
+                let dl = if a.geom.dilations.is_empty() {
+                    vec![1, 1]
+                } else {
+                    a.geom.dilations.clone()
+                };
                 if pads.len() != 4 || st.len() != 2 || dl.len() != 2 || cig * a.group != c_in {
                     return Err("malformed convolution geometry".into());
                 }
-                let geom = ConvGeometry { kernel: (kh, kw), stride: (st[0], st[1]), dilation: (dl[0], dl[1]), pads: [pads[0], pads[1], pads[2], pads[3]], groups: a.group };
+                let geom = ConvGeometry {
+                    kernel: (kh, kw),
+                    stride: (st[0], st[1]),
+                    dilation: (dl[0], dl[1]),
+                    pads: [pads[0], pads[1], pads[2], pads[3]],
+                    groups: a.group,
+                };
                 let wv = w.view::<f32>().map_err(|e| e.to_string())?;
                 let mut ohwi = vec![0f32; wv.len()];
                 for o in 0..c_out {
                     for i in 0..cig {
                         for y in 0..kh {
                             for x in 0..kw {
-                                ohwi[((o * kh + y) * kw + x) * cig + i] = wv[((o * cig + i) * kh + y) * kw + x];
+                                ohwi[((o * kh + y) * kw + x) * cig + i] =
+                                    wv[((o * cig + i) * kh + y) * kw + x];
                             }
                         }
                     }
                 }
-                let packed = PackedConvF32::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?;
+                let packed =
+                    PackedConvF32::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?;
                 let bias = match g.operand(n, 2) {
                     None => None,
-                    Some(_) => Some(g.const_operand(n, 2).ok_or("bias is not constant")?.view::<f32>().map_err(|e| e.to_string())?.to_vec()),
+                    Some(_) => Some(
+                        g.const_operand(n, 2)
+                            .ok_or("bias is not constant")?
+                            .view::<f32>()
+                            .map_err(|e| e.to_string())?
+                            .to_vec(),
+                    ),
                 };
-                Ok(Some(F32Node::Conv { kernel, packed, geom, bias, c_in, c_out }))
+                Ok(Some(F32Node::Conv {
+                    kernel,
+                    packed,
+                    geom,
+                    bias,
+                    c_in,
+                    c_out,
+                }))
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
                 if *trans_a || *alpha != 1.0 || x_ty.shape.rank() != 2 {
                     return Err("Gemm with transA or alpha != 1 runs on the reference".into());
                 }
                 let b = g.const_operand(n, 1).ok_or("weight is not constant")?;
-                let (k, nn) = if *trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
-                let layout = if *trans_b { WeightLayout::NxK } else { WeightLayout::KxN };
-                let packed = PackedBF32::new(k, nn, b.view::<f32>().map_err(|e| e.to_string())?, layout).map_err(|e| e.to_string())?;
+                let (k, nn) = if *trans_b {
+                    (b.shape()[1], b.shape()[0])
+                } else {
+                    (b.shape()[0], b.shape()[1])
+                };
+                let layout = if *trans_b {
+                    WeightLayout::NxK
+                } else {
+                    WeightLayout::KxN
+                };
+                let packed =
+                    PackedBF32::new(k, nn, b.view::<f32>().map_err(|e| e.to_string())?, layout)
+                        .map_err(|e| e.to_string())?;
                 let bias = match g.operand(n, 2) {
                     None => None,
                     Some(_) => {
@@ -75,16 +134,36 @@ impl F32Node {
                         Some(c.view::<f32>().map_err(|e| e.to_string())?.to_vec())
                     }
                 };
-                Ok(Some(F32Node::Gemm { kernel, packed, bias, k, n: nn }))
+                Ok(Some(F32Node::Gemm {
+                    kernel,
+                    packed,
+                    bias,
+                    k,
+                    n: nn,
+                }))
             }
             Op::MatMul => {
-                let Some(b) = g.const_operand(n, 1) else { return Err("weight is not constant".into()) };
+                let Some(b) = g.const_operand(n, 1) else {
+                    return Err("weight is not constant".into());
+                };
                 if b.rank() != 2 || b.dtype() != DType::F32 {
                     return Err("only 2-D constant f32 MatMul weights have an fp32 kernel".into());
                 }
                 let (k, nn) = (b.shape()[0], b.shape()[1]);
-                let packed = PackedBF32::new(k, nn, b.view::<f32>().map_err(|e| e.to_string())?, WeightLayout::KxN).map_err(|e| e.to_string())?;
-                Ok(Some(F32Node::Gemm { kernel, packed, bias: None, k, n: nn }))
+                let packed = PackedBF32::new(
+                    k,
+                    nn,
+                    b.view::<f32>().map_err(|e| e.to_string())?,
+                    WeightLayout::KxN,
+                )
+                .map_err(|e| e.to_string())?;
+                Ok(Some(F32Node::Gemm {
+                    kernel,
+                    packed,
+                    bias: None,
+                    k,
+                    n: nn,
+                }))
             }
             _ => Ok(None),
         }
@@ -107,10 +186,19 @@ impl F32Node {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let xv = x.view::<f32>().map_err(|e| e.to_string())?;
         match self {
-            F32Node::Conv { kernel, packed, geom, bias, c_in, c_out } => {
+            F32Node::Conv {
+                kernel,
+                packed,
+                geom,
+                bias,
+                c_in,
+                c_out,
+            } => {
                 let s = x.shape();
                 if s.len() != 4 || s[1] != *c_in {
-                    return Err(format!("input shape {s:?} does not match the packed weights"));
+                    return Err(format!(
+                        "input shape {s:?} does not match the packed weights"
+                    ));
                 }
                 let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
                 let mut nhwc = vec![0f32; xv.len()];
@@ -123,19 +211,35 @@ impl F32Node {
                 }
                 let (oh, ow) = geom.out_size(h, w).map_err(|e| e.to_string())?;
                 let mut tmp = vec![0f32; nb * oh * ow * c_out];
-                conv2d_f32(kernel, &nhwc, (nb, h, w), packed, bias.as_deref(), false, &mut tmp).map_err(|e| e.to_string())?;
+                conv2d_f32(
+                    kernel,
+                    &nhwc,
+                    (nb, h, w),
+                    packed,
+                    bias.as_deref(),
+                    false,
+                    &mut tmp,
+                )
+                .map_err(|e| e.to_string())?;
                 let mut out = Tensor::zeros(DType::F32, &[nb, *c_out, oh, ow]);
                 let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
                 for b in 0..nb {
                     for p in 0..oh * ow {
                         for ch in 0..*c_out {
-                            ov[(b * c_out + ch) * oh * ow + p] = tmp[(b * oh * ow + p) * c_out + ch];
+                            ov[(b * c_out + ch) * oh * ow + p] =
+                                tmp[(b * oh * ow + p) * c_out + ch];
                         }
                     }
                 }
                 Ok(out)
             }
-            F32Node::Gemm { kernel, packed, bias, k, n } => {
+            F32Node::Gemm {
+                kernel,
+                packed,
+                bias,
+                k,
+                n,
+            } => {
                 let s = x.shape();
                 if s.is_empty() || s[s.len() - 1] != *k {
                     return Err(format!("input shape {s:?} does not have K = {k}"));
@@ -145,7 +249,8 @@ impl F32Node {
                 *shape.last_mut().unwrap() = *n;
                 let mut out = Tensor::zeros(DType::F32, &shape);
                 let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
-                gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), false, ov, *n).map_err(|e| e.to_string())?;
+                gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), false, ov, *n)
+                    .map_err(|e| e.to_string())?;
                 Ok(out)
             }
         }

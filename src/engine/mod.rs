@@ -25,7 +25,11 @@ pub enum EngineError {
     #[error(transparent)]
     Run(#[from] RunError),
     #[error("node '{node}' ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("{0}")]
     Input(String),
 }
@@ -45,7 +49,9 @@ impl Engine {
     /// rayon's global pool (all cores).
     pub fn new(graph: Graph, threads: Option<usize>) -> Result<Engine, EngineError> {
         let kernel = Kernel::best()?;
-        let order = graph.topo_order().map_err(|n| EngineError::Input(format!("graph has a cycle through node '{n}'")))?;
+        let order = graph
+            .topo_order()
+            .map_err(|n| EngineError::Input(format!("graph has a cycle through node '{n}'")))?;
         let mut int8 = HashMap::new();
         let mut fp32 = HashMap::new();
         let mut nodes = vec![];
@@ -68,7 +74,10 @@ impl Engine {
                         r
                     }
                     Ok(None) => NodeReport::reference(node, None),
-                    Err(why) => NodeReport::reference(node, Some(format!("float node on the reference: {why}"))),
+                    Err(why) => NodeReport::reference(
+                        node,
+                        Some(format!("float node on the reference: {why}")),
+                    ),
                 },
             };
             nodes.push(entry);
@@ -82,7 +91,17 @@ impl Engine {
             ),
             None => None,
         };
-        Ok(Engine { graph, order, int8, fp32, report: Report { isa: kernel.isa().name(), nodes }, pool })
+        Ok(Engine {
+            graph,
+            order,
+            int8,
+            fp32,
+            report: Report {
+                isa: kernel.isa().name(),
+                nodes,
+            },
+            pool,
+        })
     }
 
     pub fn graph(&self) -> &Graph {
@@ -129,11 +148,18 @@ impl Engine {
                         .iter()
                         .find(|(k, _)| k == name)
                         .map(|(_, t)| t.clone())
-                        .ok_or_else(|| EngineError::Input(format!("model input '{name}' was not given")))?;
+                        .ok_or_else(|| {
+                            EngineError::Input(format!("model input '{name}' was not given"))
+                        })?;
                     if let Some(ty) = &node.outputs[0].ty {
                         let ok = t.dtype() == ty.dtype
                             && t.rank() == ty.shape.rank()
-                            && ty.shape.0.iter().zip(t.shape()).all(|(d, &v)| d.fixed().is_none_or(|f| f == v));
+                            && ty
+                                .shape
+                                .0
+                                .iter()
+                                .zip(t.shape())
+                                .all(|(d, &v)| d.fixed().is_none_or(|f| f == v));
                         if !ok {
                             return Err(EngineError::Input(format!(
                                 "input '{name}' must be {ty}, got {} {:?}",
@@ -153,7 +179,9 @@ impl Engine {
                             None => None,
                             Some(o) => Some(match &g.node(o.node).op {
                                 Op::Const(t) => t,
-                                _ => values.get(o).ok_or_else(|| node_err(n, "operand not computed".into()))?,
+                                _ => values
+                                    .get(o)
+                                    .ok_or_else(|| node_err(n, "operand not computed".into()))?,
                             }),
                         });
                     }
@@ -186,7 +214,9 @@ impl Engine {
             .map(|(name, o)| {
                 let t = match &g.node(o.node).op {
                     Op::Const(t) => t.clone(),
-                    _ => values.get(o).cloned().ok_or_else(|| EngineError::Input(format!("output '{name}' was not computed")))?,
+                    _ => values.get(o).cloned().ok_or_else(|| {
+                        EngineError::Input(format!("output '{name}' was not computed"))
+                    })?,
                 };
                 Ok((name.clone(), t))
             })

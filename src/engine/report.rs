@@ -19,7 +19,14 @@ pub struct NodeReport {
 
 impl NodeReport {
     pub fn int8(n: &Node, kernel: String, isa: &'static str) -> Self {
-        NodeReport { node: n.name.clone(), op: n.op.name().to_string(), exec: "int8", kernel, isa, reason: String::new() }
+        NodeReport {
+            node: n.name.clone(),
+            op: n.op.name().to_string(),
+            exec: "int8",
+            kernel,
+            isa,
+            reason: String::new(),
+        }
     }
     pub fn fp32(n: &Node, kernel: String, isa: &'static str) -> Self {
         NodeReport {
@@ -32,19 +39,37 @@ impl NodeReport {
         }
     }
     pub fn reference(n: &Node, why: Option<String>) -> Self {
-        let compute = matches!(n.op, Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose(_));
+        let compute = matches!(
+            n.op,
+            Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose(_)
+        );
         let reason = match why {
             Some(w) => w,
             None if compute => "float node (not quantized)".to_string(),
             None => String::new(),
         };
-        NodeReport { node: n.name.clone(), op: n.op.name().to_string(), exec: "reference", kernel: "reference".into(), isa: "scalar", reason }
+        NodeReport {
+            node: n.name.clone(),
+            op: n.op.name().to_string(),
+            exec: "reference",
+            kernel: "reference".into(),
+            isa: "scalar",
+            reason,
+        }
     }
     /// A Conv/Gemm/MatMul, float or integer.
     pub fn is_compute(&self) -> bool {
         matches!(
             self.op.as_str(),
-            "Conv" | "Gemm" | "MatMul" | "ConvTranspose" | "QLinearConv" | "QGemm" | "QLinearMatMul" | "MatMulInteger" | "ConvInteger"
+            "Conv"
+                | "Gemm"
+                | "MatMul"
+                | "ConvTranspose"
+                | "QLinearConv"
+                | "QGemm"
+                | "QLinearMatMul"
+                | "MatMulInteger"
+                | "ConvInteger"
         )
     }
 }
@@ -58,7 +83,10 @@ pub struct Report {
 impl Report {
     /// Compute nodes that do not run an int8 kernel.
     pub fn compute_not_int8(&self) -> Vec<&NodeReport> {
-        self.nodes.iter().filter(|r| r.is_compute() && r.exec != "int8").collect()
+        self.nodes
+            .iter()
+            .filter(|r| r.is_compute() && r.exec != "int8")
+            .collect()
     }
     pub fn int8_count(&self) -> usize {
         self.nodes.iter().filter(|r| r.exec == "int8").count()
@@ -77,9 +105,17 @@ impl fmt::Display for Report {
         )?;
         for r in compute {
             if r.exec == "int8" {
-                writeln!(f, "  int8  {:<40} {:<14} {} [{}]", r.node, r.op, r.kernel, r.isa)?;
+                writeln!(
+                    f,
+                    "  int8  {:<40} {:<14} {} [{}]",
+                    r.node, r.op, r.kernel, r.isa
+                )?;
             } else {
-                writeln!(f, "  {:<5} {:<40} {:<14} {} [{}: {}]", r.exec, r.node, r.op, r.reason, r.kernel, r.isa)?;
+                writeln!(
+                    f,
+                    "  {:<5} {:<40} {:<14} {} [{}: {}]",
+                    r.exec, r.node, r.op, r.reason, r.kernel, r.isa
+                )?;
             }
         }
         Ok(())

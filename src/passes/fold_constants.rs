@@ -30,7 +30,10 @@ impl Pass for FoldConstants {
                 let node = g.node(n);
                 // A DequantizeLinear of a constant is a quantized weight: folding it would throw
                 // the quantization away, so it stays for the lowering passes.
-                if matches!(node.op, Op::Input | Op::Const(_) | Op::DequantizeLinear { .. }) {
+                if matches!(
+                    node.op,
+                    Op::Input | Op::Const(_) | Op::DequantizeLinear { .. }
+                ) {
                     continue;
                 }
                 let operands = g.operands(n);

@@ -60,7 +60,15 @@ fn qnode(g: &Graph, n: NodeIndex) -> Option<QNode> {
     if zps.len() != scales.len() || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         return None;
     }
-    Some(QNode { node: n, input, scale, zp, scales, zps, axis })
+    Some(QNode {
+        node: n,
+        input,
+        scale,
+        zp,
+        scales,
+        zps,
+        axis,
+    })
 }
 
 /// The DQ producing `o`, if `o` is a DequantizeLinear output.
@@ -93,7 +101,11 @@ fn zp_or_zero(g: &mut Graph, q: &QNode, dtype: DType, name: &str) -> Outlet {
         Some(z) => z,
         None => {
             let t = Tensor::from_f64(dtype, &[], &[0.0]);
-            let t = if q.scales.len() > 1 { Tensor::from_f64(dtype, &[q.scales.len()], &vec![0.0; q.scales.len()]) } else { t };
+            let t = if q.scales.len() > 1 {
+                Tensor::from_f64(dtype, &[q.scales.len()], &vec![0.0; q.scales.len()])
+            } else {
+                t
+            };
             Outlet::new(g.add_const(name, t), 0)
         }
     }
@@ -103,8 +115,16 @@ fn quant_params(q: &QNode, rank: usize) -> QuantParams {
     if q.scales.len() == 1 {
         QuantParams::per_tensor(q.scales[0], q.zps[0] as i32)
     } else {
-        let axis = if q.axis < 0 { q.axis + rank as i64 } else { q.axis } as usize;
-        QuantParams::per_axis(axis, q.scales.clone(), q.zps.iter().map(|&z| z as i32).collect())
+        let axis = if q.axis < 0 {
+            q.axis + rank as i64
+        } else {
+            q.axis
+        } as usize;
+        QuantParams::per_axis(
+            axis,
+            q.scales.clone(),
+            q.zps.iter().map(|&z| z as i32).collect(),
+        )
     }
 }
 
@@ -140,7 +160,9 @@ enum Bias {
 }
 
 fn bias_operand(g: &Graph, n: NodeIndex, slot: usize) -> Option<Bias> {
-    let Some(o) = g.operand(n, slot) else { return Some(Bias::None) };
+    let Some(o) = g.operand(n, slot) else {
+        return Some(Bias::None);
+    };
     if let Some(t) = g.const_operand(n, slot) {
         return (t.dtype() == DType::F32).then(|| Bias::Float(t.view::<f32>().unwrap().to_vec()));
     }
@@ -157,17 +179,29 @@ fn bias_operand(g: &Graph, n: NodeIndex, slot: usize) -> Option<Bias> {
 impl QdqToQLinear {
     fn skip(&self, g: &Graph, n: NodeIndex, why: &str) {
         let node = g.node(n);
-        self.skipped.borrow_mut().push((node.name.clone(), node.op.name().to_string(), why.to_string()));
+        self.skipped.borrow_mut().push((
+            node.name.clone(),
+            node.op.name().to_string(),
+            why.to_string(),
+        ));
     }
 
     /// Conv / Gemm / MatMul with quantized activation and constant quantized weight.
     fn lower_compute(&self, g: &mut Graph, n: NodeIndex) -> bool {
         let op = g.node(n).op.clone();
         let name = g.node(n).name.clone();
-        let Some(xo) = g.operand(n, 0) else { return false };
-        let Some(wo) = g.operand(n, 1) else { return false };
+        let Some(xo) = g.operand(n, 0) else {
+            return false;
+        };
+        let Some(wo) = g.operand(n, 1) else {
+            return false;
+        };
         let Some(dx) = dq_of(g, xo) else {
-            self.skip(g, n, "activation input is not dequantized from int8 (no QDQ)");
+            self.skip(
+                g,
+                n,
+                "activation input is not dequantized from int8 (no QDQ)",
+            );
             return false;
         };
         let Some(dw) = dq_of(g, wo) else {
@@ -175,27 +209,47 @@ impl QdqToQLinear {
             return false;
         };
         let Some(q) = sole_q(g, Outlet::new(n, 0)) else {
-            self.skip(g, n, "output is not quantized (no single QuantizeLinear consumer)");
+            self.skip(
+                g,
+                n,
+                "output is not quantized (no single QuantizeLinear consumer)",
+            );
             return false;
         };
         if dx.scales.len() != 1 || q.scales.len() != 1 {
-            self.skip(g, n, "per-channel activation quantization is not supported by the int8 kernels");
+            self.skip(
+                g,
+                n,
+                "per-channel activation quantization is not supported by the int8 kernels",
+            );
             return false;
         }
         let wconst = matches!(g.node(dw.input.node).op, Op::Const(_));
-        let (xdt, wdt) = (g.ty(dx.input).map(|t| t.dtype), g.ty(dw.input).map(|t| t.dtype));
-        if !matches!(xdt, Some(DType::U8 | DType::I8)) || !matches!(wdt, Some(DType::U8 | DType::I8)) {
+        let (xdt, wdt) = (
+            g.ty(dx.input).map(|t| t.dtype),
+            g.ty(dw.input).map(|t| t.dtype),
+        );
+        if !matches!(xdt, Some(DType::U8 | DType::I8))
+            || !matches!(wdt, Some(DType::U8 | DType::I8))
+        {
             self.skip(g, n, "operands are not 8-bit");
             return false;
         }
-        let ydt = g.ty(Outlet::new(q.node, 0)).map(|t| t.dtype).unwrap_or(DType::U8);
+        let ydt = g
+            .ty(Outlet::new(q.node, 0))
+            .map(|t| t.dtype)
+            .unwrap_or(DType::U8);
         let sx = dx.scales[0];
         // Bias operand (slot 2 for Conv and Gemm).
         let bias = match &op {
             Op::Conv(_) | Op::Gemm { .. } => match bias_operand(g, n, 2) {
                 Some(b) => b,
                 None => {
-                    self.skip(g, n, "bias is neither a float constant nor a dequantized int32 constant");
+                    self.skip(
+                        g,
+                        n,
+                        "bias is neither a float constant nor a dequantized int32 constant",
+                    );
                     return false;
                 }
             },
@@ -204,28 +258,53 @@ impl QdqToQLinear {
         let new_op = match &op {
             Op::Conv(a) => {
                 if dw.scales.len() > 1 && dw.axis != 0 {
-                    self.skip(g, n, "per-channel weight scales must be along the output channels");
+                    self.skip(
+                        g,
+                        n,
+                        "per-channel weight scales must be along the output channels",
+                    );
                     return false;
                 }
                 Op::QLinearConv(a.clone())
             }
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
                 let has_c = !matches!(bias, Bias::None);
                 if *trans_a || *alpha != 1.0 || (has_c && *beta != 1.0) {
-                    self.skip(g, n, "Gemm with transA, alpha != 1 or beta != 1 is left in float");
+                    self.skip(
+                        g,
+                        n,
+                        "Gemm with transA, alpha != 1 or beta != 1 is left in float",
+                    );
                     return false;
                 }
                 let want_axis = if *trans_b { 0 } else { 1 };
                 if dw.scales.len() > 1 && dw.axis != want_axis {
-                    self.skip(g, n, "per-channel weight scales must be along the output columns");
+                    self.skip(
+                        g,
+                        n,
+                        "per-channel weight scales must be along the output columns",
+                    );
                     return false;
                 }
-                Op::QGemm { alpha: 1.0, trans_a: false, trans_b: *trans_b }
+                Op::QGemm {
+                    alpha: 1.0,
+                    trans_a: false,
+                    trans_b: *trans_b,
+                }
             }
             Op::MatMul => {
                 let wrank = g.ty(dw.input).map(|t| t.shape.rank()).unwrap_or(0);
                 if dw.scales.len() > 1 && !(wrank == 2 && (dw.axis == 1 || dw.axis == -1)) {
-                    self.skip(g, n, "per-channel MatMul weights must be 2-D with scales per column");
+                    self.skip(
+                        g,
+                        n,
+                        "per-channel MatMul weights must be 2-D with scales per column",
+                    );
                     return false;
                 }
                 Op::QLinearMatMul
@@ -239,7 +318,13 @@ impl QdqToQLinear {
             Bias::Float(b) => match quantize_bias(&b, sx, &dw.scales) {
                 Some(v) => {
                     let len = v.len();
-                    Some(Outlet::new(g.add_const(&format!("{name}_bias_quantized"), Tensor::from_vec(&[len], v)), 0))
+                    Some(Outlet::new(
+                        g.add_const(
+                            &format!("{name}_bias_quantized"),
+                            Tensor::from_vec(&[len], v),
+                        ),
+                        0,
+                    ))
                 }
                 None => {
                     self.skip(g, n, "bias does not fit int32 at scale s_x * s_w");
@@ -252,7 +337,14 @@ impl QdqToQLinear {
         let zx = zp_or_zero(g, &dx, xdt.unwrap(), &format!("{name}_x_zero_point"));
         let zw = zp_or_zero(g, &dw, wdt.unwrap(), &format!("{name}_w_zero_point"));
         let zy = zp_or_zero(g, &q, ydt, &format!("{name}_y_zero_point"));
-        let mut args: Vec<Option<Outlet>> = vec![Some(dx.input), Some(dx.scale), Some(zx), Some(dw.input), Some(dw.scale), Some(zw)];
+        let mut args: Vec<Option<Outlet>> = vec![
+            Some(dx.input),
+            Some(dx.scale),
+            Some(zx),
+            Some(dw.input),
+            Some(dw.scale),
+            Some(zw),
+        ];
         match new_op {
             Op::QLinearConv(_) => args.extend([Some(q.scale), Some(zy), bias_out]),
             Op::QGemm { .. } => args.extend([bias_out, Some(q.scale), Some(zy)]),
@@ -271,7 +363,9 @@ impl QdqToQLinear {
     /// GlobalAveragePool and Add on dequantized inputs with a quantized output.
     fn lower_elementwise(&self, g: &mut Graph, n: NodeIndex) -> bool {
         let name = g.node(n).name.clone();
-        let Some(q) = sole_q(g, Outlet::new(n, 0)) else { return false };
+        let Some(q) = sole_q(g, Outlet::new(n, 0)) else {
+            return false;
+        };
         if q.scales.len() != 1 {
             return false;
         }
@@ -282,12 +376,22 @@ impl QdqToQLinear {
         let out_name = g.node(q.node).outputs[0].name.clone();
         match g.node(n).op.clone() {
             Op::GlobalAveragePool => {
-                let Some(d) = g.operand(n, 0).and_then(|o| dq_of(g, o)) else { return false };
-                let Some(xdt) = g.ty(d.input).map(|t| t.dtype) else { return false };
+                let Some(d) = g.operand(n, 0).and_then(|o| dq_of(g, o)) else {
+                    return false;
+                };
+                let Some(xdt) = g.ty(d.input).map(|t| t.dtype) else {
+                    return false;
+                };
                 if d.scales.len() != 1 {
                     return false;
                 }
-                let new = g.add_node(&name, Op::QLinearGlobalAveragePool { channels_last: false }, vec![out_name]);
+                let new = g.add_node(
+                    &name,
+                    Op::QLinearGlobalAveragePool {
+                        channels_last: false,
+                    },
+                    vec![out_name],
+                );
                 let zx = zp_or_zero(g, &d, xdt, &format!("{name}_x_zero_point"));
                 let zy = zp_or_zero(g, &q, ydt, &format!("{name}_y_zero_point"));
                 for (slot, o) in [d.input, d.scale, zx, q.scale, zy].into_iter().enumerate() {
@@ -296,13 +400,21 @@ impl QdqToQLinear {
                 finish(g, &q, new);
             }
             Op::Binary(BinaryOp::Add) => {
-                let (Some(a), Some(b)) = (g.operand(n, 0).and_then(|o| dq_of(g, o)), g.operand(n, 1).and_then(|o| dq_of(g, o))) else {
+                let (Some(a), Some(b)) = (
+                    g.operand(n, 0).and_then(|o| dq_of(g, o)),
+                    g.operand(n, 1).and_then(|o| dq_of(g, o)),
+                ) else {
                     return false;
                 };
                 if a.scales.len() != 1 || b.scales.len() != 1 {
                     return false;
                 }
-                let (Some(adt), Some(bdt)) = (g.ty(a.input).map(|t| t.dtype), g.ty(b.input).map(|t| t.dtype)) else { return false };
+                let (Some(adt), Some(bdt)) = (
+                    g.ty(a.input).map(|t| t.dtype),
+                    g.ty(b.input).map(|t| t.dtype),
+                ) else {
+                    return false;
+                };
                 if adt != ydt || bdt != ydt {
                     return false;
                 }
@@ -310,7 +422,10 @@ impl QdqToQLinear {
                 let za = zp_or_zero(g, &a, adt, &format!("{name}_a_zero_point"));
                 let zb = zp_or_zero(g, &b, bdt, &format!("{name}_b_zero_point"));
                 let zy = zp_or_zero(g, &q, ydt, &format!("{name}_y_zero_point"));
-                for (slot, o) in [a.input, a.scale, za, b.input, b.scale, zb, q.scale, zy].into_iter().enumerate() {
+                for (slot, o) in [a.input, a.scale, za, b.input, b.scale, zb, q.scale, zy]
+                    .into_iter()
+                    .enumerate()
+                {
                     g.connect(o, new, slot);
                 }
                 finish(g, &q, new);
@@ -323,9 +438,13 @@ impl QdqToQLinear {
 
     /// Scale-preserving ops between a DQ and a Q with identical parameters run on the integers.
     fn lower_passthrough(&self, g: &mut Graph, n: NodeIndex) -> bool {
-        let Some(xo) = g.operand(n, 0) else { return false };
+        let Some(xo) = g.operand(n, 0) else {
+            return false;
+        };
         let Some(d) = dq_of(g, xo) else { return false };
-        let Some(q) = sole_q(g, Outlet::new(n, 0)) else { return false };
+        let Some(q) = sole_q(g, Outlet::new(n, 0)) else {
+            return false;
+        };
         if !same_params(&d, &q) || d.scales.len() != 1 {
             return false;
         }
@@ -350,9 +469,14 @@ impl Pass for QdqToQLinear {
     }
 
     fn run(&self, g: &mut Graph) -> Result<bool, PassError> {
-        let err = |source| PassError::Ir { pass: "qdq_to_qlinear", source };
+        let err = |source| PassError::Ir {
+            pass: "qdq_to_qlinear",
+            source,
+        };
         let mut changed = false;
-        let order = g.topo_order().map_err(|node| err(octet_ir::IrError::Cycle { node }))?;
+        let order = g
+            .topo_order()
+            .map_err(|node| err(octet_ir::IrError::Cycle { node }))?;
         for n in order {
             if !g.g.contains_node(n) {
                 continue;
@@ -360,19 +484,27 @@ impl Pass for QdqToQLinear {
             let did = match g.node(n).op {
                 Op::Conv(_) | Op::Gemm { .. } | Op::MatMul => self.lower_compute(g, n),
                 Op::GlobalAveragePool | Op::Binary(BinaryOp::Add) => self.lower_elementwise(g, n),
-                Op::MaxPool(_) | Op::Flatten { .. } | Op::Reshape { .. } | Op::Transpose { .. } | Op::Squeeze | Op::Unsqueeze => {
-                    self.lower_passthrough(g, n)
-                }
+                Op::MaxPool(_)
+                | Op::Flatten { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Squeeze
+                | Op::Unsqueeze => self.lower_passthrough(g, n),
                 _ => false,
             };
             changed |= did;
         }
         // Q(DQ(x)) with identical parameters is x.
-        let qs: Vec<NodeIndex> = g.g.node_indices().filter(|&n| matches!(g.node(n).op, Op::QuantizeLinear { .. })).collect();
+        let qs: Vec<NodeIndex> =
+            g.g.node_indices()
+                .filter(|&n| matches!(g.node(n).op, Op::QuantizeLinear { .. }))
+                .collect();
         for qn in qs {
             let Some(q) = qnode(g, qn) else { continue };
             let Some(d) = dq_of(g, q.input) else { continue };
-            if same_params(&d, &q) && g.ty(d.input).map(|t| t.dtype) == g.ty(Outlet::new(qn, 0)).map(|t| t.dtype) {
+            if same_params(&d, &q)
+                && g.ty(d.input).map(|t| t.dtype) == g.ty(Outlet::new(qn, 0)).map(|t| t.dtype)
+            {
                 g.replace_uses(Outlet::new(qn, 0), d.input);
                 g.remove_node(qn);
                 changed = true;
