@@ -266,8 +266,7 @@ fn bad_calibration_data_errors() {
     let x = get(&npz("digits_calib.npz"), "input");
     let q = |d: Vec<(String, Tensor)>| {
         quantizer::quantize_static(&g, &d, &cfg())
-            .err()
-            .expect("must fail")
+            .expect_err("must fail")
             .to_string()
     };
     let e = q(vec![("images".into(), x.clone())]);

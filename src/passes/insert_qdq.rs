@@ -268,9 +268,9 @@ pub fn insert_qdq(
             | Op::Unsqueeze => {
                 let Some(x) = g.operand(n, 0) else { continue };
                 if let (Some(&i), true) = (planned.get(&x), is_act(g, out)) {
-                    if !planned.contains_key(&out) {
+                    if let std::collections::hash_map::Entry::Vacant(e) = planned.entry(out) {
                         let (_, p, share) = plan[i].clone();
-                        planned.insert(out, plan.len());
+                        e.insert(plan.len());
                         plan.push((out, p, Some(share.unwrap_or(x))));
                     }
                 }

@@ -201,7 +201,7 @@ pub fn quantize_dynamic_graph(
         let mut last = Outlet::new(mul, 0);
         if let Some(b) = bias {
             let b = match (&bias_t, beta) {
-                (_, beta) if beta == 1.0 => b,
+                (_, 1.0) => b,
                 (Some(t), beta) if t.dtype() == DType::F32 => {
                     let v: Vec<f32> = t
                         .view::<f32>()
