@@ -2,7 +2,7 @@
 //! `shared/bench/peers_gemm.py` (ONNX Runtime MatMulInteger).
 //!
 //! cargo run -p octet-kernels --release --example gemm_gops -- [--threads N] [--isa NAME]
-//!     [--shapes MxNxK,...] [--secs S] [--no-f32] [--no-conv] [--conv NAME-SUBSTRING]
+//!     [--shapes MxNxK,...] [--secs S] [--no-f32] [--no-conv] [--conv NAME-SUBSTRING] [--elementwise]
 //!     (`--shapes none` skips the GEMM shapes)
 //!
 //! int8 lines: u8 x s8 GEMM with the fused per-channel requantization to u8 (the graph's real
@@ -178,5 +178,41 @@ fn main() {
                 t * 1e3
             );
         }
+    }
+    if args.iter().any(|a| a == "--elementwise") {
+        // Element-wise kernels, 1M floats (softmax / layer norm: 2731 rows of 384), Gelem/s.
+        let n = 384 * 2731;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 1000) as f32 - 500.0) * 0.01)
+            .collect();
+        let mut y = x.clone();
+        let mut q = vec![0u8; n];
+        let gamma = vec![1.1f32; 384];
+        let beta = vec![0.1f32; 384];
+        let report = |op: &str, t: f64| {
+            println!("{{\"op\":\"{op}\",\"elements\":{n},\"gelem_s\":{:.2},\"isa\":\"{isa}\",\"us\":{:.1}}}", n as f64 / t / 1e9, t * 1e6);
+        };
+        let t = median_secs(secs, || {
+            y.copy_from_slice(&x);
+            gelu_inplace(&kernel, &mut y);
+        });
+        report("gelu", t);
+        let t = median_secs(secs, || {
+            y.copy_from_slice(&x);
+            softmax_rows(&kernel, &mut y, 384).unwrap();
+        });
+        report("softmax_rows384", t);
+        let t = median_secs(secs, || {
+            layer_norm_rows(&kernel, &x, &gamma, &beta, 1e-5, &mut y).unwrap()
+        });
+        report("layer_norm_rows384", t);
+        let t = median_secs(secs, || {
+            quantize_u8(&kernel, &x, 0.02, 128, &mut q).unwrap()
+        });
+        report("quantize_u8", t);
+        let t = median_secs(secs, || {
+            dynamic_quantize_u8(&kernel, &x, &mut q).unwrap();
+        });
+        report("dynamic_quantize_u8", t);
     }
 }

@@ -39,7 +39,7 @@ unsafe fn exp_v<V: F32x>(x: V) -> V {
 /// erfc(z) for z >= 0 (Numerical Recipes `erfcc`).
 #[inline(always)]
 unsafe fn erfc_pos<V: F32x>(z: V) -> V {
-    let t = sp::<V>(1.0).div(z.fma(sp(0.5), sp(1.0)));
+    let t = z.fma(sp(0.5), sp(1.0)).recip();
     let mut p: V = sp(0.170_872_77);
     for c in [
         -0.822_152_23f32,
@@ -87,35 +87,78 @@ unsafe fn gelu_v<V: F32x>(x: V) -> V {
     x.mul(sp(0.5)).mul(one_plus)
 }
 
-/// Applies `f` to every element: SIMD over whole vectors, the same algorithm on f32 for the tail.
+/// An element-wise operation, as a type rather than a closure: closures do not inherit the
+/// caller's target features, so intrinsics inside them would become out-of-line calls.
+trait MapOp {
+    unsafe fn apply<V: F32x>(v: V) -> V;
+}
+struct Gelu;
+struct Erf;
+struct Exp;
+struct Relu;
+impl MapOp for Gelu {
+    #[inline(always)]
+    unsafe fn apply<V: F32x>(v: V) -> V {
+        gelu_v(v)
+    }
+}
+impl MapOp for Erf {
+    #[inline(always)]
+    unsafe fn apply<V: F32x>(v: V) -> V {
+        erf_v(v)
+    }
+}
+impl MapOp for Exp {
+    #[inline(always)]
+    unsafe fn apply<V: F32x>(v: V) -> V {
+        exp_v(v)
+    }
+}
+impl MapOp for Relu {
+    #[inline(always)]
+    unsafe fn apply<V: F32x>(v: V) -> V {
+        v.max(sp(0.0))
+    }
+}
+
+/// Applies `Op` to every element: SIMD over whole vectors (two independent vectors per step,
+/// doubling the instruction-level parallelism of the long polynomial chains), the same
+/// algorithm on `f32` for the tail.
 #[inline(always)]
-unsafe fn map_body<V: F32x>(x: *mut f32, n: usize, f: impl Fn(V) -> V, g: impl Fn(f32) -> f32) {
+unsafe fn map_body<V: F32x, Op: MapOp>(x: *mut f32, n: usize) {
     let mut i = 0;
+    while i + 2 * V::LANES <= n {
+        let a = Op::apply(V::load(x.add(i)));
+        let b = Op::apply(V::load(x.add(i + V::LANES)));
+        a.store(x.add(i));
+        b.store(x.add(i + V::LANES));
+        i += 2 * V::LANES;
+    }
     while i + V::LANES <= n {
-        f(V::load(x.add(i))).store(x.add(i));
+        Op::apply(V::load(x.add(i))).store(x.add(i));
         i += V::LANES;
     }
     while i < n {
-        *x.add(i) = g(*x.add(i));
+        *x.add(i) = Op::apply(*x.add(i));
         i += 1;
     }
 }
 
 #[inline(always)]
 unsafe fn gelu_body<V: F32x>(x: *mut f32, n: usize) {
-    map_body::<V>(x, n, |v| gelu_v(v), |s| gelu_v(s))
+    map_body::<V, Gelu>(x, n)
 }
 #[inline(always)]
 unsafe fn erf_body<V: F32x>(x: *mut f32, n: usize) {
-    map_body::<V>(x, n, |v| erf_v(v), |s| erf_v(s))
+    map_body::<V, Erf>(x, n)
 }
 #[inline(always)]
 unsafe fn exp_body<V: F32x>(x: *mut f32, n: usize) {
-    map_body::<V>(x, n, |v| exp_v(v), |s| exp_v(s))
+    map_body::<V, Exp>(x, n)
 }
 #[inline(always)]
 unsafe fn relu_body<V: F32x>(x: *mut f32, n: usize) {
-    map_body::<V>(x, n, |v| v.max(sp(0.0)), |s| s.max(0.0))
+    map_body::<V, Relu>(x, n)
 }
 
 #[inline(always)]

@@ -258,6 +258,9 @@ pub fn min_max(kernel: &Kernel, x: &[f32]) -> (f32, f32) {
         // SAFETY: kernel proves the ISA; reads stay inside `x`.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni => unsafe { x86::minmax_avx512(x) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::minmax_avx2(x) },
         _ => (f32::INFINITY, f32::NEG_INFINITY, 0),
     };
     for &v in &x[done..] {
@@ -441,6 +444,28 @@ mod x86 {
             l = l.min(la[t]);
             h = h.max(ha[t]);
         }
+        (l, h, n)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn minmax_avx2(x: &[f32]) -> (f32, f32, usize) {
+        let mut lo = _mm256_set1_ps(f32::INFINITY);
+        let mut hi = _mm256_set1_ps(f32::NEG_INFINITY);
+        let n = x.len() / 8 * 8;
+        let mut i = 0;
+        while i < n {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            // (v, acc) order: a NaN in v yields acc, so NaNs are ignored as in f32::min/max.
+            lo = _mm256_min_ps(v, lo);
+            hi = _mm256_max_ps(v, hi);
+            i += 8;
+        }
+        let mut la = [0f32; 8];
+        let mut ha = [0f32; 8];
+        _mm256_storeu_ps(la.as_mut_ptr(), lo);
+        _mm256_storeu_ps(ha.as_mut_ptr(), hi);
+        let l = la.iter().cloned().fold(f32::INFINITY, f32::min);
+        let h = ha.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         (l, h, n)
     }
 

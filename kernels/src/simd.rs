@@ -8,6 +8,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
+#[allow(dead_code)] // `div` is kept for completeness of the abstraction
 pub(crate) trait F32x: Copy {
     const LANES: usize;
     unsafe fn splat(x: f32) -> Self;
@@ -26,6 +27,9 @@ pub(crate) trait F32x: Copy {
     /// 2^n for an integral-valued `n` in [-126, 127].
     unsafe fn pow2(self) -> Self;
     unsafe fn abs(self) -> Self;
+    /// 1 / self, to ~1e-7 relative (hardware estimate + one Newton step on x86; exact division
+    /// for `f32`).
+    unsafe fn recip(self) -> Self;
     /// `if self >= 0 { a } else { b }` lane-wise.
     unsafe fn select_nonneg(self, a: Self, b: Self) -> Self;
     unsafe fn hsum(self) -> f32;
@@ -85,6 +89,10 @@ impl F32x for f32 {
     #[inline(always)]
     unsafe fn abs(self) -> Self {
         f32::abs(self)
+    }
+    #[inline(always)]
+    unsafe fn recip(self) -> Self {
+        1.0 / self
     }
     #[inline(always)]
     unsafe fn select_nonneg(self, a: Self, b: Self) -> Self {
@@ -177,6 +185,15 @@ mod x86 {
             V512(_mm512_abs_ps(self.0))
         }
         #[inline(always)]
+        unsafe fn recip(self) -> Self {
+            // 14-bit estimate, one Newton step: r' = r * (2 - x r).
+            let r = _mm512_rcp14_ps(self.0);
+            V512(_mm512_mul_ps(
+                r,
+                _mm512_fnmadd_ps(self.0, r, _mm512_set1_ps(2.0)),
+            ))
+        }
+        #[inline(always)]
         unsafe fn select_nonneg(self, a: Self, b: Self) -> Self {
             let m = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, _mm512_setzero_ps());
             V512(_mm512_mask_blend_ps(m, b.0, a.0))
@@ -249,6 +266,15 @@ mod x86 {
         #[inline(always)]
         unsafe fn abs(self) -> Self {
             V256(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0))
+        }
+        #[inline(always)]
+        unsafe fn recip(self) -> Self {
+            // 12-bit estimate, one Newton step: r' = r * (2 - x r).
+            let r = _mm256_rcp_ps(self.0);
+            V256(_mm256_mul_ps(
+                r,
+                _mm256_fnmadd_ps(self.0, r, _mm256_set1_ps(2.0)),
+            ))
         }
         #[inline(always)]
         unsafe fn select_nonneg(self, a: Self, b: Self) -> Self {
