@@ -566,3 +566,55 @@ fn bad_arguments_are_errors_not_panics() {
     )
     .is_err());
 }
+
+/// Shapes large enough for several L2 row blocks and many panels (the proptest shapes fit in
+/// one block), against the oracle, with 1 and 2 threads.
+#[test]
+fn large_shapes_multi_block_against_reference() {
+    let paths = PathsRan::new("gemm large shapes");
+    let p2 = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for &(m, n, k, za, zb) in &[
+        (200usize, 130usize, 3001usize, 7i32, 0i32),
+        (13, 700, 2048, 200, -2),
+        (97, 64, 1024, 0, 0),
+    ] {
+        let mut rng = Rng((m * n + k) as u64);
+        let a = gen_u8(&mut rng, m * k, 2);
+        let b = gen_i8(&mut rng, k * n, 2, -128, 127);
+        let p = PackedB::new(k, n, &b, WeightLayout::KxN, zb).unwrap();
+        let exact = reference::gemm_u8s8_i32(m, n, k, &a, za, &b, zb);
+        let sat = reference::gemm_u8s8_i32_saturating(m, n, k, &a, za, &b, zb);
+        for kern in kernels() {
+            let want = if gemm_u8s8_is_exact(kern.isa()) {
+                &exact
+            } else {
+                &sat
+            };
+            for threads in [1, 2] {
+                let mut out = vec![0i32; m * n];
+                let mut run = || {
+                    gemm_u8s8(
+                        &kern,
+                        MatrixU8 {
+                            data: &a,
+                            rows: m,
+                            ld: k,
+                            zero_point: za,
+                        },
+                        &p,
+                        &Epilogue::raw(),
+                        OutputSlice::I32(&mut out),
+                        n,
+                    )
+                };
+                if threads == 1 { run() } else { p2.install(run) }.unwrap();
+                assert_eq!(&out, want, "{} {m}x{n}x{k} threads {threads}", kern.isa());
+            }
+            paths.ran(kern.isa());
+        }
+    }
+    paths.finish();
+}
