@@ -21,6 +21,7 @@ fn gemm_f32_every_isa() {
         (7, 129, 100),
         (13, 31, 257),
         (100, 200, 50),
+        (70, 130, 2100),
     ] {
         let a: Vec<f32> = (0..m * k).map(|_| rng.f32() - 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.f32() - 0.5).collect();
