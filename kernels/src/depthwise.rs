@@ -291,7 +291,7 @@ unsafe fn accumulate(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::RowArgs;
-    use crate::gemm_u8s8::epilogue::x86::row_avx512_body;
+    use crate::gemm_u8s8::epilogue::x86::vec16;
     use crate::gemm_u8s8::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
 
@@ -363,9 +363,13 @@ mod x86 {
         v
     }
 
+    /// Applies the GEMM epilogue to 16 channels of output pixel `ox` straight from registers
+    /// (channel index = epilogue column), writing `out_row + ox * c + ch`.
     #[inline(always)]
-    unsafe fn store(
-        accp: *mut i32,
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn emit(
+        plan: &EpiPlan,
+        out_row: OutPtr,
         c: usize,
         ch: usize,
         m: __mmask16,
@@ -373,10 +377,11 @@ mod x86 {
         ox: usize,
         v: __m512i,
     ) {
+        let o = out_row.add(ox * c + ch);
         if full {
-            _mm512_storeu_si512(accp.add(ox * c + ch) as *mut _, v);
+            vec16::<true>(plan, v, _mm512_setzero_si512(), ch, m, o);
         } else {
-            _mm512_mask_storeu_epi32(accp.add(ox * c + ch), m, v);
+            vec16::<false>(plan, v, _mm512_setzero_si512(), ch, m, o);
         }
     }
 
@@ -395,7 +400,8 @@ mod x86 {
         let (dh, dw) = a.geom.dilation;
         let z = _mm512_set1_epi32(x.zero_point);
         let xp = x.data.as_ptr();
-        let accp = acc.as_mut_ptr();
+        let _ = acc; // the epilogue is fused: no accumulator row needed on this path
+        let out_row = out.add(row * a.ow * c);
         let mut ch = 0;
         while ch < c {
             let rem = c - ch;
@@ -428,7 +434,7 @@ mod x86 {
                 z,
             };
             for ox in 0..ox_lo {
-                store(accp, c, ch, m, full, ox, pixel(&px, ox));
+                emit(plan, out_row, c, ch, m, full, ox, pixel(&px, ox));
             }
             // Interior block: raw u8 x (w - zw) products (no per-tap zero-point subtraction),
             // corrected once by zx * sum over the valid kernel rows of (w - zw).
@@ -477,24 +483,23 @@ mod x86 {
                     }
                 }
                 for (p, vp) in v.iter().enumerate() {
-                    store(accp, c, ch, m, full, ox + p, _mm512_sub_epi32(*vp, corr));
+                    emit(
+                        plan,
+                        out_row,
+                        c,
+                        ch,
+                        m,
+                        full,
+                        ox + p,
+                        _mm512_sub_epi32(*vp, corr),
+                    );
                 }
                 ox += 4;
             }
             for ox in ox..a.ow {
-                store(accp, c, ch, m, full, ox, pixel(&px, ox));
+                emit(plan, out_row, c, ch, m, full, ox, pixel(&px, ox));
             }
             ch += 16;
-        }
-        for ox in 0..a.ow {
-            row_avx512_body(
-                plan,
-                accp.add(ox * c),
-                0,
-                0,
-                c,
-                out.add((row * a.ow + ox) * c),
-            );
         }
     }
 
