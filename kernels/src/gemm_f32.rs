@@ -38,7 +38,7 @@ impl PackedBF32 {
         b: &[f32],
         layout: crate::WeightLayout,
     ) -> Result<Self, KernelError> {
-        if b.len() != k * n {
+        if k.checked_mul(n) != Some(b.len()) {
             return Err(bad(format!(
                 "PackedBF32: weights have {} elements, expected {k}*{n}",
                 b.len()
