@@ -83,14 +83,21 @@ pub(crate) unsafe fn run_fused(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
         use x86::vnni_fused as f;
-        match rows {
-            1 => f::<1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-            2 => f::<2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-            3 => f::<3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-            4 => f::<4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-            5 => f::<5>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-            _ => f::<6>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+        // Column vectors actually needed: a partial last panel computes only those.
+        macro_rules! go {
+            ($($r:literal),*) => {
+                match (rows, nc.div_ceil(16)) {
+                    $(
+                        ($r, 1) => f::<$r, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                        ($r, 2) => f::<$r, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                        ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                        ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    )*
+                    (_, _) => unreachable!("rows {rows}"),
+                }
+            };
         }
+        go!(1, 2, 3, 4, 5, 6);
         return true;
     }
     let _ = (isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc);
@@ -118,14 +125,20 @@ pub(crate) unsafe fn run_fused_ind(
     ldc: usize,
 ) {
     use x86::vnni_fused_ind as f;
-    match rows {
-        1 => f::<1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-        2 => f::<2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-        3 => f::<3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-        4 => f::<4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-        5 => f::<5>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-        _ => f::<6>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+    macro_rules! go {
+        ($($r:literal),*) => {
+            match (rows, nc.div_ceil(16)) {
+                $(
+                    ($r, 1) => f::<$r, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                    ($r, 2) => f::<$r, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                    ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                    ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                )*
+                (_, _) => unreachable!("rows {rows}"),
+            }
+        };
     }
+    go!(1, 2, 3, 4, 5, 6);
 }
 
 /// Portable exact kernel (same results as VNNI).
@@ -176,26 +189,25 @@ mod x86 {
 
     /// VNNI body: R x 4 zmm accumulators, 4 weight loads and R dword broadcasts per K-group.
     #[inline(always)]
-    unsafe fn vnni_acc<const R: usize>(
+    unsafe fn vnni_acc<const R: usize, const C: usize>(
         kg: usize,
         a: *const u8,
         a_rs: usize,
         b: *const i8,
-    ) -> [[__m512i; 4]; R] {
-        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+    ) -> [[__m512i; C]; R] {
+        let mut acc = [[_mm512_setzero_si512(); C]; R];
         let mut bp = b;
         let mut ap = a;
         for _ in 0..kg {
-            let b0 = _mm512_loadu_si512(bp as *const _);
-            let b1 = _mm512_loadu_si512(bp.add(64) as *const _);
-            let b2 = _mm512_loadu_si512(bp.add(128) as *const _);
-            let b3 = _mm512_loadu_si512(bp.add(192) as *const _);
+            let mut bv = [_mm512_setzero_si512(); C];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(bp.add(64 * c) as *const _);
+            }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_epi32(bcast4(ap.add(r * a_rs)));
-                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
-                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
-                acc_r[2] = _mm512_dpbusd_epi32(acc_r[2], av, b2);
-                acc_r[3] = _mm512_dpbusd_epi32(acc_r[3], av, b3);
+                for c in 0..C {
+                    acc_r[c] = _mm512_dpbusd_epi32(acc_r[c], av, bv[c]);
+                }
             }
             bp = bp.add(4 * NR);
             ap = ap.add(4);
@@ -211,7 +223,7 @@ mod x86 {
         b: *const i8,
         tile: *mut i32,
     ) {
-        let acc = vnni_acc::<R>(kg, a, a_rs, b);
+        let acc = vnni_acc::<R, 4>(kg, a, a_rs, b);
         for (r, acc_r) in acc.iter().enumerate() {
             for (c, v) in acc_r.iter().enumerate() {
                 _mm512_storeu_si512(tile.add(r * NR + 16 * c) as *mut _, *v);
@@ -226,7 +238,7 @@ mod x86 {
     /// columns at stride `ldc`, and `j0 + nc <= plan columns`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused<const R: usize>(
+    pub(super) unsafe fn vnni_fused<const R: usize, const C: usize>(
         kg: usize,
         a: *const u8,
         a_rs: usize,
@@ -238,21 +250,24 @@ mod x86 {
         out: OutPtr,
         ldc: usize,
     ) {
-        let acc = if R == 1 {
-            let mut t = [[_mm512_setzero_si512(); 4]; R];
-            t[0] = vnni_gemv_acc(kg, a, b);
+        let acc = if R == 1 && C == 4 {
+            let mut t = [[_mm512_setzero_si512(); C]; R];
+            let g = vnni_gemv_acc(kg, a, b);
+            for c in 0..C {
+                t[0][c] = g[c];
+            }
             t
         } else {
-            vnni_acc::<R>(kg, a, a_rs, b)
+            vnni_acc::<R, C>(kg, a, a_rs, b)
         };
-        store_fused::<R>(&acc, plan, rowterm, j0, nc, out, ldc);
+        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc);
     }
 
     /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn store_fused<const R: usize>(
-        acc: &[[__m512i; 4]; R],
+    unsafe fn store_fused<const R: usize, const C: usize>(
+        acc: &[[__m512i; C]; R],
         plan: &EpiPlan,
         rowterm: *const i32,
         j0: usize,
@@ -260,7 +275,7 @@ mod x86 {
         out: OutPtr,
         ldc: usize,
     ) {
-        if nc == NR {
+        if nc == 16 * C {
             for (r, acc_r) in acc.iter().enumerate() {
                 let rt = _mm512_set1_epi32(*rowterm.add(r));
                 let orow = out.add(r * ldc);
@@ -292,13 +307,13 @@ mod x86 {
     /// Indirect-A accumulation (convolution without im2col): row `r`'s K is `taps` segments of
     /// `seg_kg` K-groups, segment `t` starting at `ptrs[r * taps + t]`; B continues linearly.
     #[inline(always)]
-    unsafe fn vnni_acc_ind<const R: usize>(
+    unsafe fn vnni_acc_ind<const R: usize, const C: usize>(
         taps: usize,
         seg_kg: usize,
         ptrs: *const *const u8,
         b: *const i8,
-    ) -> [[__m512i; 4]; R] {
-        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+    ) -> [[__m512i; C]; R] {
+        let mut acc = [[_mm512_setzero_si512(); C]; R];
         let mut bp = b;
         for t in 0..taps {
             let mut ap = [std::ptr::null::<u8>(); R];
@@ -306,16 +321,15 @@ mod x86 {
                 *p = *ptrs.add(r * taps + t);
             }
             for g in 0..seg_kg {
-                let b0 = _mm512_loadu_si512(bp as *const _);
-                let b1 = _mm512_loadu_si512(bp.add(64) as *const _);
-                let b2 = _mm512_loadu_si512(bp.add(128) as *const _);
-                let b3 = _mm512_loadu_si512(bp.add(192) as *const _);
+                let mut bv = [_mm512_setzero_si512(); C];
+                for (c, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_si512(bp.add(64 * c) as *const _);
+                }
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_epi32(bcast4(ap[r].add(4 * g)));
-                    acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
-                    acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
-                    acc_r[2] = _mm512_dpbusd_epi32(acc_r[2], av, b2);
-                    acc_r[3] = _mm512_dpbusd_epi32(acc_r[3], av, b3);
+                    for c in 0..C {
+                        acc_r[c] = _mm512_dpbusd_epi32(acc_r[c], av, bv[c]);
+                    }
                 }
                 bp = bp.add(4 * NR);
             }
@@ -327,7 +341,7 @@ mod x86 {
     /// `4 * seg_kg` bytes; the panel holds `taps * seg_kg` K-groups.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused_ind<const R: usize>(
+    pub(super) unsafe fn vnni_fused_ind<const R: usize, const C: usize>(
         taps: usize,
         seg_kg: usize,
         ptrs: *const *const u8,
@@ -339,8 +353,8 @@ mod x86 {
         out: OutPtr,
         ldc: usize,
     ) {
-        let acc = vnni_acc_ind::<R>(taps, seg_kg, ptrs, b);
-        store_fused::<R>(&acc, plan, rowterm, j0, nc, out, ldc);
+        let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b);
+        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc);
     }
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
