@@ -124,8 +124,9 @@ pub fn read_inputs(path: &Path) -> Result<Vec<(String, Tensor)>, PrepareError> {
     Ok(arrays)
 }
 
-/// Lower a prepared graph's QDQ patterns to integer ops and build the execution engine.
-pub fn engine(mut g: Graph, threads: Option<usize>) -> Result<crate::engine::Engine, PrepareError> {
+/// Lower a prepared graph's QDQ patterns to integer ops (QLinearConv, QGemm, ...): the graph the
+/// engine runs, and the one the reference interpreter runs when it serves as the engine's oracle.
+pub fn lower(mut g: Graph) -> Result<Graph, PrepareError> {
     let has_qdq =
         g.g.node_indices()
             .any(|n| matches!(g.node(n).op, octet_ir::Op::DequantizeLinear { .. }));
@@ -136,5 +137,10 @@ pub fn engine(mut g: Graph, threads: Option<usize>) -> Result<crate::engine::Eng
             source,
         })?;
     }
-    crate::engine::Engine::new(g, threads).map_err(|e| PrepareError::Input(e.to_string()))
+    Ok(g)
+}
+
+/// Lower (see [`lower`]) and build the execution engine.
+pub fn engine(g: Graph, threads: Option<usize>) -> Result<crate::engine::Engine, PrepareError> {
+    crate::engine::Engine::new(lower(g)?, threads).map_err(|e| PrepareError::Input(e.to_string()))
 }

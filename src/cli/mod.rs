@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod quantize;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Run a model on inputs from an .npz (or .npy): int8 kernels for quantized nodes.
     Run(run::RunArgs),
+    /// Quantize a model (static with calibration data, or dynamic) and write it as QDQ ONNX.
+    Quantize(quantize::QuantizeArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
 }
@@ -32,5 +35,6 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Quantize(a) => quantize::quantize(a),
     }
 }

@@ -19,7 +19,8 @@ pub struct RunArgs {
     /// Fix an input's shape (otherwise taken from the data).
     #[arg(long = "shape", value_name = "NAME=DxD..")]
     pub shapes: Vec<String>,
-    /// Run on the reference interpreter only (the oracle), not on the int8 kernels.
+    /// Run on the reference interpreter only (the oracle, on the same lowered integer graph as
+    /// the engine), not on the kernels.
     #[arg(long)]
     pub reference: bool,
     /// Print which kernel (and ISA) runs each Conv/Gemm/MatMul, and why any is not int8.
@@ -67,7 +68,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let (outs, how) = if a.reference {
         (
-            crate::reference::run_graph(&g, &feeds)?,
+            // The oracle runs the same integer graph the engine runs.
+            crate::reference::run_graph(&crate::prepare::lower(g)?, &feeds)?,
             "the reference interpreter".to_string(),
         )
     } else {

@@ -359,12 +359,8 @@ pub fn quantize_dynamic(
 }
 
 #[cfg(test)]
-#[path = "../cli/quantize.rs"]
-mod cli_quantize_check;
-
-#[cfg(test)]
 mod cli_tests {
-    use super::cli_quantize_check::{quantize, QuantizeArgs};
+    use crate::cli::quantize::{quantize, QuantizeArgs};
     use clap::Parser;
 
     #[derive(Parser)]
