@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 const MS: [usize; 12] = [1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 17, 25];
-const NS: [usize; 12] = [1, 2, 3, 13, 16, 31, 63, 64, 65, 127, 128, 129];
+const NS: [usize; 15] = [1, 2, 3, 13, 16, 17, 31, 40, 47, 63, 64, 65, 127, 128, 129];
 const KS: [usize; 16] = [1, 2, 3, 4, 5, 7, 8, 31, 63, 64, 65, 127, 128, 129, 256, 257];
 
 #[derive(Debug, Clone)]
