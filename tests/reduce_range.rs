@@ -86,6 +86,16 @@ fn check(model: &str, calib: &str, data: &str) {
         report.contains("[avx2]") && !report.contains("would saturate"),
         "{report}"
     );
+    // Every Conv/Gemm/MatMul runs an int8 kernel: "N of N ... run int8 kernels".
+    let line = report
+        .lines()
+        .find(|l| l.contains("Conv/Gemm/MatMul nodes run int8 kernels"))
+        .unwrap();
+    let nums: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        nums[0], nums[2],
+        "{model}: not every compute node is int8:\n{report}"
+    );
     let (ga, gr) = (
         octet::io::npz::read_npz(&a).unwrap(),
         octet::io::npz::read_npz(&r).unwrap(),
