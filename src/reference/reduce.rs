@@ -65,7 +65,12 @@ pub fn reduce(
         }
         let as_u8 = Tensor::from_raw(DType::U8, x.shape(), x.bytes()).ok_or("bool tensor size")?;
         let r = reduce(op, &as_u8, axes, keepdims, noop_with_empty_axes)?;
-        let bools: Vec<bool> = r.view::<u8>().map_err(|e| e.to_string())?.iter().map(|&b| b != 0).collect();
+        let bools: Vec<bool> = r
+            .view::<u8>()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|&b| b != 0)
+            .collect();
         return Ok(Tensor::from_bools(r.shape(), &bools));
     }
     let (kept, g) = groups(x.shape(), &ax);
