@@ -24,6 +24,17 @@ pub(crate) fn mr(isa: Isa) -> usize {
     }
 }
 
+/// Rows per tile for a panel with `nc` valid columns: 12 on VNNI when at most two 16-column
+/// vectors are needed (24 accumulators either way), else `mr(isa)`. Only the fused VNNI kernels
+/// accept more than `mr` rows.
+pub(crate) fn tile_rows(isa: Isa, nc: usize) -> usize {
+    if isa == Isa::Avx512Vnni && nc <= 32 {
+        12
+    } else {
+        mr(isa)
+    }
+}
+
 /// Runs the micro-kernel of `isa` for `rows` (1..=mr(isa)) rows.
 ///
 /// # Safety
@@ -93,6 +104,18 @@ pub(crate) unsafe fn run_fused(
                         ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
                         ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
                     )*
+                    (7, 1) => f::<7, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (7, _) => f::<7, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (8, 1) => f::<8, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (8, _) => f::<8, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (9, 1) => f::<9, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (9, _) => f::<9, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (10, 1) => f::<10, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (10, _) => f::<10, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (11, 1) => f::<11, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (11, _) => f::<11, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (12, 1) => f::<12, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (12, _) => f::<12, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
                     (_, _) => unreachable!("rows {rows}"),
                 }
             };
@@ -134,6 +157,18 @@ pub(crate) unsafe fn run_fused_ind(
                     ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
                     ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
                 )*
+                (7, 1) => f::<7, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (7, _) => f::<7, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (8, 1) => f::<8, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (8, _) => f::<8, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (9, 1) => f::<9, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (9, _) => f::<9, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (10, 1) => f::<10, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (10, _) => f::<10, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (11, 1) => f::<11, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (11, _) => f::<11, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (12, 1) => f::<12, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (12, _) => f::<12, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
                 (_, _) => unreachable!("rows {rows}"),
             }
         };

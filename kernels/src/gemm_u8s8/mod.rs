@@ -316,7 +316,8 @@ pub fn gemm_u8s8(
             let nc = NR.min(n - j0);
             let mut i = it.m0;
             while i < it.m1 {
-                let rows = mr.min(it.m1 - i);
+                // Narrow panels (<= 32 columns) leave registers for 12-row VNNI tiles.
+                let rows = micro::tile_rows(isa, nc).min(it.m1 - i);
                 // SAFETY: the Kernel proves `isa`; A rows i..i+rows are in bounds for kp bytes
                 // (direct: kp == k and check_matrix; padded: buffer of kp per row); the panel
                 // holds kp/4 groups of 256 bytes; the tile holds 6 x 64.
@@ -502,7 +503,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             let nc = NR.min(n - j0);
             let mut i = it.m0;
             while i < it.m1 {
-                let rows = 6.min(it.m1 - i);
+                let rows = micro::tile_rows(Isa::Avx512Vnni, nc).min(it.m1 - i);
                 // SAFETY: the Kernel is Avx512Vnni (checked above); the caller guarantees the
                 // pointers; rows i..i+rows have `taps` pointers each; the output was checked.
                 #[cfg(target_arch = "x86_64")]
@@ -531,9 +532,9 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
     Ok(())
 }
 
-static ZERO_ROWS: [i32; 8] = [0; 8];
+static ZERO_ROWS: [i32; 16] = [0; 16];
 
-/// Pointer to the row terms of rows `i..` (at least 6 readable values when `rowterm` is empty).
+/// Pointer to the row terms of rows `i..` (16 readable zeros when `rowterm` is empty).
 fn rowterm_ptr(rowterm: &[i32], i: usize) -> *const i32 {
     if rowterm.is_empty() {
         ZERO_ROWS.as_ptr()
