@@ -150,6 +150,7 @@ pub fn gemm_f32(
                     micro(
                         isa,
                         rows,
+                        nc,
                         k,
                         a.as_ptr().wrapping_add(i * lda),
                         lda,
@@ -179,9 +180,11 @@ pub fn gemm_f32(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn micro(
     isa: Isa,
     rows: usize,
+    nc: usize,
     k: usize,
     a: *const f32,
     lda: usize,
@@ -204,7 +207,23 @@ unsafe fn micro(
     use x86::{avx2, avx512};
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => by_rows!(avx512),
+        Isa::Avx512 | Isa::Avx512Vnni => {
+            // Only the 16-column vectors a partial panel needs.
+            macro_rules! go {
+                ($($r:literal),*) => {
+                    match (rows, nc.div_ceil(16)) {
+                        $(
+                            ($r, 1) => avx512::<$r, 1>(k, a, lda, b, tile),
+                            ($r, 2) => avx512::<$r, 2>(k, a, lda, b, tile),
+                            ($r, 3) => avx512::<$r, 3>(k, a, lda, b, tile),
+                            ($r, _) => avx512::<$r, 4>(k, a, lda, b, tile),
+                        )*
+                        (_, _) => unreachable!("rows {rows}"),
+                    }
+                };
+            }
+            go!(1, 2, 3, 4, 5, 6)
+        }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => by_rows!(avx2),
         _ => by_rows!(scalar),
@@ -241,26 +260,25 @@ mod x86 {
     /// SAFETY (both entry points): the caller holds a Kernel proving the features; pointer
     /// ranges as described in `gemm_f32`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-    pub(super) unsafe fn avx512<const R: usize>(
+    pub(super) unsafe fn avx512<const R: usize, const C: usize>(
         k: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
         tile: *mut f32,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
         let mut bp = b;
         for kk in 0..k {
-            let b0 = _mm512_loadu_ps(bp);
-            let b1 = _mm512_loadu_ps(bp.add(16));
-            let b2 = _mm512_loadu_ps(bp.add(32));
-            let b3 = _mm512_loadu_ps(bp.add(48));
+            let mut bv = [_mm512_setzero_ps(); C];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(bp.add(16 * c));
+            }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(r * lda + kk));
-                acc_r[0] = _mm512_fmadd_ps(av, b0, acc_r[0]);
-                acc_r[1] = _mm512_fmadd_ps(av, b1, acc_r[1]);
-                acc_r[2] = _mm512_fmadd_ps(av, b2, acc_r[2]);
-                acc_r[3] = _mm512_fmadd_ps(av, b3, acc_r[3]);
+                for c in 0..C {
+                    acc_r[c] = _mm512_fmadd_ps(av, bv[c], acc_r[c]);
+                }
             }
             bp = bp.add(NRF);
         }
