@@ -13,3 +13,4 @@ pub mod prepare;
 pub mod quant;
 pub mod quantizer;
 pub mod reference;
+pub mod tuner;

@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod profile;
 pub mod quantize;
 pub mod run;
+pub mod tune;
 
 use clap::{Parser, Subcommand};
 
@@ -26,8 +28,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Quantize a model (static with calibration data, or dynamic) and write it as QDQ ONNX.
     Quantize(quantize::QuantizeArgs),
+    /// Accuracy-aware tuning: find the most int8 model that meets an accuracy goal.
+    Tune(tune::TuneArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
+    /// Time each step of the compiled plan and each op type (share of total, top N).
+    Profile(profile::ProfileArgs),
 }
 
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
@@ -35,6 +41,8 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Profile(a) => profile::profile(a),
+        Command::Tune(a) => tune::tune(a),
         Command::Quantize(a) => quantize::quantize(a),
     }
 }

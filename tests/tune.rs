@@ -1,0 +1,332 @@
+//! Accuracy-aware tuning on the engine.
+
+mod common;
+use common::*;
+use octet::quantizer::QuantConfig;
+use octet::tuner::{self, metric::Metric, Criterion, Strategy, Tolerance, TuneOptions};
+use octet_ir::*;
+
+fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+/// x[N,8] -> Gemm0 -> Relu -> Gemm1 -> h1 -> Gemm2 -> y[N,4]. One channel of h1 is scaled by
+/// 2000 and ignored by Gemm2, so per-tensor int8 of h1 wipes out every other channel: full int8
+/// fails any reasonable goal, and falling back the two nodes around h1 rescues it.
+fn outlier_model() -> Graph {
+    let mut s = 7u64;
+    let mut w = |r: usize, c: usize, f: &dyn Fn(usize, usize) -> f32, s: &mut u64| {
+        let v: Vec<f32> = (0..r * c).map(|i| lcg(s) * f(i / c, i % c)).collect();
+        Tensor::from_vec(&[r, c], v)
+    };
+    let w0 = w(8, 16, &|_, _| 0.5, &mut s);
+    let w1 = w(16, 16, &|_, c| if c == 0 { 2000.0 } else { 0.5 }, &mut s);
+    let w2 = w(16, 4, &|r, _| if r == 0 { 0.0 } else { 1.0 }, &mut s);
+    let mut g = Graph::new();
+    let x = g.add_input(
+        "x",
+        ValueType::new(DType::F32, Shape(vec![Dim::Sym("N".into()), Dim::Fixed(8)])),
+    );
+    let mut prev = Outlet::new(x, 0);
+    for (i, wt) in [w0, w1, w2].into_iter().enumerate() {
+        let wc = g.add_const(&format!("w{i}"), wt);
+        let n = g.add_node(
+            &format!("gemm{i}"),
+            Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: false,
+            },
+            vec![format!("h{i}")],
+        );
+        g.connect(prev, n, 0);
+        g.connect(Outlet::new(wc, 0), n, 1);
+        prev = Outlet::new(n, 0);
+        if i == 0 {
+            let r = g.add_node("relu0", Op::Unary(UnaryOp::Relu), vec!["r0".into()]);
+            g.connect(prev, r, 0);
+            prev = Outlet::new(r, 0);
+        }
+    }
+    g.outputs.push(("y".into(), prev));
+    g.infer_types().unwrap();
+    g
+}
+
+fn data(n: usize, seed: u64) -> Vec<(String, Tensor)> {
+    let mut s = seed;
+    vec![(
+        "x".into(),
+        Tensor::from_vec(&[n, 8], (0..n * 8).map(|_| lcg(&mut s) * 2.0).collect()),
+    )]
+}
+
+fn run_tune(g: &Graph, strategy: Strategy, max_trials: usize) -> tuner::TuneResult {
+    let calib = data(64, 11);
+    let eval_set = data(128, 99);
+    let shapes = vec![("x".to_string(), vec![128, 8])];
+    let mut bound = g.clone();
+    octet::prepare::prepare(&mut bound, &shapes).unwrap();
+    let reference = octet::engine::Engine::new(bound, None)
+        .unwrap()
+        .run(&eval_set)
+        .unwrap()
+        .remove(0)
+        .1;
+    let eval = tuner::builtin_eval(&eval_set, Metric::Cosine, None, Some(&reference));
+    let opts = TuneOptions {
+        strategy,
+        criterion: Criterion {
+            tolerance: Tolerance::Relative(0.01),
+            higher_is_better: true,
+        },
+        max_trials,
+        timeout: None,
+        base: QuantConfig {
+            quiet: true,
+            ..QuantConfig::default()
+        },
+        threads: None,
+        eval_shapes: shapes,
+        verbose: true,
+    };
+    tuner::tune(g, &calib, &eval, opts).unwrap()
+}
+
+#[test]
+fn outlier_model_is_rescued_and_sensitivity_needs_fewer_trials() {
+    let g = outlier_model();
+    let basic = run_tune(&g, Strategy::Basic, 100);
+    let sens = run_tune(&g, Strategy::Sensitivity, 100);
+    for (name, r) in [("basic", &basic), ("sensitivity", &sens)] {
+        println!(
+            "{name}: {}",
+            r.summary(
+                "cosine",
+                &Criterion {
+                    tolerance: Tolerance::Relative(0.01),
+                    higher_is_better: true
+                }
+            )
+        );
+        for t in &r.trials {
+            println!(
+                "  trial {}: {} -> {:.4} {}",
+                t.index,
+                t.change,
+                t.accuracy,
+                if t.passed { "PASS" } else { "fail" }
+            );
+        }
+        assert!(
+            !r.trials[0].passed,
+            "{name}: full int8 should fail the goal (cosine {})",
+            r.trials[0].accuracy
+        );
+        assert!(r.met, "{name}: no passing mixed-precision model");
+        let b = r.best_trial();
+        assert!(
+            b.fp32_nodes.len() < 3,
+            "{name}: everything fell back: {:?}",
+            b.fp32_nodes
+        );
+        // The log names the nodes that fell back.
+        assert!(b.change.contains("gemm") || !b.fp32_nodes.is_empty());
+    }
+    println!(
+        "trials: basic {}, sensitivity {}",
+        basic.trials.len(),
+        sens.trials.len()
+    );
+    assert!(sens.trials.len() <= basic.trials.len());
+}
+
+#[test]
+fn saved_config_reproduces_the_tuned_model_bit_exactly() {
+    let g = outlier_model();
+    let r = run_tune(&g, Strategy::Sensitivity, 100);
+    let cfg_json = r.best_trial().config.to_json();
+    let cfg = QuantConfig::from_json(&cfg_json).unwrap();
+    let (again, _) = octet::quantizer::quantize_static(&g, &data(64, 11), &cfg).unwrap();
+    let feeds = data(16, 5);
+    let run = |q: &Graph| {
+        let mut b = q.clone();
+        octet::prepare::prepare(&mut b, &[("x".into(), vec![16, 8])]).unwrap();
+        octet::prepare::engine(b, None)
+            .unwrap()
+            .run(&feeds)
+            .unwrap()
+            .remove(0)
+            .1
+    };
+    assert_eq!(run(&r.best_graph), run(&again));
+}
+
+#[test]
+fn no_passing_config_keeps_the_best_effort() {
+    let g = outlier_model();
+    let r = run_tune(&g, Strategy::Basic, 1);
+    assert!(!r.met);
+    assert_eq!(r.trials.len(), 1);
+    let s = r.summary(
+        "cosine",
+        &Criterion {
+            tolerance: Tolerance::Relative(0.01),
+            higher_is_better: true,
+        },
+    );
+    assert!(s.contains("NO configuration met the accuracy goal"), "{s}");
+}
+
+#[test]
+fn digits_default_config_passes_at_trial_one() {
+    let g = {
+        let mut m = octet::frontend::onnx::load(fixture("digits_cnn.onnx")).unwrap();
+        octet::prepare::prepare(&mut m.graph, &[]).unwrap();
+        m.graph
+    };
+    let test = npz("digits_test.npz");
+    let labels = get(&test, "label").to_i64_vec();
+    let feeds = vec![("input".to_string(), get(&test, "input"))];
+    let eval = tuner::builtin_eval(&feeds, Metric::Top1, Some(&labels), None);
+    let t0 = std::time::Instant::now();
+    let r = tuner::tune(
+        &g,
+        &npz("digits_calib.npz"),
+        &eval,
+        TuneOptions {
+            strategy: Strategy::Basic,
+            criterion: Criterion {
+                tolerance: Tolerance::Relative(0.01),
+                higher_is_better: true,
+            },
+            max_trials: 100,
+            timeout: None,
+            base: QuantConfig {
+                quiet: true,
+                ..QuantConfig::default()
+            },
+            threads: None,
+            eval_shapes: vec![("input".into(), vec![500, 1, 16, 16])],
+            verbose: true,
+        },
+    )
+    .unwrap();
+    println!(
+        "digits tuning took {:.2} s: {}",
+        t0.elapsed().as_secs_f64(),
+        r.summary(
+            "top1",
+            &Criterion {
+                tolerance: Tolerance::Relative(0.01),
+                higher_is_better: true
+            }
+        )
+    );
+    assert!(r.met && r.best == 0 && r.trials.len() == 1);
+}
+
+#[test]
+fn tune_cli_writes_model_and_config_and_fails_plainly() {
+    let dir = std::env::temp_dir().join(format!("octet-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("digits_tuned.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_octet"))
+        .args([
+            "tune",
+            fixture("digits_cnn.onnx").to_str().unwrap(),
+            "--calib",
+            fixture("digits_calib.npz").to_str().unwrap(),
+        ])
+        .args([
+            "--eval",
+            fixture("digits_test.npz").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    let (so, se) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{so}{se}");
+    assert!(so.contains("best int8 top1"), "{so}");
+    assert!(out.exists() && dir.join("digits_tuned.json").exists());
+    // The saved config through `octet quantize --config` gives the same model outputs.
+    let q = dir.join("again.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_octet"))
+        .args([
+            "quantize",
+            fixture("digits_cnn.onnx").to_str().unwrap(),
+            "--calib",
+            fixture("digits_calib.npz").to_str().unwrap(),
+        ])
+        .args([
+            "--config",
+            dir.join("digits_tuned.json").to_str().unwrap(),
+            "-q",
+            "-o",
+            q.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = |m: &std::path::Path| {
+        let mut mm = octet::prepare::load(m, &[("input".into(), vec![500, 1, 16, 16])]).unwrap();
+        let _ = &mut mm;
+        octet::prepare::engine(mm.graph, None)
+            .unwrap()
+            .run(&[("input".into(), get(&npz("digits_test.npz"), "input"))])
+            .unwrap()
+            .remove(0)
+            .1
+    };
+    assert_eq!(run(&out), run(&q));
+    // An impossible goal: plain message, non-zero exit, best effort still written.
+    let out2 = dir.join("impossible.onnx");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_octet"))
+        .args([
+            "tune",
+            fixture("digits_cnn.onnx").to_str().unwrap(),
+            "--calib",
+            fixture("digits_calib.npz").to_str().unwrap(),
+        ])
+        .args([
+            "--eval",
+            fixture("digits_test.npz").to_str().unwrap(),
+            "--metric",
+            "mse",
+            "--tolerance",
+            "0",
+            "--max-trials",
+            "2",
+        ])
+        .args(["-o", out2.to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
+    let se = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && se.contains("no configuration met the accuracy goal"),
+        "{se}"
+    );
+    assert!(out2.exists());
+}
+
+#[test]
+fn exhaustive_finds_the_smallest_fallback_and_conservative_reports_failure() {
+    let g = outlier_model();
+    let r = run_tune(&g, Strategy::Exhaustive, 100);
+    assert!(r.met);
+    let mut fb = r.best_trial().fp32_nodes.clone();
+    fb.sort();
+    assert_eq!(fb, vec!["gemm1".to_string(), "gemm2".to_string()]);
+    // Conservative enables whole op types: all three nodes are Gemm, so no mixed model exists.
+    let r = run_tune(&g, Strategy::Conservative, 100);
+    assert!(!r.met);
+}
