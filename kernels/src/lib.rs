@@ -9,7 +9,8 @@
 //! ## Public entry points
 //! - ISA: [`Isa`] (`detected`, `active`, `supported`, `parse`), [`Kernel`] (`new`, `best`, `scalar`),
 //!   [`KernelError`].
-//! - int8 GEMM: [`PackedB::new`] (prepack weights once, [`WeightLayout`]),
+//! - int8 GEMM: [`PackedB::new`] (prepack weights once, [`WeightLayout`]), [`PackedB::from_u8`]
+//!   (u8 second operand, e.g. attention),
 //!   [`gemm_u8s8`] (u8 x s8 -> fused [`Epilogue`] -> [`OutputSlice`] u8/s8/i32/f32),
 //!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
 //! - int8 convolution (NHWC, OHWI weights): [`ConvGeometry`], [`PackedConv::new`],

@@ -618,3 +618,52 @@ fn large_shapes_multi_block_against_reference() {
     }
     paths.finish();
 }
+
+/// u8 x u8 (two activations, e.g. attention) through `PackedB::from_u8`.
+#[test]
+fn u8_times_u8_via_from_u8() {
+    let paths = PathsRan::new("gemm u8u8 from_u8");
+    let (m, n, k) = (7, 70, 37);
+    let mut rng = Rng(99);
+    let a = gen_u8(&mut rng, m * k, 0);
+    let b = gen_u8(&mut rng, k * n, 0);
+    let (za, zb) = (3, 200);
+    let want: Vec<i32> = (0..m * n)
+        .map(|idx| {
+            let (i, j) = (idx / n, idx % n);
+            (0..k)
+                .map(|kk| (a[i * k + kk] as i32 - za) * (b[kk * n + j] as i32 - zb))
+                .sum()
+        })
+        .collect();
+    let p = PackedB::from_u8(k, n, &b, WeightLayout::KxN, zb).unwrap();
+    assert!(PackedB::from_u8(k, n, &b, WeightLayout::KxN, 256).is_err());
+    // What the saturating paths compute: the emulation on the shifted s8 operand.
+    let bs: Vec<i8> = b.iter().map(|&v| (v ^ 0x80) as i8).collect();
+    let sat = reference::gemm_u8s8_i32_saturating(m, n, k, &a, za, &bs, zb - 128);
+    for kern in kernels() {
+        let mut out = vec![0i32; m * n];
+        gemm_u8s8(
+            &kern,
+            MatrixU8 {
+                data: &a,
+                rows: m,
+                ld: k,
+                zero_point: za,
+            },
+            &p,
+            &Epilogue::raw(),
+            OutputSlice::I32(&mut out),
+            n,
+        )
+        .unwrap();
+        let expect = if gemm_u8s8_is_exact(kern.isa()) {
+            &want
+        } else {
+            &sat
+        };
+        assert_eq!(&out, expect, "{}", kern.isa());
+        paths.ran(kern.isa());
+    }
+    paths.finish();
+}

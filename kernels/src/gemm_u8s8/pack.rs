@@ -75,25 +75,33 @@ impl PackedB {
         let panels = n.div_ceil(NR);
         let mut data = AlignedBytes::zeroed(panels * kp * NR);
         let mut col_sums = vec![0i32; n];
-        let at = |kk: usize, j: usize| -> i8 {
-            match layout {
-                WeightLayout::KxN => b[kk * n + j],
-                WeightLayout::NxK => b[j * k + kk],
-            }
-        };
         {
             let d = data.as_mut_slice();
-            for p in 0..panels {
-                let base = p * kp * NR;
-                for j in 0..NR.min(n - p * NR) {
-                    let col = p * NR + j;
-                    let mut s = 0i32;
+            match layout {
+                // Source rows are contiguous in N: walk them in order (cache friendly), scatter
+                // each byte to its dword slot.
+                WeightLayout::KxN => {
                     for kk in 0..k {
-                        let v = at(kk, col);
-                        s += v as i32;
-                        d[base + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
+                        let row = &b[kk * n..(kk + 1) * n];
+                        for (col, &v) in row.iter().enumerate() {
+                            col_sums[col] += v as i32;
+                            let (p, j) = (col / NR, col % NR);
+                            d[p * kp * NR + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
+                        }
                     }
-                    col_sums[col] = s;
+                }
+                // Source columns are contiguous in K: each run of 4 is one destination dword.
+                WeightLayout::NxK => {
+                    for col in 0..n {
+                        let src = &b[col * k..(col + 1) * k];
+                        let (p, j) = (col / NR, col % NR);
+                        let mut sum = 0i32;
+                        for (kk, &v) in src.iter().enumerate() {
+                            sum += v as i32;
+                            d[p * kp * NR + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
+                        }
+                        col_sums[col] = sum;
+                    }
                 }
             }
         }
@@ -105,6 +113,26 @@ impl PackedB {
             col_sums,
             zero_point,
         })
+    }
+
+    /// Packs a u8 matrix (e.g. the second activation operand of an attention MatMulInteger)
+    /// with zero point `zero_point` in [0, 255], as s8 values `b - 128` with zero point
+    /// `zero_point - 128`: `(b - 128) - (zp - 128) = b - zp`, so results are unchanged on the
+    /// exact ISAs (the `Avx2`/`Avx512` saturation sees the shifted values).
+    pub fn from_u8(
+        k: usize,
+        n: usize,
+        b: &[u8],
+        layout: WeightLayout,
+        zero_point: i32,
+    ) -> Result<PackedB, KernelError> {
+        if !(0..=255).contains(&zero_point) {
+            return Err(bad(format!(
+                "PackedB::from_u8: zero point {zero_point} outside [0, 255]"
+            )));
+        }
+        let shifted: Vec<i8> = b.iter().map(|&v| (v ^ 0x80) as i8).collect();
+        PackedB::new(k, n, &shifted, layout, zero_point - 128)
     }
 
     /// Reduction length K.
