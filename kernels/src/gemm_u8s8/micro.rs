@@ -288,9 +288,7 @@ mod x86 {
         let acc = if R == 1 && C == 4 {
             let mut t = [[_mm512_setzero_si512(); C]; R];
             let g = vnni_gemv_acc(kg, a, b);
-            for c in 0..C {
-                t[0][c] = g[c];
-            }
+            t[0].copy_from_slice(&g[..C]);
             t
         } else {
             vnni_acc::<R, C>(kg, a, a_rs, b)
