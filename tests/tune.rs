@@ -18,7 +18,7 @@ fn lcg(seed: &mut u64) -> f32 {
 /// fails any reasonable goal, and falling back the two nodes around h1 rescues it.
 fn outlier_model() -> Graph {
     let mut s = 7u64;
-    let mut w = |r: usize, c: usize, f: &dyn Fn(usize, usize) -> f32, s: &mut u64| {
+    let w = |r: usize, c: usize, f: &dyn Fn(usize, usize) -> f32, s: &mut u64| {
         let v: Vec<f32> = (0..r * c).map(|i| lcg(s) * f(i / c, i % c)).collect();
         Tensor::from_vec(&[r, c], v)
     };
