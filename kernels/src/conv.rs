@@ -355,35 +355,57 @@ fn conv_indirect(
     let chunk = INDIRECT_ROWS.min(rows);
     let mut ptrs: Vec<*const u8> = Vec::with_capacity(chunk * taps);
     let mut sums: Vec<i32> = Vec::new();
+    let mut ybase: Vec<Option<usize>> = Vec::with_capacity(kh);
     let need_sums = pack.zero_point() != 0;
     let mut r0 = 0;
     while r0 < rows {
         let r1 = (r0 + chunk).min(rows);
         ptrs.clear();
         sums.clear();
-        for r in r0..r1 {
-            let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
-            let mut s = 0i32;
+        // Walk output rows without per-pixel divisions; per output row, the input row offset
+        // of each kernel row (None when it falls in the padding).
+        let xp = x.data.as_ptr();
+        let (sh, sw) = geom.stride;
+        let (dh, dw) = geom.dilation;
+        let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
+        let mut r = r0;
+        while r < r1 {
+            let (b, oy, ox0) = (r / (oh * ow), (r / ow) % oh, r % ow);
+            let ox_end = ow.min(ox0 + (r1 - r));
+            ybase.clear();
             for ky in 0..kh {
-                let iy =
-                    (oy * geom.stride.0 + ky * geom.dilation.0) as isize - geom.pads[0] as isize;
-                for kx in 0..kw {
-                    let ix = (ox * geom.stride.1 + kx * geom.dilation.1) as isize
-                        - geom.pads[1] as isize;
-                    let seg: &[u8] =
-                        if iy >= 0 && (iy as usize) < x.h && ix >= 0 && (ix as usize) < x.w {
-                            let o = ((b * x.h + iy as usize) * x.w + ix as usize) * c_in + ci0;
-                            &x.data[o..o + cig]
-                        } else {
-                            &pad
+                let iy = (oy * sh + ky * dh) as isize - pt;
+                ybase.push(if iy >= 0 && (iy as usize) < x.h {
+                    Some(((b * x.h + iy as usize) * x.w) * c_in + ci0)
+                } else {
+                    None
+                });
+            }
+            for ox in ox0..ox_end {
+                for yb in ybase.iter() {
+                    for kx in 0..kw {
+                        let ix = (ox * sw + kx * dw) as isize - pl;
+                        let ptr = match yb {
+                            // In bounds: `o + cig <= x.data.len()` (input length checked).
+                            Some(yb) if ix >= 0 && (ix as usize) < x.w => {
+                                xp.wrapping_add(yb + ix as usize * c_in)
+                            }
+                            _ => pad.as_ptr(),
                         };
-                    if need_sums {
-                        s += seg.iter().map(|&v| v as i32).sum::<i32>();
+                        ptrs.push(ptr);
                     }
-                    ptrs.push(seg.as_ptr());
                 }
             }
-            if need_sums {
+            r += ox_end - ox0;
+        }
+        if need_sums {
+            for row in ptrs.chunks_exact(taps) {
+                let mut s = 0i32;
+                for &p in row {
+                    // SAFETY: each pointer addresses `cig` live bytes (see above).
+                    let seg = unsafe { std::slice::from_raw_parts(p, cig) };
+                    s += seg.iter().map(|&v| v as i32).sum::<i32>();
+                }
                 sums.push(s);
             }
         }
