@@ -82,6 +82,10 @@ fn main() {
             })
         });
         let gops = ops / t / 1e9;
+        println!(
+            "{{\"shape\":\"{sh}\",\"op\":\"u8s8gemm_requant\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1}}}",
+            100.0 * gops / (465.0 * threads as f64)
+        );
         if f32_too {
             let af: Vec<f32> = a.iter().map(|&x| x as f32 * 0.01).collect();
             let bf: Vec<f32> = b.iter().map(|&x| x as f32 * 0.01).collect();
@@ -98,10 +102,6 @@ fn main() {
                 100.0 * gf / (117.0 * threads as f64)
             );
         }
-        println!(
-            "{{\"shape\":\"{sh}\",\"op\":\"u8s8gemm_requant\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1}}}",
-            100.0 * gops / (465.0 * threads as f64)
-        );
     }
     if !args.iter().any(|a| a == "--no-conv") {
         // 3x3 56x56x64 -> 64 pad 1, and depthwise 3x3 112x112x32 pad 1; u8 out with ReLU clamp.
