@@ -7,6 +7,10 @@
 //!   (so `a` may be the caller's row-major matrix when K % 4 == 0, or a zero-padded copy);
 //! - `tile` receives R rows of 64 int32, row stride 64; it is written, never read.
 //!
+//! On `Avx512Vnni` the driver uses the *fused* variants instead (`run_fused`, `run_fused_ind`):
+//! same accumulation, instantiated per (rows R <= 12, 16-column vectors C <= 4), with the
+//! epilogue applied from registers; `run_fused_ind` reads A through an indirection buffer.
+//!
 //! Semantics: `Scalar` and `Avx512Vnni` are exact int32 dot products. `Avx2` and `Avx512` use
 //! `vpmaddubsw`, which sums each *pair* of u8 x s8 products into an int16 **with signed
 //! saturation** before `vpmaddwd` widens to int32: a pair (a0*b0 + a1*b1) outside

@@ -320,7 +320,8 @@ pub fn gemm_u8s8(
                 let rows = micro::tile_rows(isa, nc).min(it.m1 - i);
                 // SAFETY: the Kernel proves `isa`; A rows i..i+rows are in bounds for kp bytes
                 // (direct: kp == k and check_matrix; padded: buffer of kp per row); the panel
-                // holds kp/4 groups of 256 bytes; the tile holds 6 x 64.
+                // holds kp/4 groups of 256 bytes; the tile holds 6 x 64 (non-fused paths use <= 4 rows;
+                // the fused VNNI path writes the output directly, up to 12 rows).
                 unsafe {
                     let a_tile = abase.add((i - it.m0) * a_rs);
                     let o = outp.0.add(i * ldc + j0);
