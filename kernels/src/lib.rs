@@ -14,7 +14,8 @@
 //!   [`gemm_u8s8`] (u8 x s8 -> fused [`Epilogue`] -> [`OutputSlice`] u8/s8/i32/f32),
 //!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
 //! - int8 convolution (NHWC, OHWI weights): [`ConvGeometry`], [`PackedConv::new`],
-//!   [`conv2d_u8s8`] (1x1 as GEMM, kxk via im2col, groups, dedicated depthwise kernel), [`TensorU8`].
+//!   [`conv2d_u8s8`] (1x1 as GEMM, kxk via an indirection buffer on VNNI or im2col, groups,
+//!   dilation, dedicated depthwise kernel), [`TensorU8`].
 //! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
 //!   [`conv2d_f32`] (NHWC, im2col + GEMM).
 //! - fp32 element-wise: [`add`], [`mul`], [`relu_inplace`], [`exp_inplace`], [`erf_inplace`],
@@ -27,7 +28,6 @@
 //! Every public function validates its arguments and returns `Result<_, KernelError>`; none
 //! panics on bad input. Multi-threaded kernels run on the caller's current rayon pool and give
 //! bit-identical results for any thread count.
-
 //!
 //! ## Example: a quantized linear layer (u8 activations, s8 weights, u8 output)
 //!
