@@ -273,3 +273,40 @@ fn softmax_and_layer_norm_every_isa() {
     assert!(layer_norm_rows(&k, &[0.0; 4], &[1.0; 2], &[0.0; 3], 1e-5, &mut [0.0; 4]).is_err());
     paths.finish();
 }
+
+#[test]
+fn gemm_f32_identical_for_any_thread_count() {
+    let paths = PathsRan::new("gemm_f32 threads");
+    let pools: Vec<_> = (1..=3)
+        .map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut rng = Rng(21);
+    for &(m, n, k) in &[(97usize, 300usize, 77usize), (700, 64, 36), (1, 1000, 64)] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.f32() - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.f32() - 0.5).collect();
+        let p = PackedBF32::new(k, n, &b, WeightLayout::KxN).unwrap();
+        for kern in kernels() {
+            let outs: Vec<Vec<u32>> = pools
+                .iter()
+                .map(|pool| {
+                    let mut out = vec![0f32; m * n];
+                    pool.install(|| gemm_f32(&kern, m, &a, k, &p, None, true, &mut out, n))
+                        .unwrap();
+                    out.iter().map(|v| v.to_bits()).collect()
+                })
+                .collect();
+            assert!(
+                outs.iter().all(|o| *o == outs[0]),
+                "{} {m}x{n}x{k}",
+                kern.isa()
+            );
+            paths.ran(kern.isa());
+        }
+    }
+    paths.finish();
+}
