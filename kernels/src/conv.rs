@@ -355,48 +355,45 @@ fn conv_indirect(
     let chunk = INDIRECT_ROWS.min(rows);
     let mut ptrs: Vec<*const u8> = Vec::with_capacity(chunk * taps);
     let mut sums: Vec<i32> = Vec::new();
-    let mut ybase: Vec<Option<usize>> = Vec::with_capacity(kh);
     let need_sums = pack.zero_point() != 0;
     let mut r0 = 0;
     while r0 < rows {
         let r1 = (r0 + chunk).min(rows);
-        ptrs.clear();
         sums.clear();
-        // Walk output rows without per-pixel divisions; per output row, the input row offset
-        // of each kernel row (None when it falls in the padding).
-        let xp = x.data.as_ptr();
-        let (sh, sw) = geom.stride;
-        let (dh, dw) = geom.dilation;
-        let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
-        let mut r = r0;
-        while r < r1 {
-            let (b, oy, ox0) = (r / (oh * ow), (r / ow) % oh, r % ow);
-            let ox_end = ow.min(ox0 + (r1 - r));
-            ybase.clear();
-            for ky in 0..kh {
-                let iy = (oy * sh + ky * dh) as isize - pt;
-                ybase.push(if iy >= 0 && (iy as usize) < x.h {
-                    Some(((b * x.h + iy as usize) * x.w) * c_in + ci0)
-                } else {
-                    None
-                });
+        // Fill the indirection rows, split over the pool (disjoint row ranges; the pointers do
+        // not depend on the split).
+        ptrs.resize((r1 - r0) * taps, std::ptr::null());
+        let dst = SendMutPtr(ptrs.as_mut_ptr());
+        let pad_ptr = SendConstPtr(pad.as_ptr());
+        let nthreads = rayon::current_num_threads();
+        let fill = |lo: usize, hi: usize| {
+            #[allow(clippy::redundant_locals)] // capture the Send wrappers, not their fields
+            let (dst, pad_ptr) = (dst, pad_ptr);
+            // SAFETY: rows [lo, hi) own entries [(lo - r0) * taps, (hi - r0) * taps) of `ptrs`.
+            unsafe {
+                fill_indirection(
+                    x,
+                    c_in,
+                    ci0,
+                    geom,
+                    (oh, ow),
+                    pad_ptr.0,
+                    lo,
+                    hi,
+                    dst.0.add((lo - r0) * taps),
+                )
             }
-            for ox in ox0..ox_end {
-                for yb in ybase.iter() {
-                    for kx in 0..kw {
-                        let ix = (ox * sw + kx * dw) as isize - pl;
-                        let ptr = match yb {
-                            // In bounds: `o + cig <= x.data.len()` (input length checked).
-                            Some(yb) if ix >= 0 && (ix as usize) < x.w => {
-                                xp.wrapping_add(yb + ix as usize * c_in)
-                            }
-                            _ => pad.as_ptr(),
-                        };
-                        ptrs.push(ptr);
-                    }
-                }
-            }
-            r += ox_end - ox0;
+        };
+        if nthreads > 1 && r1 - r0 >= 256 {
+            use rayon::prelude::*;
+            let per = (r1 - r0).div_ceil(nthreads);
+            (0..nthreads).into_par_iter().for_each(|t| {
+                let lo = (r0 + t * per).min(r1);
+                let hi = (lo + per).min(r1);
+                fill(lo, hi);
+            });
+        } else {
+            fill(r0, r1);
         }
         if need_sums {
             for row in ptrs.chunks_exact(taps) {
@@ -426,6 +423,75 @@ fn conv_indirect(
         r0 = r1;
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct SendMutPtr(*mut *const u8);
+#[derive(Clone, Copy)]
+struct SendConstPtr(*const u8);
+// SAFETY: used only to fill disjoint ranges of one Vec, and to pass the address of the live
+// zero-point segment, within one call.
+unsafe impl Send for SendMutPtr {}
+unsafe impl Sync for SendMutPtr {}
+unsafe impl Send for SendConstPtr {}
+unsafe impl Sync for SendConstPtr {}
+
+/// Writes the indirection rows of output rows [lo, hi) to `dst` (`taps` pointers per row): per
+/// output row, the input row offset of each kernel row (None in the padding), then per pixel
+/// and tap the input pixel's channel segment or `pad`.
+///
+/// # Safety
+/// `dst` must be valid for `(hi - lo) * kh * kw` writes; `x.data` must hold the whole NHWC input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_indirection(
+    x: TensorU8<'_>,
+    c_in: usize,
+    ci0: usize,
+    geom: ConvGeometry,
+    (oh, ow): (usize, usize),
+    pad: *const u8,
+    lo: usize,
+    hi: usize,
+    dst: *mut *const u8,
+) {
+    let (kh, kw) = geom.kernel;
+    let xp = x.data.as_ptr();
+    let (sh, sw) = geom.stride;
+    let (dh, dw) = geom.dilation;
+    let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
+    let mut ybase: Vec<Option<usize>> = Vec::with_capacity(kh);
+    let mut w = 0;
+    let mut r = lo;
+    while r < hi {
+        let (b, oy, ox0) = (r / (oh * ow), (r / ow) % oh, r % ow);
+        let ox_end = ow.min(ox0 + (hi - r));
+        ybase.clear();
+        for ky in 0..kh {
+            let iy = (oy * sh + ky * dh) as isize - pt;
+            ybase.push(if iy >= 0 && (iy as usize) < x.h {
+                Some(((b * x.h + iy as usize) * x.w) * c_in + ci0)
+            } else {
+                None
+            });
+        }
+        for ox in ox0..ox_end {
+            for yb in ybase.iter() {
+                for kx in 0..kw {
+                    let ix = (ox * sw + kx * dw) as isize - pl;
+                    let ptr = match yb {
+                        // In bounds: offset + cig <= x.data.len() (input length checked).
+                        Some(yb) if ix >= 0 && (ix as usize) < x.w => {
+                            xp.wrapping_add(yb + ix as usize * c_in)
+                        }
+                        _ => pad,
+                    };
+                    *dst.add(w) = ptr;
+                    w += 1;
+                }
+            }
+        }
+        r += ox_end - ox0;
+    }
 }
 
 /// Copies a short segment without a `memcpy` call: 16-byte chunks, then bytes.
