@@ -157,7 +157,10 @@ fn unknown_or_unavailable_isa_is_a_clear_error() {
 }
 
 /// Models quantized by octet (static: resnet8; dynamic: tiny_bert) run their Conv/Gemm/MatMul
-/// on int8 kernels with outputs bit-identical to the reference interpreter on the same graph.
+/// on int8 kernels with outputs bit-identical to the reference interpreter on the same graph
+/// (static); dynamic BERT's float ops (LayerNorm, Softmax, Erf, attention MatMul) run f32 SIMD
+/// kernels where the reference computes in f64, so it matches to float rounding (< 2e-6
+/// relative; see tests/engine_plan.rs).
 #[test]
 fn octet_quantized_models_on_int8_kernels_match_the_reference_exactly() {
     use octet::quantizer::{quantize_dynamic, quantize_static, Approach, QuantConfig};
@@ -203,5 +206,6 @@ fn octet_quantized_models_on_int8_kernels_match_the_reference_exactly() {
     assert_eq!(mmi, 12);
     assert_eq!(r.int8_count(), 12, "{r}");
     let oracle = octet::reference::run_graph(engine.graph(), &feeds).unwrap();
-    assert_eq!(engine.run(&feeds).unwrap()[0].1, oracle[0].1);
+    let (d, m) = max_abs_diff(&engine.run(&feeds).unwrap()[0].1, &oracle[0].1);
+    assert!(d <= 2e-6 * m, "tiny_bert dynamic: {d} vs max {m}");
 }

@@ -90,7 +90,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+/// The engine (compiled as `octet bench` / `octet profile` options say), the feeds, the mode
+/// ("fp32", "int8-static", "int8-dynamic") and the compile time in ms.
+pub struct Prepared {
+    pub engine: crate::engine::Engine,
+    pub feeds: Vec<(String, Tensor)>,
+    pub mode: &'static str,
+    pub compile_ms: f64,
+}
+
+pub fn prepare_engine(a: &BenchArgs) -> anyhow::Result<Prepared> {
     let path = a.model.display().to_string();
     let model = crate::frontend::onnx::load(&a.model)?;
     let g = model.graph;
@@ -195,6 +204,22 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let t_compile = std::time::Instant::now();
     let engine = prepare::engine(g, a.threads).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
     let compile_ms = t_compile.elapsed().as_secs_f64() * 1e3;
+    Ok(Prepared {
+        engine,
+        feeds,
+        mode,
+        compile_ms,
+    })
+}
+
+pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let path = a.model.display().to_string();
+    let Prepared {
+        engine,
+        feeds,
+        mode,
+        compile_ms,
+    } = prepare_engine(&a)?;
     for _ in 0..a.warmup {
         engine.run(&feeds)?;
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod profile;
 pub mod quantize;
 pub mod run;
 pub mod tune;
@@ -31,6 +32,8 @@ pub enum Command {
     Tune(tune::TuneArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
+    /// Time each step of the compiled plan and each op type (share of total, top N).
+    Profile(profile::ProfileArgs),
 }
 
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
+        Command::Profile(a) => profile::profile(a),
         Command::Tune(a) => tune::tune(a),
         Command::Quantize(a) => quantize::quantize(a),
     }

@@ -143,8 +143,9 @@ impl F32Node {
                 }))
             }
             Op::MatMul => {
+                // Two run-time operands (attention): the native batched f32 MatMul.
                 let Some(b) = g.const_operand(n, 1) else {
-                    return Err("weight is not constant".into());
+                    return Ok(None);
                 };
                 if b.rank() != 2 || b.dtype() != DType::F32 {
                     return Err("only 2-D constant f32 MatMul weights have an fp32 kernel".into());
@@ -182,7 +183,18 @@ impl F32Node {
         }
     }
 
-    pub fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+    pub fn is_conv(&self) -> bool {
+        matches!(self, F32Node::Conv { .. })
+    }
+
+    /// `relu`: a following Relu fused into the kernel. `in_nhwc` / `out_nhwc` as for int8 convs.
+    pub fn run(
+        &self,
+        args: &[Option<&Tensor>],
+        relu: bool,
+        in_nhwc: bool,
+        out_nhwc: bool,
+    ) -> R<Tensor> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let xv = x.view::<f32>().map_err(|e| e.to_string())?;
         match self {
@@ -195,43 +207,49 @@ impl F32Node {
                 c_out,
             } => {
                 let s = x.shape();
-                if s.len() != 4 || s[1] != *c_in {
+                let cpos = if in_nhwc { 3 } else { 1 };
+                if s.len() != 4 || s[cpos] != *c_in {
                     return Err(format!(
                         "input shape {s:?} does not match the packed weights"
                     ));
                 }
-                let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
-                let mut nhwc = vec![0f32; xv.len()];
-                for b in 0..nb {
-                    for ch in 0..c {
-                        for p in 0..h * w {
-                            nhwc[(b * h * w + p) * c + ch] = xv[(b * c + ch) * h * w + p];
+                let (nb, c, h, w) = if in_nhwc {
+                    (s[0], s[3], s[1], s[2])
+                } else {
+                    (s[0], s[1], s[2], s[3])
+                };
+                let converted;
+                let data: &[f32] = if in_nhwc {
+                    xv
+                } else {
+                    let mut nhwc = vec![0f32; xv.len()];
+                    for b in 0..nb {
+                        for ch in 0..c {
+                            for p in 0..h * w {
+                                nhwc[(b * h * w + p) * c + ch] = xv[(b * c + ch) * h * w + p];
+                            }
                         }
                     }
-                }
+                    converted = nhwc;
+                    &converted
+                };
                 let (oh, ow) = geom.out_size(h, w).map_err(|e| e.to_string())?;
-                let mut tmp = vec![0f32; nb * oh * ow * c_out];
+                let mut out = Tensor::zeros(DType::F32, &[nb, oh, ow, *c_out]);
                 conv2d_f32(
                     kernel,
-                    &nhwc,
+                    data,
                     (nb, h, w),
                     packed,
                     bias.as_deref(),
-                    false,
-                    &mut tmp,
+                    relu,
+                    out.view_mut::<f32>().unwrap(),
                 )
                 .map_err(|e| e.to_string())?;
-                let mut out = Tensor::zeros(DType::F32, &[nb, *c_out, oh, ow]);
-                let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
-                for b in 0..nb {
-                    for p in 0..oh * ow {
-                        for ch in 0..*c_out {
-                            ov[(b * c_out + ch) * oh * ow + p] =
-                                tmp[(b * oh * ow + p) * c_out + ch];
-                        }
-                    }
+                if out_nhwc {
+                    Ok(out)
+                } else {
+                    Ok(super::layout::nhwc_to_nchw(&out))
                 }
-                Ok(out)
             }
             F32Node::Gemm {
                 kernel,
@@ -249,7 +267,7 @@ impl F32Node {
                 *shape.last_mut().unwrap() = *n;
                 let mut out = Tensor::zeros(DType::F32, &shape);
                 let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
-                gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), false, ov, *n)
+                gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), relu, ov, *n)
                     .map_err(|e| e.to_string())?;
                 Ok(out)
             }

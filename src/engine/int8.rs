@@ -156,10 +156,21 @@ impl Int8Node {
         }
     }
 
-    pub fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+    pub fn run(&self, args: &[Option<&Tensor>], in_nhwc: bool, out_nhwc: bool) -> R<Tensor> {
         match self {
-            Int8Node::Conv(c) => c.run(args),
-            Int8Node::Gemm(x) => x.run(args),
+            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc),
+            Int8Node::Gemm(x) => x.run(args, None),
+        }
+    }
+
+    pub fn is_conv(&self) -> bool {
+        matches!(self, Int8Node::Conv(_))
+    }
+
+    pub fn gemm(&self) -> Option<&GemmNode> {
+        match self {
+            Int8Node::Gemm(x) => Some(x),
+            _ => None,
         }
     }
 }
@@ -288,30 +299,47 @@ fn build_conv(
 }
 
 impl ConvNode {
-    fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+    /// `in_nhwc` / `out_nhwc`: the input is stored / the output is to be stored NHWC (physical
+    /// shape [N, H, W, C]); otherwise NCHW and the node converts.
+    fn run(&self, args: &[Option<&Tensor>], in_nhwc: bool, out_nhwc: bool) -> R<Tensor> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let s = x.shape();
-        if s.len() != 4 || s[1] != self.c_in {
+        let cpos = if in_nhwc { 3 } else { 1 };
+        if s.len() != 4 || s[cpos] != self.c_in {
             return Err(format!(
                 "input shape {s:?} does not match the packed weights"
             ));
         }
-        let (nb, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let (nb, c, h, w) = if in_nhwc {
+            (s[0], s[3], s[1], s[2])
+        } else {
+            (s[0], s[1], s[2], s[3])
+        };
         // NCHW -> NHWC (s8 activations shifted to u8 by +128).
         let src = x.bytes();
         let flip = if self.x_signed { 0x80u8 } else { 0 };
-        let mut nhwc = vec![0u8; src.len()];
-        for b in 0..nb {
-            for ch in 0..c {
-                let plane = &src[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                for (p, &v) in plane.iter().enumerate() {
-                    nhwc[(b * h * w + p) * c + ch] = v ^ flip;
+        let converted;
+        let data: &[u8] = if in_nhwc && flip == 0 {
+            src
+        } else if in_nhwc {
+            converted = src.iter().map(|&v| v ^ flip).collect::<Vec<u8>>();
+            &converted
+        } else {
+            let mut nhwc = vec![0u8; src.len()];
+            for b in 0..nb {
+                for ch in 0..c {
+                    let plane = &src[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+                    for (p, &v) in plane.iter().enumerate() {
+                        nhwc[(b * h * w + p) * c + ch] = v ^ flip;
+                    }
                 }
             }
-        }
+            converted = nhwc;
+            &converted
+        };
         let zp = self.x_zp + if self.x_signed { 128 } else { 0 };
         let xt = TensorU8 {
-            data: &nhwc,
+            data,
             batch: nb,
             h,
             w,
@@ -322,7 +350,6 @@ impl ConvNode {
             .geometry()
             .out_size(h, w)
             .map_err(|e| e.to_string())?;
-        let len = nb * oh * ow * self.c_out;
         let ep = Epilogue::requant(Scale::PerChannel(&self.mult), self.y_zp).with_bias(&self.bias);
         let ep = if self.y_dtype == DType::I32 {
             Epilogue::raw().with_bias(&self.bias)
@@ -330,57 +357,19 @@ impl ConvNode {
             ep
         };
         let co = self.c_out;
-        let to_nchw = |dst: &mut [u8], src: &[u8], es: usize| {
-            for b in 0..nb {
-                for p in 0..oh * ow {
-                    for ch in 0..co {
-                        let si = ((b * oh * ow + p) * co + ch) * es;
-                        let di = ((b * co + ch) * oh * ow + p) * es;
-                        dst[di..di + es].copy_from_slice(&src[si..si + es]);
-                    }
-                }
-            }
-        };
-        let mut out = Tensor::zeros(self.y_dtype, &[nb, co, oh, ow]);
-        match self.y_dtype {
-            DType::U8 => {
-                let mut tmp = vec![0u8; len];
-                conv2d_u8s8(
-                    &self.kernel,
-                    xt,
-                    &self.packed,
-                    &ep,
-                    OutputSlice::U8(&mut tmp),
-                )
-                .map_err(|e| e.to_string())?;
-                to_nchw(out.bytes_mut(), &tmp, 1);
-            }
-            DType::I8 => {
-                let mut tmp = vec![0i8; len];
-                conv2d_u8s8(
-                    &self.kernel,
-                    xt,
-                    &self.packed,
-                    &ep,
-                    OutputSlice::I8(&mut tmp),
-                )
-                .map_err(|e| e.to_string())?;
-                to_nchw(out.bytes_mut(), bytemuck::cast_slice(&tmp), 1);
-            }
-            _ => {
-                let mut tmp = vec![0i32; len];
-                conv2d_u8s8(
-                    &self.kernel,
-                    xt,
-                    &self.packed,
-                    &ep,
-                    OutputSlice::I32(&mut tmp),
-                )
-                .map_err(|e| e.to_string())?;
-                to_nchw(out.bytes_mut(), bytemuck::cast_slice(&tmp), 4);
-            }
+        let mut out = Tensor::zeros(self.y_dtype, &[nb, oh, ow, co]);
+        {
+            let slice = match self.y_dtype {
+                DType::U8 => OutputSlice::U8(out.bytes_mut()),
+                DType::I8 => OutputSlice::I8(out.view_mut::<i8>().map_err(|e| e.to_string())?),
+                _ => OutputSlice::I32(out.view_mut::<i32>().map_err(|e| e.to_string())?),
+            };
+            conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice).map_err(|e| e.to_string())?;
         }
-        Ok(out)
+        if out_nhwc {
+            return Ok(out);
+        }
+        Ok(super::layout::nhwc_to_nchw(&out))
     }
 }
 
@@ -516,8 +505,25 @@ fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
     })
 }
 
+/// MatMulInteger -> Cast(f32) -> Mul(a_scale * w_scale) [-> Add(bias)] folded into the GEMM's
+/// dequantizing epilogue: `acc as f32 * (a_scale * w_scale[j]) + bias[j]` (multiply then add,
+/// the reference's order, so bit-identical).
+pub struct Dequant<'a> {
+    pub a_scale: f32,
+    pub w_scale: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+}
+
 impl GemmNode {
-    fn run(&self, args: &[Option<&Tensor>]) -> R<Tensor> {
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_integer_out(&self) -> bool {
+        self.y_dtype == DType::I32
+    }
+
+    pub fn run(&self, args: &[Option<&Tensor>], deq: Option<Dequant>) -> R<Tensor> {
         let a = args.first().copied().flatten().ok_or("missing input")?;
         let s = a.shape();
         if s.is_empty() || s[s.len() - 1] != self.k {
@@ -551,6 +557,20 @@ impl GemmNode {
         };
         let mut shape = s.to_vec();
         *shape.last_mut().unwrap() = self.n;
+        if let Some(d) = deq {
+            let scales: Vec<f32> = (0..self.n)
+                .map(|j| d.a_scale * pick(d.w_scale, j))
+                .collect();
+            let mut ep = Epilogue::requant(Scale::PerChannel(&scales), 0);
+            if let Some(b) = d.bias {
+                ep = ep.with_f32_bias(b);
+            }
+            let mut out = Tensor::zeros(DType::F32, &shape);
+            let slice = OutputSlice::F32(out.view_mut::<f32>().map_err(|e| e.to_string())?);
+            gemm_u8s8(&self.kernel, am, &self.packed, &ep, slice, self.n)
+                .map_err(|e| e.to_string())?;
+            return Ok(out);
+        }
         let mut out = Tensor::zeros(self.y_dtype, &shape);
         let ep = match self.y_dtype {
             DType::I32 => Epilogue::raw(),

@@ -1,22 +1,33 @@
-//! The execution engine: runs a (lowered) graph with the int8 SIMD kernels of `octet-kernels`
-//! for every integer Conv / Gemm / MatMul (QLinearConv, QGemm, QLinearMatMul, MatMulInteger,
-//! ConvInteger), and the reference interpreter for everything else. Weights are prepacked once
-//! when the engine is built; the kernel and ISA chosen for each node are recorded in the report,
-//! and a node that could not get an int8 kernel says why (no silent fallbacks).
+//! The execution engine: compiles a (lowered) graph into an execution plan and runs it.
 //!
-//! This is the first engine: tensors stay in the graph's NCHW layout and each int8 convolution
-//! converts to and from the kernels' NHWC layout; memory planning, layout propagation and
-//! fusion belong to the compiled execution plan that replaces this step by step.
+//! Compilation (`Engine::new`):
+//! - every node gets an implementation chosen for the CPU's best ISA: the int8 SIMD kernels of
+//!   `octet-kernels` for integer Conv / Gemm / MatMul (weights prepacked once), the fp32 kernels
+//!   for float Conv / Gemm / MatMul with constant weights, native implementations
+//!   ([`native`]) for the element-wise, normalisation, quantization and data-movement ops
+//!   quantized CNN / BERT graphs run, and the reference interpreter for the rest (reported);
+//! - fusion: dynamic quantization's `MatMulInteger -> Cast -> Mul(a_scale * w_scale) -> Add(bias)`
+//!   becomes one int8 GEMM with a dequantizing f32 epilogue; a Relu after an fp32 Conv / Gemm goes
+//!   into the kernel;
+//! - layout: 4-D values produced by convolutions stay NHWC (the kernels' layout) through
+//!   element-wise followers (QLinearAdd, Quantize/DequantizeLinear, Relu, Clip) into the next
+//!   convolution or global pooling, so conv chains convert NCHW <-> NHWC only at region
+//!   boundaries;
+//! - values live in numbered slots freed after their last use (liveness precomputed).
+//!
+//! Integer paths give bit-identical results for any thread count (kernels guarantee it).
 
 pub mod fp32;
 pub mod int8;
+mod layout;
+pub mod native;
 pub mod report;
 
 use crate::reference::{eval_op, RunError};
-use octet_ir::{Graph, NodeIndex, Op, Tensor};
+use octet_ir::{BinaryOp, DType, Graph, NodeIndex, Op, Outlet, Tensor, UnaryOp};
 use octet_kernels::Kernel;
 use report::{NodeReport, Report};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -34,54 +45,334 @@ pub enum EngineError {
     Input(String),
 }
 
-/// A graph ready to run: int8 kernels prepacked per node.
+enum Kind {
+    Input,
+    Int8(int8::Int8Node),
+    /// Fused dynamic-quantization MatMul: args 0..4 of the MatMulInteger, arg 4 the activation
+    /// scale.
+    DynGemm {
+        node: int8::Int8Node,
+        w_scale: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
+    F32 {
+        node: fp32::F32Node,
+        relu: bool,
+    },
+    Native(native::NativeOp),
+    Ref,
+}
+
+#[derive(Clone, Copy)]
+enum Arg {
+    Const(NodeIndex),
+    Slot(usize),
+}
+
+struct Step {
+    node: NodeIndex,
+    /// Op label, e.g. "QLinearConv" or "MatMulInteger+Cast+Mul+Add".
+    op: String,
+    exec: &'static str,
+    kind: Kind,
+    args: Vec<Option<Arg>>,
+    outs: Vec<Option<usize>>,
+    free: Vec<usize>,
+    in_nhwc: bool,
+    out_nhwc: bool,
+}
+
+/// One step of the compiled plan, for profiling.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepInfo {
+    pub node: String,
+    pub op: String,
+    pub exec: &'static str,
+}
+
+/// A graph compiled to an execution plan.
 pub struct Engine {
     graph: Graph,
-    order: Vec<NodeIndex>,
-    int8: HashMap<NodeIndex, int8::Int8Node>,
-    fp32: HashMap<NodeIndex, fp32::F32Node>,
+    steps: Vec<Step>,
+    n_slots: usize,
+    outputs: Vec<(String, Arg)>,
+    kernel: Kernel,
     report: Report,
     pool: Option<rayon::ThreadPool>,
 }
 
+fn only_consumer(g: &Graph, o: Outlet, outs: &HashSet<Outlet>) -> Option<(NodeIndex, usize)> {
+    let c = g.consumers(o);
+    (c.len() == 1 && !outs.contains(&o)).then(|| c[0])
+}
+
+fn const_f32(g: &Graph, o: Option<Outlet>) -> Option<Vec<f32>> {
+    let o = o?;
+    match &g.node(o.node).op {
+        Op::Const(t) if t.dtype() == DType::F32 => t.view::<f32>().ok().map(|v| v.to_vec()),
+        _ => None,
+    }
+}
+
+/// Match `MatMulInteger(q, W, zp) -> Cast(f32) -> Mul(., Mul(s, w_scale)) [-> Add(bias)]` where
+/// (q, s, zp) come from one DynamicQuantizeLinear. Returns (nodes fused after `m`, final node,
+/// scale outlet, w_scale, bias).
+#[allow(clippy::type_complexity)]
+fn match_dyn_matmul(
+    g: &Graph,
+    m: NodeIndex,
+    n_cols: usize,
+    outs: &HashSet<Outlet>,
+) -> Option<(
+    Vec<NodeIndex>,
+    NodeIndex,
+    Outlet,
+    Vec<f32>,
+    Option<Vec<f32>>,
+)> {
+    let q = g.operand(m, 0)?;
+    let zp = g.operand(m, 2)?;
+    if !matches!(g.node(q.node).op, Op::DynamicQuantizeLinear)
+        || zp.node != q.node
+        || zp.output != 2
+        || q.output != 0
+    {
+        return None;
+    }
+    let scale = Outlet::new(q.node, 1);
+    let (c, _) = only_consumer(g, Outlet::new(m, 0), outs)?;
+    if !matches!(g.node(c).op, Op::Cast { to: DType::F32 }) {
+        return None;
+    }
+    let (mul, slot) = only_consumer(g, Outlet::new(c, 0), outs)?;
+    if !matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let sm = g.operand(mul, 1 - slot)?;
+    if !matches!(g.node(sm.node).op, Op::Binary(BinaryOp::Mul))
+        || only_consumer(g, sm, outs)? != (mul, 1 - slot)
+    {
+        return None;
+    }
+    let (s0, s1) = (g.operand(sm.node, 0)?, g.operand(sm.node, 1)?);
+    let ws = if s0 == scale {
+        const_f32(g, Some(s1))?
+    } else if s1 == scale {
+        const_f32(g, Some(s0))?
+    } else {
+        return None;
+    };
+    if !(ws.len() == 1 || ws.len() == n_cols) {
+        return None;
+    }
+    let mut fused = vec![c, sm.node, mul];
+    let mut last = mul;
+    let mut bias = None;
+    if let Some((add, aslot)) = only_consumer(g, Outlet::new(mul, 0), outs) {
+        if matches!(g.node(add).op, Op::Binary(BinaryOp::Add)) {
+            if let Some(b) = const_f32(g, g.operand(add, 1 - aslot)) {
+                let bshape = g.const_operand(add, 1 - aslot).unwrap().shape().to_vec();
+                if b.len() == n_cols && bshape == [n_cols] {
+                    bias = Some(b);
+                    fused.push(add);
+                    last = add;
+                }
+            }
+        }
+    }
+    Some((fused, last, scale, ws, bias))
+}
+
 impl Engine {
-    /// Build an engine for a static graph (shapes bound, constants folded). `threads` = None uses
-    /// rayon's global pool (all cores).
+    /// Compile a static graph (shapes bound, constants folded). `threads` = None uses rayon's
+    /// global pool (all cores).
     pub fn new(graph: Graph, threads: Option<usize>) -> Result<Engine, EngineError> {
         let kernel = Kernel::best()?;
-        let order = graph
+        let g = &graph;
+        let order = g
             .topo_order()
             .map_err(|n| EngineError::Input(format!("graph has a cycle through node '{n}'")))?;
-        let mut int8 = HashMap::new();
-        let mut fp32 = HashMap::new();
+        let graph_outs: HashSet<Outlet> = g.outputs.iter().map(|(_, o)| *o).collect();
+        let mut slot_of: HashMap<Outlet, usize> = HashMap::new();
+        let mut n_slots = 0usize;
+        let mut skip: HashSet<NodeIndex> = HashSet::new();
+        let mut steps: Vec<Step> = vec![];
         let mut nodes = vec![];
+        let mut new_slot = |o: Outlet, slot_of: &mut HashMap<Outlet, usize>| {
+            slot_of.insert(o, n_slots);
+            n_slots += 1;
+            n_slots - 1
+        };
         for &n in &order {
-            let node = graph.node(n);
-            if matches!(node.op, Op::Input | Op::Const(_)) {
+            let node = g.node(n);
+            if matches!(node.op, Op::Const(_)) || skip.contains(&n) {
                 continue;
             }
-            let entry = match int8::Int8Node::build(&graph, n, kernel) {
-                Ok(Some(k)) => {
-                    let r = NodeReport::int8(node, k.describe(), k.kernel().isa().name());
-                    int8.insert(n, k);
-                    r
+            let operands = g.operands(n);
+            let resolve = |o: &Option<Outlet>,
+                           slot_of: &HashMap<Outlet, usize>|
+             -> Result<Option<Arg>, EngineError> {
+                match o {
+                    None => Ok(None),
+                    Some(o) => match &g.node(o.node).op {
+                        Op::Const(_) => Ok(Some(Arg::Const(o.node))),
+                        _ => slot_of.get(o).map(|&s| Some(Arg::Slot(s))).ok_or_else(|| {
+                            EngineError::Input(format!("operand of '{}' not computed", node.name))
+                        }),
+                    },
                 }
-                Err(why) => NodeReport::reference(node, Some(why)),
-                Ok(None) => match fp32::F32Node::build(&graph, n, kernel) {
-                    Ok(Some(k)) => {
-                        let r = NodeReport::fp32(node, k.describe(), k.kernel().isa().name());
-                        fp32.insert(n, k);
-                        r
-                    }
-                    Ok(None) => NodeReport::reference(node, None),
-                    Err(why) => NodeReport::reference(
-                        node,
-                        Some(format!("float node on the reference: {why}")),
-                    ),
-                },
             };
-            nodes.push(entry);
+            let mut args = operands
+                .iter()
+                .map(|o| resolve(o, &slot_of))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out_node = n;
+            let mut op_label = node.op.name().to_string();
+            let (kind, exec) = if matches!(node.op, Op::Input) {
+                (Kind::Input, "input")
+            } else {
+                match int8::Int8Node::build(g, n, kernel) {
+                    Ok(Some(k)) => {
+                        nodes.push(NodeReport::int8(
+                            node,
+                            k.describe(),
+                            k.kernel().isa().name(),
+                        ));
+                        let fused = k
+                            .gemm()
+                            .filter(|x| x.is_integer_out())
+                            .and_then(|x| match_dyn_matmul(g, n, x.n(), &graph_outs));
+                        match fused {
+                            Some((more, last, scale, w_scale, bias)) => {
+                                for &f in &more {
+                                    skip.insert(f);
+                                    op_label.push('+');
+                                    op_label.push_str(g.node(f).op.name());
+                                }
+                                while args.len() < 4 {
+                                    args.push(None);
+                                }
+                                args.push(Some(Arg::Slot(slot_of[&scale])));
+                                out_node = last;
+                                (
+                                    Kind::DynGemm {
+                                        node: k,
+                                        w_scale,
+                                        bias,
+                                    },
+                                    "int8",
+                                )
+                            }
+                            None => (Kind::Int8(k), "int8"),
+                        }
+                    }
+                    Err(why) => {
+                        nodes.push(NodeReport::reference(node, Some(why)));
+                        (Kind::Ref, "reference")
+                    }
+                    Ok(None) => match fp32::F32Node::build(g, n, kernel) {
+                        Ok(Some(k)) => {
+                            nodes.push(NodeReport::fp32(
+                                node,
+                                k.describe(),
+                                k.kernel().isa().name(),
+                            ));
+                            let mut relu = false;
+                            if let Some((r, _)) = only_consumer(g, Outlet::new(n, 0), &graph_outs) {
+                                if matches!(g.node(r).op, Op::Unary(UnaryOp::Relu)) {
+                                    skip.insert(r);
+                                    out_node = r;
+                                    relu = true;
+                                    op_label.push_str("+Relu");
+                                }
+                            }
+                            (Kind::F32 { node: k, relu }, "fp32")
+                        }
+                        Ok(None) => match native::NativeOp::build(g, n) {
+                            Some(op) => {
+                                nodes.push(NodeReport::native(
+                                    node,
+                                    op.describe(),
+                                    kernel.isa().name(),
+                                ));
+                                (Kind::Native(op), "native")
+                            }
+                            None => {
+                                nodes.push(NodeReport::reference(node, None));
+                                (Kind::Ref, "reference")
+                            }
+                        },
+                        Err(why) => {
+                            nodes.push(NodeReport::reference(
+                                node,
+                                Some(format!("float node on the reference: {why}")),
+                            ));
+                            (Kind::Ref, "reference")
+                        }
+                    },
+                }
+            };
+            let n_out = g.node(out_node).outputs.len();
+            let outs = (0..n_out)
+                .map(|k| {
+                    let o = Outlet::new(out_node, k);
+                    (!g.consumers(o).is_empty() || graph_outs.contains(&o))
+                        .then(|| new_slot(o, &mut slot_of))
+                })
+                .collect();
+            steps.push(Step {
+                node: n,
+                op: op_label,
+                exec,
+                kind,
+                args,
+                outs,
+                free: vec![],
+                in_nhwc: false,
+                out_nhwc: false,
+            });
         }
+        let outputs = g
+            .outputs
+            .iter()
+            .map(|(name, o)| {
+                let a = match &g.node(o.node).op {
+                    Op::Const(_) => Arg::Const(o.node),
+                    _ => Arg::Slot(*slot_of.get(o).ok_or_else(|| {
+                        EngineError::Input(format!("output '{name}' is not computed"))
+                    })?),
+                };
+                Ok((name.clone(), a))
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        // Liveness: free each slot after its last use (graph outputs never).
+        let mut last_use: Vec<Option<usize>> = vec![None; n_slots];
+        for (i, st) in steps.iter().enumerate() {
+            for a in st.args.iter().flatten() {
+                if let Arg::Slot(s) = a {
+                    last_use[*s] = Some(i);
+                }
+            }
+        }
+        let out_slots: HashSet<usize> = outputs
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Arg::Slot(s) => Some(*s),
+                _ => None,
+            })
+            .collect();
+        for (s, lu) in last_use.iter().enumerate() {
+            if let Some(i) = lu {
+                if !out_slots.contains(&s) {
+                    steps[*i].free.push(s);
+                }
+            }
+        }
+        let mut slot_rank = vec![0usize; n_slots];
+        for (o, &s) in &slot_of {
+            slot_rank[s] = g.ty(*o).map_or(0, |t| t.shape.rank());
+        }
+        layout::plan_nhwc(&mut steps, n_slots, &slot_rank, &out_slots);
         let pool = match threads {
             Some(t) => Some(
                 rayon::ThreadPoolBuilder::new()
@@ -92,15 +383,16 @@ impl Engine {
             None => None,
         };
         Ok(Engine {
-            graph,
-            order,
-            int8,
-            fp32,
+            steps,
+            n_slots,
+            outputs,
+            kernel,
             report: Report {
                 isa: kernel.isa().name(),
                 nodes,
             },
             pool,
+            graph,
         })
     }
 
@@ -113,113 +405,196 @@ impl Engine {
         &self.report
     }
 
+    /// The compiled plan's steps (one per executed kernel; fused nodes share a step).
+    pub fn steps(&self) -> Vec<StepInfo> {
+        self.steps
+            .iter()
+            .map(|s| StepInfo {
+                node: self.graph.node(s.node).name.clone(),
+                op: s.op.clone(),
+                exec: s.exec,
+            })
+            .collect()
+    }
+
     /// Run on named inputs; returns the graph outputs in order.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, EngineError> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Run and add each step's wall time (seconds) to `times` (one entry per [`Engine::steps`]).
+    pub fn run_profiled(
+        &self,
+        inputs: &[(String, Tensor)],
+        times: &mut [f64],
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        self.run_timed(inputs, Some(times))
+    }
+
+    fn run_timed(
+        &self,
+        inputs: &[(String, Tensor)],
+        times: Option<&mut [f64]>,
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
         match &self.pool {
-            Some(p) => p.install(|| self.run_inner(inputs)),
-            None => self.run_inner(inputs),
+            Some(p) => p.install(|| self.run_inner(inputs, times)),
+            None => self.run_inner(inputs, times),
         }
     }
 
-    fn run_inner(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, EngineError> {
+    fn run_inner(
+        &self,
+        inputs: &[(String, Tensor)],
+        mut times: Option<&mut [f64]>,
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
         let g = &self.graph;
-        // Remaining uses of each value, to free intermediates early.
-        let mut uses: HashMap<octet_ir::Outlet, usize> = HashMap::new();
-        for &n in &self.order {
-            for o in g.operands(n).into_iter().flatten() {
-                *uses.entry(o).or_default() += 1;
-            }
-        }
-        for (_, o) in &g.outputs {
-            *uses.entry(*o).or_default() += 1;
-        }
-        let mut values: HashMap<octet_ir::Outlet, Tensor> = HashMap::new();
-        let node_err = |n: NodeIndex, msg: String| EngineError::Node {
-            node: g.node(n).name.clone(),
-            op: g.node(n).op.name().to_string(),
-            msg,
+        let mut values: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
+        let cst = |n: NodeIndex| match &g.node(n).op {
+            Op::Const(t) => t,
+            _ => unreachable!("constant argument"),
         };
-        for &n in &self.order {
-            let node = g.node(n);
-            let outs: Vec<Tensor> = match &node.op {
-                Op::Input => {
-                    let name = &node.outputs[0].name;
-                    let t = inputs
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, t)| t.clone())
-                        .ok_or_else(|| {
-                            EngineError::Input(format!("model input '{name}' was not given"))
-                        })?;
-                    if let Some(ty) = &node.outputs[0].ty {
-                        let ok = t.dtype() == ty.dtype
-                            && t.rank() == ty.shape.rank()
-                            && ty
-                                .shape
-                                .0
-                                .iter()
-                                .zip(t.shape())
-                                .all(|(d, &v)| d.fixed().is_none_or(|f| f == v));
-                        if !ok {
-                            return Err(EngineError::Input(format!(
-                                "input '{name}' must be {ty}, got {} {:?}",
-                                t.dtype(),
-                                t.shape()
-                            )));
-                        }
-                    }
+        for (i, st) in self.steps.iter().enumerate() {
+            let t0 = times.as_ref().map(|_| std::time::Instant::now());
+            let node_err = |msg: String| EngineError::Node {
+                node: g.node(st.node).name.clone(),
+                op: st.op.clone(),
+                msg,
+            };
+            let outs: Vec<Tensor> = match &st.kind {
+                Kind::Input => vec![self.input(st.node, inputs)?],
+                Kind::Native(native::NativeOp::Reshape(shape)) if matches!(st.args[0], Some(Arg::Slot(s)) if st.free.contains(&s)) =>
+                {
+                    let Some(Arg::Slot(s)) = st.args[0] else {
+                        unreachable!()
+                    };
+                    let t = values[s]
+                        .take()
+                        .ok_or_else(|| node_err("operand not computed".into()))?;
+                    vec![t
+                        .reshaped(shape)
+                        .ok_or_else(|| node_err("bad reshape".into()))?]
+                }
+                Kind::Native(op)
+                    if op.in_place()
+                        && matches!(st.args[0], Some(Arg::Slot(s)) if st.free.contains(&s)) =>
+                {
+                    let Some(Arg::Slot(s)) = st.args[0] else {
+                        unreachable!()
+                    };
+                    let mut t = values[s]
+                        .take()
+                        .ok_or_else(|| node_err("operand not computed".into()))?;
+                    op.run_in_place(&self.kernel, &mut t).map_err(node_err)?;
                     vec![t]
                 }
-                Op::Const(_) => continue,
-                op => {
-                    let operands = g.operands(n);
-                    let mut args: Vec<Option<&Tensor>> = Vec::with_capacity(operands.len());
-                    for o in &operands {
-                        args.push(match o {
+                kind => {
+                    let mut args: Vec<Option<&Tensor>> = Vec::with_capacity(st.args.len());
+                    for a in &st.args {
+                        args.push(match a {
                             None => None,
-                            Some(o) => Some(match &g.node(o.node).op {
-                                Op::Const(t) => t,
-                                _ => values
-                                    .get(o)
-                                    .ok_or_else(|| node_err(n, "operand not computed".into()))?,
-                            }),
+                            Some(Arg::Const(n)) => Some(cst(*n)),
+                            Some(Arg::Slot(s)) => Some(
+                                values[*s]
+                                    .as_ref()
+                                    .ok_or_else(|| node_err("operand not computed".into()))?,
+                            ),
                         });
                     }
-                    if let Some(k) = self.int8.get(&n) {
-                        vec![k.run(&args).map_err(|m| node_err(n, m))?]
-                    } else if let Some(k) = self.fp32.get(&n) {
-                        vec![k.run(&args).map_err(|m| node_err(n, m))?]
-                    } else {
-                        eval_op(op, &args).map_err(|m| node_err(n, m))?
+                    match kind {
+                        Kind::Int8(k) => {
+                            vec![k.run(&args, st.in_nhwc, st.out_nhwc).map_err(node_err)?]
+                        }
+                        Kind::DynGemm {
+                            node,
+                            w_scale,
+                            bias,
+                        } => {
+                            let s = args[4]
+                                .and_then(|t| t.view::<f32>().ok())
+                                .and_then(|v| v.first().copied())
+                                .ok_or_else(|| node_err("activation scale missing".into()))?;
+                            let deq = int8::Dequant {
+                                a_scale: s,
+                                w_scale,
+                                bias: bias.as_deref(),
+                            };
+                            let gm = node.gemm().expect("gemm");
+                            vec![gm.run(&args[..4], Some(deq)).map_err(node_err)?]
+                        }
+                        Kind::F32 { node, relu } => {
+                            vec![node
+                                .run(&args, *relu, st.in_nhwc, st.out_nhwc)
+                                .map_err(node_err)?]
+                        }
+                        Kind::Native(op) => {
+                            op.run(&self.kernel, &args, st.in_nhwc).map_err(node_err)?
+                        }
+                        Kind::Ref => eval_op(&g.node(st.node).op, &args).map_err(node_err)?,
+                        Kind::Input => unreachable!(),
                     }
                 }
             };
-            for o in g.operands(n).into_iter().flatten() {
-                if let Some(u) = uses.get_mut(&o) {
-                    *u -= 1;
-                    if *u == 0 {
-                        values.remove(&o);
-                    }
+            for &s in &st.free {
+                values[s] = None;
+            }
+            for (t, slot) in outs.into_iter().zip(&st.outs) {
+                if let Some(s) = slot {
+                    values[*s] = Some(t);
                 }
             }
-            for (k, t) in outs.into_iter().enumerate() {
-                let o = octet_ir::Outlet::new(n, k);
-                if uses.get(&o).copied().unwrap_or(0) > 0 {
-                    values.insert(o, t);
-                }
+            if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t0) {
+                ts[i] += t0.elapsed().as_secs_f64();
             }
         }
-        g.outputs
+        self.outputs
             .iter()
-            .map(|(name, o)| {
-                let t = match &g.node(o.node).op {
-                    Op::Const(t) => t.clone(),
-                    _ => values.get(o).cloned().ok_or_else(|| {
+            .enumerate()
+            .map(|(i, (name, a))| {
+                let t = match a {
+                    Arg::Const(n) => cst(*n).clone(),
+                    Arg::Slot(s)
+                        if self.outputs[i + 1..]
+                            .iter()
+                            .any(|(_, b)| matches!(b, Arg::Slot(x) if x == s)) =>
+                    {
+                        values[*s].clone().ok_or_else(|| {
+                            EngineError::Input(format!("output '{name}' was not computed"))
+                        })?
+                    }
+                    Arg::Slot(s) => values[*s].take().ok_or_else(|| {
                         EngineError::Input(format!("output '{name}' was not computed"))
                     })?,
                 };
                 Ok((name.clone(), t))
             })
             .collect()
+    }
+
+    fn input(&self, n: NodeIndex, inputs: &[(String, Tensor)]) -> Result<Tensor, EngineError> {
+        let node = self.graph.node(n);
+        let name = &node.outputs[0].name;
+        let t = inputs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| EngineError::Input(format!("model input '{name}' was not given")))?;
+        if let Some(ty) = &node.outputs[0].ty {
+            let ok = t.dtype() == ty.dtype
+                && t.rank() == ty.shape.rank()
+                && ty
+                    .shape
+                    .0
+                    .iter()
+                    .zip(t.shape())
+                    .all(|(d, &v)| d.fixed().is_none_or(|f| f == v));
+            if !ok {
+                return Err(EngineError::Input(format!(
+                    "input '{name}' must be {ty}, got {} {:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+        }
+        Ok(t)
     }
 }

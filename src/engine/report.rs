@@ -8,7 +8,8 @@ use std::fmt;
 pub struct NodeReport {
     pub node: String,
     pub op: String,
-    /// "int8", "fp32" (float SIMD kernel) or "reference".
+    /// "int8", "fp32" (float SIMD kernel), "native" (engine implementation of a non-GEMM op)
+    /// or "reference".
     pub exec: &'static str,
     /// Kernel description, e.g. "conv2d_u8s8 im2col+gemm".
     pub kernel: String,
@@ -36,6 +37,16 @@ impl NodeReport {
             kernel,
             isa,
             reason: "float node (not quantized)".into(),
+        }
+    }
+    pub fn native(n: &Node, kernel: &str, isa: &'static str) -> Self {
+        NodeReport {
+            node: n.name.clone(),
+            op: n.op.name().to_string(),
+            exec: "native",
+            kernel: kernel.to_string(),
+            isa,
+            reason: String::new(),
         }
     }
     pub fn reference(n: &Node, why: Option<String>) -> Self {

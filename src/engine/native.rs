@@ -1,0 +1,770 @@
+//! Native implementations of the non-GEMM operators quantized CNN and BERT graphs run, replacing
+//! the (f64, allocation-heavy) reference interpreter on the hot path.
+//!
+//! Exactness: integer-path ops (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+//! QLinearAdd, QLinearGlobalAveragePool) follow the reference interpreter's float operation order
+//! and are bit-identical to it. f32 Add / Sub / Mul / Div / Clip / Relu are correctly rounded
+//! single operations, so also bit-identical to the reference (which rounds an exact f64 result
+//! once). Softmax, LayerNormalization, Erf and the f32 MatMul run f32 SIMD kernels and agree with
+//! the reference to about 1e-6 relative.
+
+use octet_ir::{BinaryOp, DType, Graph, NodeIndex, Op, Tensor, UnaryOp};
+use octet_kernels::{
+    dequantize_i8, dequantize_u8, dynamic_quantize_u8, erf_inplace, gemm_f32, layer_norm_rows,
+    quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel, PackedBF32, WeightLayout,
+};
+
+type R<T> = Result<T, String>;
+
+/// A natively executed operator, its constant parameters extracted at build time.
+pub enum NativeOp {
+    Quantize {
+        scale: f32,
+        zp: i32,
+        signed: bool,
+    },
+    Dequantize {
+        scale: f32,
+        zp: i32,
+    },
+    DynQuant,
+    QAdd {
+        a_s: f32,
+        a_zp: i64,
+        b_s: f32,
+        b_zp: i64,
+        c_s: f32,
+        c_zp: i64,
+        signed: bool,
+    },
+    QGap {
+        mult: f32,
+        x_zp: i64,
+        y_zp: i64,
+        y_dtype: DType,
+    },
+    Relu,
+    Clip {
+        lo: f32,
+        hi: f32,
+    },
+    Binary(BinaryOp),
+    Erf,
+    Softmax,
+    LayerNorm {
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        eps: f32,
+    },
+    /// Reshape / Flatten / Squeeze / Unsqueeze: a new shape over the same bytes.
+    Reshape(Vec<usize>),
+    Transpose(Vec<usize>),
+    /// Gather on axis 0.
+    Gather,
+    /// f32 MatMul of two run-time operands (attention): batched GEMM.
+    MatMulF32,
+    /// Where(cond bool, x f32, y f32) with broadcasting.
+    Where,
+    IsNaN,
+}
+
+fn scalar_f32(t: Option<&Tensor>) -> Option<f32> {
+    let t = t?;
+    (t.dtype() == DType::F32 && t.len() == 1).then(|| t.view::<f32>().unwrap()[0])
+}
+
+fn scalar_int(t: Option<&Tensor>) -> Option<i64> {
+    let t = t?;
+    (t.len() == 1 && matches!(t.dtype(), DType::U8 | DType::I8)).then(|| t.to_i64_vec()[0])
+}
+
+fn in_dtype(g: &Graph, n: NodeIndex, slot: usize) -> Option<DType> {
+    g.operand(n, slot).and_then(|o| g.ty(o)).map(|t| t.dtype)
+}
+
+fn out_shape(g: &Graph, n: NodeIndex) -> Option<Vec<usize>> {
+    g.node(n).outputs[0]
+        .ty
+        .as_ref()
+        .and_then(|t| t.shape.as_fixed())
+        .map(|s| s.to_vec())
+}
+
+impl NativeOp {
+    /// The native implementation of node `n`, or None (reference interpreter).
+    pub fn build(g: &Graph, n: NodeIndex) -> Option<NativeOp> {
+        let node = g.node(n);
+        let x_dt = in_dtype(g, n, 0);
+        let f32_in = x_dt == Some(DType::F32);
+        Some(match &node.op {
+            Op::QuantizeLinear { axis: _, .. } if f32_in => {
+                let scale = scalar_f32(g.const_operand(n, 1))?;
+                if !(scale.is_finite() && scale > 0.0) {
+                    return None;
+                }
+                let (zp, signed) = match g.operand(n, 2) {
+                    None => match &node.op {
+                        Op::QuantizeLinear {
+                            out_dtype: Some(DType::I8),
+                            ..
+                        } => (0, true),
+                        Op::QuantizeLinear {
+                            out_dtype: None | Some(DType::U8),
+                            ..
+                        } => (0, false),
+                        _ => return None,
+                    },
+                    Some(_) => {
+                        let t = g.const_operand(n, 2)?;
+                        (scalar_int(Some(t))? as i32, t.dtype() == DType::I8)
+                    }
+                };
+                NativeOp::Quantize { scale, zp, signed }
+            }
+            Op::DequantizeLinear { .. } if matches!(x_dt, Some(DType::U8 | DType::I8)) => {
+                let scale = scalar_f32(g.const_operand(n, 1))?;
+                let zp = match g.operand(n, 2) {
+                    None => 0,
+                    Some(_) => scalar_int(g.const_operand(n, 2))? as i32,
+                };
+                NativeOp::Dequantize { scale, zp }
+            }
+            Op::DynamicQuantizeLinear if f32_in => NativeOp::DynQuant,
+            Op::QLinearBinary(BinaryOp::Add) => {
+                let signed = match x_dt? {
+                    DType::U8 => false,
+                    DType::I8 => true,
+                    _ => return None,
+                };
+                let sa = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                let sb = g.operand(n, 3).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                if sa != sb || in_dtype(g, n, 3) != x_dt {
+                    return None;
+                }
+                let zp = |slot| match g.operand(n, slot) {
+                    None => Some(0),
+                    Some(_) => scalar_int(g.const_operand(n, slot)),
+                };
+                NativeOp::QAdd {
+                    a_s: scalar_f32(g.const_operand(n, 1))?,
+                    a_zp: zp(2)?,
+                    b_s: scalar_f32(g.const_operand(n, 4))?,
+                    b_zp: zp(5)?,
+                    c_s: scalar_f32(g.const_operand(n, 6))?,
+                    c_zp: zp(7)?,
+                    signed,
+                }
+            }
+            Op::QLinearGlobalAveragePool {
+                channels_last: false,
+            } => {
+                let xs = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                if xs.len() != 4 || !matches!(x_dt?, DType::U8 | DType::I8) {
+                    return None;
+                }
+                let x_s = scalar_f32(g.const_operand(n, 1))?;
+                let y_s = scalar_f32(g.const_operand(n, 3))?;
+                let yz = g.const_operand(n, 4)?;
+                let count = xs[2] * xs[3];
+                NativeOp::QGap {
+                    mult: x_s / (y_s * count as f32),
+                    x_zp: scalar_int(g.const_operand(n, 2))?,
+                    y_zp: scalar_int(Some(yz))?,
+                    y_dtype: yz.dtype(),
+                }
+            }
+            Op::Unary(UnaryOp::Relu) if f32_in => NativeOp::Relu,
+            Op::Unary(UnaryOp::Erf) if f32_in => NativeOp::Erf,
+            Op::Clip if f32_in => {
+                let lo = match g.operand(n, 1) {
+                    None => f32::NEG_INFINITY,
+                    Some(_) => scalar_f32(g.const_operand(n, 1))?,
+                };
+                let hi = match g.operand(n, 2) {
+                    None => f32::INFINITY,
+                    Some(_) => scalar_f32(g.const_operand(n, 2))?,
+                };
+                NativeOp::Clip { lo, hi }
+            }
+            Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div))
+                if f32_in && in_dtype(g, n, 1) == Some(DType::F32) =>
+            {
+                NativeOp::Binary(*b)
+            }
+            Op::Softmax { axis, legacy } if f32_in => {
+                let r = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank() as i64;
+                let last = *axis == -1 || *axis == r - 1;
+                if !(last && (!legacy || r <= 2)) {
+                    return None;
+                }
+                NativeOp::Softmax
+            }
+            Op::LayerNorm { axis, epsilon } if f32_in => {
+                let xs = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                let r = xs.len() as i64;
+                if !(*axis == -1 || *axis == r - 1) {
+                    return None;
+                }
+                let c = *xs.last()?;
+                let gamma = g.const_operand(n, 1)?;
+                if gamma.dtype() != DType::F32 || gamma.len() != c {
+                    return None;
+                }
+                let beta = match g.operand(n, 2) {
+                    None => vec![0.0; c],
+                    Some(_) => {
+                        let b = g.const_operand(n, 2)?;
+                        if b.dtype() != DType::F32 || b.len() != c {
+                            return None;
+                        }
+                        b.view::<f32>().ok()?.to_vec()
+                    }
+                };
+                NativeOp::LayerNorm {
+                    gamma: gamma.view::<f32>().ok()?.to_vec(),
+                    beta,
+                    eps: *epsilon,
+                }
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze => {
+                NativeOp::Reshape(out_shape(g, n)?)
+            }
+            Op::Transpose { perm } => {
+                let r = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank();
+                let perm = if perm.is_empty() {
+                    (0..r).rev().collect()
+                } else {
+                    perm.clone()
+                };
+                NativeOp::Transpose(perm)
+            }
+            Op::Gather { axis: 0 }
+                if matches!(in_dtype(g, n, 1), Some(DType::I64 | DType::I32))
+                    && g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank() >= 1 =>
+            {
+                NativeOp::Gather
+            }
+            Op::MatMul
+                if f32_in
+                    && in_dtype(g, n, 1) == Some(DType::F32)
+                    && g.const_operand(n, 1).is_none() =>
+            {
+                let sa = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                let sb = g.operand(n, 1).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                if sa.len() < 2 || sa.len() != sb.len() || sa[..sa.len() - 2] != sb[..sb.len() - 2]
+                {
+                    return None;
+                }
+                NativeOp::MatMulF32
+            }
+            Op::Where
+                if in_dtype(g, n, 0) == Some(DType::Bool)
+                    && in_dtype(g, n, 1) == Some(DType::F32)
+                    && in_dtype(g, n, 2) == Some(DType::F32) =>
+            {
+                NativeOp::Where
+            }
+            Op::Unary(UnaryOp::IsNaN) if f32_in => NativeOp::IsNaN,
+            _ => return None,
+        })
+    }
+
+    /// Element-wise in place on operand 0 when the engine can hand it over (it dies here).
+    pub fn in_place(&self) -> bool {
+        matches!(
+            self,
+            NativeOp::Relu | NativeOp::Erf | NativeOp::Clip { .. } | NativeOp::Softmax
+        )
+    }
+
+    /// Run in place on `x` (see [`NativeOp::in_place`]).
+    pub fn run_in_place(&self, k: &Kernel, x: &mut Tensor) -> R<()> {
+        let len = *x.shape().last().unwrap_or(&1);
+        let v = x.view_mut::<f32>().map_err(|e| e.to_string())?;
+        match self {
+            NativeOp::Relu => relu_inplace(k, v),
+            NativeOp::Erf => erf_inplace(k, v),
+            NativeOp::Clip { lo, hi } => {
+                for a in v.iter_mut() {
+                    *a = if *a < *lo {
+                        *lo
+                    } else if *a > *hi {
+                        *hi
+                    } else {
+                        *a
+                    };
+                }
+            }
+            NativeOp::Softmax => {
+                if len > 0 && !v.is_empty() {
+                    softmax_rows(k, v, len).map_err(|e| e.to_string())?
+                }
+            }
+            _ => return Err("not an in-place op".into()),
+        }
+        Ok(())
+    }
+
+    /// Element-wise on its layout operands (same-shape), so it can run on NHWC data.
+    pub fn layout_operands(&self) -> &'static [usize] {
+        match self {
+            NativeOp::Quantize { .. }
+            | NativeOp::Dequantize { .. }
+            | NativeOp::Relu
+            | NativeOp::Clip { .. } => &[0],
+            NativeOp::QAdd { .. } => &[0, 3],
+            _ => &[],
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            NativeOp::Quantize { .. } => "quantize (simd)",
+            NativeOp::Dequantize { .. } => "dequantize (simd)",
+            NativeOp::DynQuant => "dynamic_quantize_u8 (simd)",
+            NativeOp::QAdd { .. } => "qlinear_add",
+            NativeOp::QGap { .. } => "qlinear_global_avgpool",
+            NativeOp::Relu => "relu (simd)",
+            NativeOp::Clip { .. } => "clip",
+            NativeOp::Binary(_) => "binary f32 (broadcast)",
+            NativeOp::Erf => "erf (simd)",
+            NativeOp::Softmax => "softmax_rows (simd)",
+            NativeOp::LayerNorm { .. } => "layer_norm_rows (simd)",
+            NativeOp::Reshape(_) => "reshape (view)",
+            NativeOp::Transpose(_) => "transpose copy",
+            NativeOp::Gather => "gather rows",
+            NativeOp::MatMulF32 => "batched gemm_f32",
+            NativeOp::Where => "where f32 (broadcast)",
+            NativeOp::IsNaN => "isnan",
+        }
+    }
+
+    /// Run. `channels_last`: the (4-D) input is stored NHWC (only QGap cares).
+    pub fn run(&self, k: &Kernel, args: &[Option<&Tensor>], channels_last: bool) -> R<Vec<Tensor>> {
+        let x = args.first().copied().flatten().ok_or("missing input")?;
+        let e = |e: octet_kernels::KernelError| e.to_string();
+        let one = |t: Tensor| Ok(vec![t]);
+        match self {
+            NativeOp::Quantize { scale, zp, signed } => {
+                let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+                if *signed {
+                    let mut out = Tensor::zeros(DType::I8, x.shape());
+                    quantize_i8(k, xv, *scale, *zp, out.view_mut::<i8>().unwrap()).map_err(e)?;
+                    one(out)
+                } else {
+                    let mut out = Tensor::zeros(DType::U8, x.shape());
+                    quantize_u8(k, xv, *scale, *zp, out.bytes_mut()).map_err(e)?;
+                    one(out)
+                }
+            }
+            NativeOp::Dequantize { scale, zp } => {
+                let mut out = Tensor::zeros(DType::F32, x.shape());
+                let ov = out.view_mut::<f32>().unwrap();
+                match x.dtype() {
+                    DType::U8 => dequantize_u8(k, x.bytes(), *scale, *zp, ov).map_err(e)?,
+                    _ => dequantize_i8(k, x.view::<i8>().unwrap(), *scale, *zp, ov).map_err(e)?,
+                }
+                one(out)
+            }
+            NativeOp::DynQuant => {
+                let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+                let mut out = Tensor::zeros(DType::U8, x.shape());
+                let p = dynamic_quantize_u8(k, xv, out.bytes_mut()).map_err(e)?;
+                // All-zero tensor: the reference (onnxruntime) reports scale 1.
+                let scale = if p.scale == 0.0 { 1.0 } else { p.scale };
+                Ok(vec![
+                    out,
+                    Tensor::scalar(scale),
+                    Tensor::scalar(p.zero_point as u8),
+                ])
+            }
+            NativeOp::QAdd {
+                a_s,
+                a_zp,
+                b_s,
+                b_zp,
+                c_s,
+                c_zp,
+                signed,
+            } => {
+                let b = args.get(3).copied().flatten().ok_or("missing B")?;
+                if b.shape() != x.shape() {
+                    return Err("QLinearAdd operands differ in shape".into());
+                }
+                let mut out = Tensor::zeros(x.dtype(), x.shape());
+                let (lo, hi) = if *signed { (-128i64, 127i64) } else { (0, 255) };
+                let f = |p: i64, q: i64| -> u8 {
+                    let xa = (p - a_zp) as f32 * a_s;
+                    let yb = (q - b_zp) as f32 * b_s;
+                    let v = ((xa + yb) / c_s).round_ties_even() as i64 + c_zp;
+                    v.clamp(lo, hi) as u8
+                };
+                let o = out.bytes_mut();
+                if *signed {
+                    for ((d, &p), &q) in o.iter_mut().zip(x.bytes()).zip(b.bytes()) {
+                        *d = f(p as i8 as i64, q as i8 as i64);
+                    }
+                } else {
+                    for ((d, &p), &q) in o.iter_mut().zip(x.bytes()).zip(b.bytes()) {
+                        *d = f(p as i64, q as i64);
+                    }
+                }
+                one(out)
+            }
+            NativeOp::QGap {
+                mult,
+                x_zp,
+                y_zp,
+                y_dtype,
+            } => {
+                let s = x.shape();
+                let (n, c, count) = if channels_last {
+                    (s[0], s[3], s[1] * s[2])
+                } else {
+                    (s[0], s[1], s[2] * s[3])
+                };
+                let signed = x.dtype() == DType::I8;
+                let val = |b: u8| if signed { b as i8 as i64 } else { b as i64 };
+                let xb = x.bytes();
+                let mut sums = vec![0i64; n * c];
+                for b in 0..n {
+                    if channels_last {
+                        for p in 0..count {
+                            let row = &xb[(b * count + p) * c..(b * count + p + 1) * c];
+                            for (acc, &v) in sums[b * c..(b + 1) * c].iter_mut().zip(row) {
+                                *acc += val(v);
+                            }
+                        }
+                    } else {
+                        for ch in 0..c {
+                            let plane = &xb[(b * c + ch) * count..(b * c + ch + 1) * count];
+                            sums[b * c + ch] = plane.iter().map(|&v| val(v)).sum();
+                        }
+                    }
+                }
+                let (lo, hi) = if *y_dtype == DType::I8 {
+                    (-128, 127)
+                } else {
+                    (0, 255)
+                };
+                let mut out = Tensor::zeros(*y_dtype, &[n, c, 1, 1]);
+                for (d, &acc) in out.bytes_mut().iter_mut().zip(&sums) {
+                    let acc = acc - x_zp * count as i64;
+                    let v = ((acc as f32 * mult).round_ties_even() as i64 + y_zp).clamp(lo, hi);
+                    *d = v as u8;
+                }
+                one(out)
+            }
+            NativeOp::Relu | NativeOp::Erf | NativeOp::Clip { .. } | NativeOp::Softmax => {
+                let mut out = x.clone();
+                self.run_in_place(k, &mut out)?;
+                one(out)
+            }
+            NativeOp::IsNaN => {
+                let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+                let b: Vec<bool> = xv.iter().map(|v| v.is_nan()).collect();
+                one(Tensor::from_bools(x.shape(), &b))
+            }
+            NativeOp::Where => {
+                let a = args.get(1).copied().flatten().ok_or("missing X")?;
+                let b = args.get(2).copied().flatten().ok_or("missing Y")?;
+                one(where_f32(x, a, b)?)
+            }
+            NativeOp::LayerNorm { gamma, beta, eps } => {
+                let mut out = Tensor::zeros(DType::F32, x.shape());
+                let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+                layer_norm_rows(k, xv, gamma, beta, *eps, out.view_mut::<f32>().unwrap())
+                    .map_err(e)?;
+                one(out)
+            }
+            NativeOp::Binary(op) => {
+                let b = args.get(1).copied().flatten().ok_or("missing B")?;
+                one(binary_f32(k, *op, x, b)?)
+            }
+            NativeOp::Reshape(shape) => one(x.clone().reshaped(shape).ok_or("bad reshape")?),
+            NativeOp::Transpose(perm) => one(transpose(x, perm)?),
+            NativeOp::Gather => {
+                let idx = args.get(1).copied().flatten().ok_or("missing indices")?;
+                one(gather0(x, idx)?)
+            }
+            NativeOp::MatMulF32 => {
+                let b = args.get(1).copied().flatten().ok_or("missing B")?;
+                one(matmul_f32(k, x, b)?)
+            }
+        }
+    }
+}
+
+/// numpy-broadcast output shape.
+fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
+            if da == db || db == 1 {
+                Ok(da)
+            } else if da == 1 {
+                Ok(db)
+            } else {
+                Err(format!("shapes {a:?} and {b:?} do not broadcast"))
+            }
+        })
+        .collect()
+}
+
+/// Element strides of `s` broadcast to `out` (0 on broadcast axes).
+fn bstrides(s: &[usize], out: &[usize]) -> Vec<usize> {
+    let r = out.len();
+    let mut st = vec![0; r];
+    let mut acc = 1;
+    for i in (0..s.len()).rev() {
+        let o = i + r - s.len();
+        st[o] = if s[i] == 1 && out[o] != 1 { 0 } else { acc };
+        acc *= s[i];
+    }
+    st
+}
+
+#[inline(always)]
+fn apply(op: BinaryOp, x: f32, y: f32) -> f32 {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        _ => x / y,
+    }
+}
+
+fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor) -> R<Tensor> {
+    let av = a.view::<f32>().map_err(|e| e.to_string())?;
+    let bv = b.view::<f32>().map_err(|e| e.to_string())?;
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let mut out = Tensor::zeros(DType::F32, &shape);
+    let ov = out.view_mut::<f32>().unwrap();
+    if ov.is_empty() {
+        return Ok(out);
+    }
+    if a.shape() == b.shape() {
+        match op {
+            BinaryOp::Add => octet_kernels::add(k, av, bv, ov).map_err(|e| e.to_string())?,
+            BinaryOp::Mul => octet_kernels::mul(k, av, bv, ov).map_err(|e| e.to_string())?,
+            _ => {
+                for ((o, &x), &y) in ov.iter_mut().zip(av).zip(bv) {
+                    *o = apply(op, x, y);
+                }
+            }
+        }
+        return Ok(out);
+    }
+    let r = shape.len();
+    let sa = bstrides(a.shape(), &shape);
+    let sb = bstrides(b.shape(), &shape);
+    let inner = shape[r - 1];
+    let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    let mut idx = vec![0usize; r];
+    for row in ov.chunks_mut(inner) {
+        let oa: usize = (0..r - 1).map(|d| idx[d] * sa[d]).sum();
+        let ob: usize = (0..r - 1).map(|d| idx[d] * sb[d]).sum();
+        match (ia, ib) {
+            (1, 1) => {
+                let (x, y) = (&av[oa..oa + inner], &bv[ob..ob + inner]);
+                for j in 0..inner {
+                    row[j] = apply(op, x[j], y[j]);
+                }
+            }
+            (1, 0) => {
+                let (x, y) = (&av[oa..oa + inner], bv[ob]);
+                for j in 0..inner {
+                    row[j] = apply(op, x[j], y);
+                }
+            }
+            (0, 1) => {
+                let (x, y) = (av[oa], &bv[ob..ob + inner]);
+                for j in 0..inner {
+                    row[j] = apply(op, x, y[j]);
+                }
+            }
+            _ => {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = apply(op, av[oa + j * ia], bv[ob + j * ib]);
+                }
+            }
+        }
+        for d in (0..r.saturating_sub(1)).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(out)
+}
+
+fn transpose_typed<T: Copy>(src: &[T], dst: &mut [T], shape: &[usize], perm: &[usize]) {
+    let r = shape.len();
+    let mut in_st = vec![1usize; r];
+    for i in (0..r.saturating_sub(1)).rev() {
+        in_st[i] = in_st[i + 1] * shape[i + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let st: Vec<usize> = perm.iter().map(|&p| in_st[p]).collect();
+    if r == 0 || dst.is_empty() {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let inner = out_shape[r - 1];
+    let is = st[r - 1];
+    let mut idx = vec![0usize; r];
+    for row in dst.chunks_mut(inner) {
+        let base: usize = (0..r - 1).map(|d| idx[d] * st[d]).sum();
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = src[base + j * is];
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+fn transpose(x: &Tensor, perm: &[usize]) -> R<Tensor> {
+    let s = x.shape();
+    if perm.len() != s.len() {
+        return Err("transpose permutation does not match the rank".into());
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+    let mut out = Tensor::zeros(x.dtype(), &out_shape);
+    match x.dtype().size() {
+        1 => transpose_typed(x.bytes(), out.bytes_mut(), s, perm),
+        4 => transpose_typed::<u32>(
+            bytemuck::cast_slice(x.bytes()),
+            bytemuck::cast_slice_mut(out.bytes_mut()),
+            s,
+            perm,
+        ),
+        8 => transpose_typed::<u64>(
+            bytemuck::cast_slice(x.bytes()),
+            bytemuck::cast_slice_mut(out.bytes_mut()),
+            s,
+            perm,
+        ),
+        2 => transpose_typed::<u16>(
+            bytemuck::cast_slice(x.bytes()),
+            bytemuck::cast_slice_mut(out.bytes_mut()),
+            s,
+            perm,
+        ),
+        _ => return Err("unsupported element size".into()),
+    }
+    Ok(out)
+}
+
+fn gather0(data: &Tensor, idx: &Tensor) -> R<Tensor> {
+    let ds = data.shape();
+    let rows = ds[0] as i64;
+    let row_bytes: usize = ds[1..].iter().product::<usize>() * data.dtype().size();
+    let ids = idx.to_i64_vec();
+    let mut shape = idx.shape().to_vec();
+    shape.extend_from_slice(&ds[1..]);
+    let mut out = Tensor::zeros(data.dtype(), &shape);
+    let o = out.bytes_mut();
+    let src = data.bytes();
+    for (i, &id) in ids.iter().enumerate() {
+        let r = if id < 0 { id + rows } else { id };
+        if !(0..rows).contains(&r) {
+            return Err(format!("Gather index {id} out of range for {rows} rows"));
+        }
+        let r = r as usize;
+        o[i * row_bytes..(i + 1) * row_bytes]
+            .copy_from_slice(&src[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    Ok(out)
+}
+
+fn matmul_f32(k: &Kernel, a: &Tensor, b: &Tensor) -> R<Tensor> {
+    let (sa, sb) = (a.shape(), b.shape());
+    let r = sa.len();
+    let (m, kk, n) = (sa[r - 2], sa[r - 1], sb[r - 1]);
+    if sb[r - 2] != kk || sa[..r - 2] != sb[..r - 2] {
+        return Err(format!("MatMul shapes {sa:?} x {sb:?}"));
+    }
+    let batch: usize = sa[..r - 2].iter().product();
+    let mut shape = sa.to_vec();
+    shape[r - 1] = n;
+    let mut out = Tensor::zeros(DType::F32, &shape);
+    let av = a.view::<f32>().map_err(|e| e.to_string())?;
+    let bv = b.view::<f32>().map_err(|e| e.to_string())?;
+    let ov = out.view_mut::<f32>().unwrap();
+    for i in 0..batch {
+        let pb = PackedBF32::new(kk, n, &bv[i * kk * n..(i + 1) * kk * n], WeightLayout::KxN)
+            .map_err(|e| e.to_string())?;
+        gemm_f32(
+            k,
+            m,
+            &av[i * m * kk..(i + 1) * m * kk],
+            kk,
+            &pb,
+            None,
+            false,
+            &mut ov[i * m * n..(i + 1) * m * n],
+            n,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn where_f32(c: &Tensor, a: &Tensor, b: &Tensor) -> R<Tensor> {
+    let shape = broadcast_shape(&broadcast_shape(c.shape(), a.shape())?, b.shape())?;
+    let cv = c.bytes();
+    let av = a.view::<f32>().map_err(|e| e.to_string())?;
+    let bv = b.view::<f32>().map_err(|e| e.to_string())?;
+    let mut out = Tensor::zeros(DType::F32, &shape);
+    if shape.is_empty() || shape.contains(&0) {
+        if shape.is_empty() {
+            out.view_mut::<f32>().unwrap()[0] = if cv[0] != 0 { av[0] } else { bv[0] };
+        }
+        return Ok(out);
+    }
+    let (sc, sa, sb) = (
+        bstrides(c.shape(), &shape),
+        bstrides(a.shape(), &shape),
+        bstrides(b.shape(), &shape),
+    );
+    let r = shape.len();
+    let inner = shape[r - 1];
+    let mut idx = vec![0usize; r];
+    let ov = out.view_mut::<f32>().unwrap();
+    for row in ov.chunks_mut(inner) {
+        let off = |st: &[usize]| (0..r - 1).map(|d| idx[d] * st[d]).sum::<usize>();
+        let (oc, oa, ob) = (off(&sc), off(&sa), off(&sb));
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = if cv[oc + j * sc[r - 1]] != 0 {
+                av[oa + j * sa[r - 1]]
+            } else {
+                bv[ob + j * sb[r - 1]]
+            };
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(out)
+}
