@@ -3,6 +3,7 @@
 //! Pipeline: `frontend::onnx` (load) -> `passes` (bind shapes, fold constants, ...) ->
 //! `reference` (the oracle interpreter). See docs/ARCHITECTURE.md for the map.
 
+pub mod artifact;
 pub mod calibrate;
 pub mod cli;
 pub mod engine;

@@ -7,7 +7,7 @@ use crate::dtype::DType;
 use crate::tensor::Tensor;
 
 /// How a convolution or pool pads when `auto_pad` is used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AutoPad {
     NotSet,
     SameUpper,
@@ -17,7 +17,7 @@ pub enum AutoPad {
 
 /// Geometry shared by convolutions and pools. Vectors have one entry per spatial axis;
 /// `pads` is `[begin_0, begin_1, .., end_0, end_1, ..]` as in ONNX.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvGeom {
     /// Empty means "from the weight shape" (conv) — pools always set it.
     pub kernel_shape: Vec<usize>,
@@ -27,13 +27,13 @@ pub struct ConvGeom {
     pub auto_pad: AutoPad,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvAttrs {
     pub geom: ConvGeom,
     pub group: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvTransposeAttrs {
     pub geom: ConvGeom,
     pub group: usize,
@@ -41,7 +41,7 @@ pub struct ConvTransposeAttrs {
     pub output_shape: Vec<usize>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PoolAttrs {
     pub geom: ConvGeom,
     pub ceil_mode: bool,
@@ -49,7 +49,7 @@ pub struct PoolAttrs {
     pub count_include_pad: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UnaryOp {
     Abs,
     Neg,
@@ -75,7 +75,7 @@ pub enum UnaryOp {
     Identity,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ActOp {
     LeakyRelu {
         alpha: f32,
@@ -103,7 +103,7 @@ pub enum ActOp {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BinaryOp {
     Add,
     Sub,
@@ -136,7 +136,7 @@ impl BinaryOp {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum VariadicOp {
     Min,
     Max,
@@ -144,7 +144,7 @@ pub enum VariadicOp {
     Mean,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReduceOp {
     Mean,
     Sum,
@@ -158,7 +158,7 @@ pub enum ReduceOp {
     LogSumExp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PadMode {
     Constant,
     Reflect,
@@ -166,14 +166,14 @@ pub enum PadMode {
     Wrap,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResizeMode {
     Nearest,
     Linear,
     Cubic,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CoordTransform {
     HalfPixel,
     HalfPixelSymmetric,
@@ -183,7 +183,7 @@ pub enum CoordTransform {
     TfCropAndResize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NearestMode {
     RoundPreferFloor,
     RoundPreferCeil,
@@ -191,7 +191,7 @@ pub enum NearestMode {
     Ceil,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResizeAttrs {
     pub mode: ResizeMode,
     pub coord: CoordTransform,
@@ -205,7 +205,7 @@ pub struct ResizeAttrs {
 }
 
 /// An operator with its typed attributes. Inputs are edges of the graph, by slot.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// A graph input. No operands.
     Input,

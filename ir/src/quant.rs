@@ -5,7 +5,7 @@ use std::fmt;
 
 /// `real = scale * (q - zero_point)`, per tensor (one entry) or per axis (one entry per index
 /// along `axis`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantParams {
     pub scale: Vec<f32>,
     pub zero_point: Vec<i32>,

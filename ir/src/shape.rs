@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// One dimension: a known extent or a named symbol.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dim {
     Fixed(usize),
     Sym(String),
@@ -36,7 +36,7 @@ impl fmt::Display for Dim {
 }
 
 /// A shape: a list of dimensions (rank 0 is a scalar).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Shape(pub Vec<Dim>);
 
 impl Shape {

@@ -284,6 +284,34 @@ impl Tensor {
     }
 }
 
+/// Serialized as dtype, shape and raw little-endian bytes (used for small attribute tensors;
+/// model weights travel in binary sections of the compiled format, not through serde).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TensorRepr {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl serde::Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TensorRepr {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            data: self.bytes().to_vec(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Tensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Tensor, D::Error> {
+        let r = TensorRepr::deserialize(d)?;
+        Tensor::from_raw(r.dtype, &r.shape, &r.data)
+            .ok_or_else(|| serde::de::Error::custom("tensor data length does not match its shape"))
+    }
+}
+
 impl PartialEq for Tensor {
     fn eq(&self, other: &Self) -> bool {
         self.dtype == other.dtype && self.shape == other.shape && self.bytes() == other.bytes()

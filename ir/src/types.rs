@@ -7,7 +7,7 @@ use crate::quant::QuantParams;
 use crate::shape::Shape;
 use std::fmt;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValueType {
     pub dtype: DType,
     pub shape: Shape,

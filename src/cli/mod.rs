@@ -1,8 +1,8 @@
 //! The `octet` command line: argument definitions (clap) and one file per subcommand.
 
 pub mod bench;
+pub mod compile;
 pub mod inspect;
-pub mod profile;
 pub mod quantize;
 pub mod run;
 pub mod tune;
@@ -30,10 +30,10 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Accuracy-aware tuning: find the most int8 model that meets an accuracy goal.
     Tune(tune::TuneArgs),
+    /// Compile a model into a standalone int8 executable (or a .octet compiled-model file).
+    Compile(compile::CompileArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
-    /// Time each step of the compiled plan and each op type (share of total, top N).
-    Profile(profile::ProfileArgs),
 }
 
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
@@ -41,7 +41,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
-        Command::Profile(a) => profile::profile(a),
+        Command::Compile(a) => compile::compile(a),
         Command::Tune(a) => tune::tune(a),
         Command::Quantize(a) => quantize::quantize(a),
     }

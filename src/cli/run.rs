@@ -32,6 +32,9 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    if crate::artifact::format::is_compiled(&a.model) {
+        return run_compiled(&a);
+    }
     let model = crate::frontend::onnx::load(&a.model)?;
     let mut g = model.graph;
     let arrays = prepare::read_inputs(&a.input)?;
@@ -138,4 +141,43 @@ pub fn top1_accuracy(logits: &octet_ir::Tensor, labels: &[i64]) -> Option<f64> {
         })
         .count();
     Some(correct as f64 / labels.len() as f64)
+}
+
+/// `octet run model.octet ...`: a compiled model (checked on load: format, checksum, CPU).
+fn run_compiled(a: &RunArgs) -> anyhow::Result<()> {
+    let mut session = crate::artifact::Session::load(&a.model)?;
+    if let Some(t) = a.threads {
+        session = session.with_threads(t);
+    }
+    let arrays = prepare::read_inputs(&a.input)?;
+    let labels = arrays
+        .iter()
+        .find(|(n, _)| n == "label")
+        .map(|(_, t)| t.to_i64_vec());
+    let (feeds, ignored) = prepare::match_inputs(&session.model().graph, arrays)?;
+    for name in &ignored {
+        eprintln!(
+            "note: '{name}' in {} is not a model input; ignored",
+            a.input.display()
+        );
+    }
+    let outs = session.run(&feeds)?;
+    for (name, t) in &outs {
+        println!("{name}: {} {:?}", t.dtype(), t.shape());
+    }
+    if let (Some(l), Some((n, t))) = (&labels, outs.first()) {
+        if let Some(acc) = top1_accuracy(t, l) {
+            println!(
+                "top-1 accuracy of '{n}' against 'label': {:.2}% ({} samples)",
+                acc * 100.0,
+                l.len()
+            );
+        }
+    }
+    if let Some(out) = &a.output {
+        let arrays: Vec<(String, &octet_ir::Tensor)> =
+            outs.iter().map(|(n, t)| (n.clone(), t)).collect();
+        crate::io::npz::write_npz(out, &arrays)?;
+    }
+    Ok(())
 }
