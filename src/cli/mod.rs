@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod compile;
 pub mod inspect;
+pub mod profile;
 pub mod quantize;
 pub mod run;
 pub mod tune;
@@ -34,6 +35,8 @@ pub enum Command {
     Compile(compile::CompileArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
+    /// Time each step of the compiled plan and each op type (share of total, top N).
+    Profile(profile::ProfileArgs),
 }
 
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +45,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
         Command::Compile(a) => compile::compile(a),
+        Command::Profile(a) => profile::profile(a),
         Command::Tune(a) => tune::tune(a),
         Command::Quantize(a) => quantize::quantize(a),
     }
