@@ -194,6 +194,7 @@ impl F32Node {
         relu: bool,
         in_nhwc: bool,
         out_nhwc: bool,
+        pool: &mut super::pool::Pool,
     ) -> R<Tensor> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let xv = x.view::<f32>().map_err(|e| e.to_string())?;
@@ -218,11 +219,12 @@ impl F32Node {
                 } else {
                     (s[0], s[1], s[2], s[3])
                 };
-                let converted;
+                let mut converted = None;
                 let data: &[f32] = if in_nhwc {
                     xv
                 } else {
-                    let mut nhwc = vec![0f32; xv.len()];
+                    let mut t = pool.tensor(DType::F32, &[nb, h, w, c]);
+                    let nhwc = t.view_mut::<f32>().unwrap();
                     for b in 0..nb {
                         for ch in 0..c {
                             for p in 0..h * w {
@@ -230,11 +232,11 @@ impl F32Node {
                             }
                         }
                     }
-                    converted = nhwc;
-                    &converted
+                    converted = Some(t);
+                    converted.as_ref().unwrap().view::<f32>().unwrap()
                 };
                 let (oh, ow) = geom.out_size(h, w).map_err(|e| e.to_string())?;
-                let mut out = Tensor::zeros(DType::F32, &[nb, oh, ow, *c_out]);
+                let mut out = pool.tensor(DType::F32, &[nb, oh, ow, *c_out]);
                 conv2d_f32(
                     kernel,
                     data,
@@ -245,10 +247,15 @@ impl F32Node {
                     out.view_mut::<f32>().unwrap(),
                 )
                 .map_err(|e| e.to_string())?;
+                if let Some(t) = converted {
+                    pool.give(t);
+                }
                 if out_nhwc {
                     Ok(out)
                 } else {
-                    Ok(super::layout::nhwc_to_nchw(&out))
+                    let t = super::layout::nhwc_to_nchw(&out, pool);
+                    pool.give(out);
+                    Ok(t)
                 }
             }
             F32Node::Gemm {
@@ -265,7 +272,7 @@ impl F32Node {
                 let m: usize = s[..s.len() - 1].iter().product();
                 let mut shape = s.to_vec();
                 *shape.last_mut().unwrap() = *n;
-                let mut out = Tensor::zeros(DType::F32, &shape);
+                let mut out = pool.tensor(DType::F32, &shape);
                 let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
                 gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), relu, ov, *n)
                     .map_err(|e| e.to_string())?;

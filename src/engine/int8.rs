@@ -51,6 +51,8 @@ pub struct GemmNode {
     note: String,
 }
 
+use super::pool::Pool;
+
 type R<T> = Result<T, String>;
 
 fn cst<'a>(g: &'a Graph, n: NodeIndex, slot: usize, what: &str) -> R<&'a Tensor> {
@@ -156,10 +158,16 @@ impl Int8Node {
         }
     }
 
-    pub fn run(&self, args: &[Option<&Tensor>], in_nhwc: bool, out_nhwc: bool) -> R<Tensor> {
+    pub fn run(
+        &self,
+        args: &[Option<&Tensor>],
+        in_nhwc: bool,
+        out_nhwc: bool,
+        pool: &mut Pool,
+    ) -> R<Tensor> {
         match self {
-            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc),
-            Int8Node::Gemm(x) => x.run(args, None),
+            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, pool),
+            Int8Node::Gemm(x) => x.run(args, None, pool),
         }
     }
 
@@ -301,7 +309,13 @@ fn build_conv(
 impl ConvNode {
     /// `in_nhwc` / `out_nhwc`: the input is stored / the output is to be stored NHWC (physical
     /// shape [N, H, W, C]); otherwise NCHW and the node converts.
-    fn run(&self, args: &[Option<&Tensor>], in_nhwc: bool, out_nhwc: bool) -> R<Tensor> {
+    fn run(
+        &self,
+        args: &[Option<&Tensor>],
+        in_nhwc: bool,
+        out_nhwc: bool,
+        pool: &mut Pool,
+    ) -> R<Tensor> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let s = x.shape();
         let cpos = if in_nhwc { 3 } else { 1 };
@@ -318,14 +332,19 @@ impl ConvNode {
         // NCHW -> NHWC (s8 activations shifted to u8 by +128).
         let src = x.bytes();
         let flip = if self.x_signed { 0x80u8 } else { 0 };
-        let converted;
+        let mut converted = None;
         let data: &[u8] = if in_nhwc && flip == 0 {
             src
         } else if in_nhwc {
-            converted = src.iter().map(|&v| v ^ flip).collect::<Vec<u8>>();
-            &converted
+            let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
+            for (d, &v) in t.bytes_mut().iter_mut().zip(src) {
+                *d = v ^ flip;
+            }
+            converted = Some(t);
+            converted.as_ref().unwrap().bytes()
         } else {
-            let mut nhwc = vec![0u8; src.len()];
+            let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
+            let nhwc = t.bytes_mut();
             for b in 0..nb {
                 for ch in 0..c {
                     let plane = &src[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
@@ -334,8 +353,8 @@ impl ConvNode {
                     }
                 }
             }
-            converted = nhwc;
-            &converted
+            converted = Some(t);
+            converted.as_ref().unwrap().bytes()
         };
         let zp = self.x_zp + if self.x_signed { 128 } else { 0 };
         let xt = TensorU8 {
@@ -357,7 +376,7 @@ impl ConvNode {
             ep
         };
         let co = self.c_out;
-        let mut out = Tensor::zeros(self.y_dtype, &[nb, oh, ow, co]);
+        let mut out = pool.tensor(self.y_dtype, &[nb, oh, ow, co]);
         {
             let slice = match self.y_dtype {
                 DType::U8 => OutputSlice::U8(out.bytes_mut()),
@@ -366,10 +385,15 @@ impl ConvNode {
             };
             conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice).map_err(|e| e.to_string())?;
         }
+        if let Some(t) = converted {
+            pool.give(t);
+        }
         if out_nhwc {
             return Ok(out);
         }
-        Ok(super::layout::nhwc_to_nchw(&out))
+        let t = super::layout::nhwc_to_nchw(&out, pool);
+        pool.give(out);
+        Ok(t)
     }
 }
 
@@ -523,7 +547,12 @@ impl GemmNode {
         self.y_dtype == DType::I32
     }
 
-    pub fn run(&self, args: &[Option<&Tensor>], deq: Option<Dequant>) -> R<Tensor> {
+    pub fn run(
+        &self,
+        args: &[Option<&Tensor>],
+        deq: Option<Dequant>,
+        pool: &mut Pool,
+    ) -> R<Tensor> {
         let a = args.first().copied().flatten().ok_or("missing input")?;
         let s = a.shape();
         if s.is_empty() || s[s.len() - 1] != self.k {
@@ -565,13 +594,13 @@ impl GemmNode {
             if let Some(b) = d.bias {
                 ep = ep.with_f32_bias(b);
             }
-            let mut out = Tensor::zeros(DType::F32, &shape);
+            let mut out = pool.tensor(DType::F32, &shape);
             let slice = OutputSlice::F32(out.view_mut::<f32>().map_err(|e| e.to_string())?);
             gemm_u8s8(&self.kernel, am, &self.packed, &ep, slice, self.n)
                 .map_err(|e| e.to_string())?;
             return Ok(out);
         }
-        let mut out = Tensor::zeros(self.y_dtype, &shape);
+        let mut out = pool.tensor(self.y_dtype, &shape);
         let ep = match self.y_dtype {
             DType::I32 => Epilogue::raw(),
             _ => Epilogue::requant(Scale::PerChannel(&self.mult), self.y_zp),

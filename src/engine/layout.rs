@@ -15,10 +15,10 @@ fn to_nchw_typed<T: Copy>(src: &[T], dst: &mut [T], (n, h, w, c): (usize, usize,
 }
 
 /// [N, H, W, C] -> [N, C, H, W].
-pub fn nhwc_to_nchw(x: &Tensor) -> Tensor {
+pub fn nhwc_to_nchw(x: &Tensor, pool: &mut super::pool::Pool) -> Tensor {
     let s = x.shape();
     let d = (s[0], s[1], s[2], s[3]);
-    let mut out = Tensor::zeros(x.dtype(), &[s[0], s[3], s[1], s[2]]);
+    let mut out = pool.tensor(x.dtype(), &[s[0], s[3], s[1], s[2]]);
     match x.dtype().size() {
         1 => to_nchw_typed(x.bytes(), out.bytes_mut(), d),
         _ => to_nchw_typed::<u32>(

@@ -21,6 +21,7 @@ pub mod fp32;
 pub mod int8;
 mod layout;
 pub mod native;
+mod pool;
 pub mod report;
 
 use crate::reference::{eval_op, RunError};
@@ -99,6 +100,8 @@ pub struct Engine {
     kernel: Kernel,
     report: Report,
     pool: Option<rayon::ThreadPool>,
+    /// Buffers recycled across runs (taken by a run, returned at its end).
+    buffers: std::sync::Mutex<pool::Pool>,
 }
 
 fn only_consumer(g: &Graph, o: Outlet, outs: &HashSet<Outlet>) -> Option<(NodeIndex, usize)> {
@@ -392,6 +395,7 @@ impl Engine {
                 nodes,
             },
             pool,
+            buffers: Default::default(),
             graph,
         })
     }
@@ -445,10 +449,29 @@ impl Engine {
     fn run_inner(
         &self,
         inputs: &[(String, Tensor)],
+        times: Option<&mut [f64]>,
+    ) -> Result<Vec<(String, Tensor)>, EngineError> {
+        let mut bufs = std::mem::take(&mut *self.buffers.lock().unwrap());
+        let r = self.run_with(inputs, times, &mut bufs);
+        *self.buffers.lock().unwrap() = bufs;
+        r
+    }
+
+    /// Bytes of intermediate buffers the engine keeps between runs.
+    pub fn arena_bytes(&self) -> usize {
+        self.buffers.lock().unwrap().bytes()
+    }
+
+    fn run_with(
+        &self,
+        inputs: &[(String, Tensor)],
         mut times: Option<&mut [f64]>,
+        bufs: &mut pool::Pool,
     ) -> Result<Vec<(String, Tensor)>, EngineError> {
         let g = &self.graph;
         let mut values: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
+        // Whether a slot's tensor came from the pool (and so goes back to it when freed).
+        let mut pooled = vec![false; self.n_slots];
         let cst = |n: NodeIndex| match &g.node(n).op {
             Op::Const(t) => t,
             _ => unreachable!("constant argument"),
@@ -461,7 +484,7 @@ impl Engine {
                 msg,
             };
             let outs: Vec<Tensor> = match &st.kind {
-                Kind::Input => vec![self.input(st.node, inputs)?],
+                Kind::Input => vec![bufs.copy_of(self.input(st.node, inputs)?)],
                 Kind::Native(native::NativeOp::Reshape(shape)) if matches!(st.args[0], Some(Arg::Slot(s)) if st.free.contains(&s)) =>
                 {
                     let Some(Arg::Slot(s)) = st.args[0] else {
@@ -502,7 +525,9 @@ impl Engine {
                     }
                     match kind {
                         Kind::Int8(k) => {
-                            vec![k.run(&args, st.in_nhwc, st.out_nhwc).map_err(node_err)?]
+                            vec![k
+                                .run(&args, st.in_nhwc, st.out_nhwc, bufs)
+                                .map_err(node_err)?]
                         }
                         Kind::DynGemm {
                             node,
@@ -519,27 +544,43 @@ impl Engine {
                                 bias: bias.as_deref(),
                             };
                             let gm = node.gemm().expect("gemm");
-                            vec![gm.run(&args[..4], Some(deq)).map_err(node_err)?]
+                            vec![gm.run(&args[..4], Some(deq), bufs).map_err(node_err)?]
                         }
                         Kind::F32 { node, relu } => {
                             vec![node
-                                .run(&args, *relu, st.in_nhwc, st.out_nhwc)
+                                .run(&args, *relu, st.in_nhwc, st.out_nhwc, bufs)
                                 .map_err(node_err)?]
                         }
-                        Kind::Native(op) => {
-                            op.run(&self.kernel, &args, st.in_nhwc).map_err(node_err)?
-                        }
+                        Kind::Native(op) => op
+                            .run(&self.kernel, &args, st.in_nhwc, bufs)
+                            .map_err(node_err)?,
                         Kind::Ref => eval_op(&g.node(st.node).op, &args).map_err(node_err)?,
                         Kind::Input => unreachable!(),
                     }
                 }
             };
+            let from_pool = match &st.kind {
+                Kind::Ref => false,
+                Kind::Native(native::NativeOp::IsNaN) => false,
+                Kind::Native(native::NativeOp::Reshape(_)) | Kind::Native(_) if matches!(st.args[0], Some(Arg::Slot(s)) if values[s].is_none()) =>
+                {
+                    // Took its operand over (in place / view): inherits its origin.
+                    matches!(st.args[0], Some(Arg::Slot(s)) if pooled[s])
+                }
+                _ => true,
+            };
             for &s in &st.free {
-                values[s] = None;
+                if let Some(t) = values[s].take() {
+                    if pooled[s] {
+                        bufs.give(t);
+                    }
+                }
             }
-            for (t, slot) in outs.into_iter().zip(&st.outs) {
+            for (k, (t, slot)) in outs.into_iter().zip(&st.outs).enumerate() {
                 if let Some(s) = slot {
                     values[*s] = Some(t);
+                    // DynamicQuantizeLinear's scale and zero point are fresh scalars.
+                    pooled[*s] = from_pool && k == 0;
                 }
             }
             if let (Some(ts), Some(t0)) = (times.as_deref_mut(), t0) {
@@ -570,13 +611,17 @@ impl Engine {
             .collect()
     }
 
-    fn input(&self, n: NodeIndex, inputs: &[(String, Tensor)]) -> Result<Tensor, EngineError> {
+    fn input<'a>(
+        &self,
+        n: NodeIndex,
+        inputs: &'a [(String, Tensor)],
+    ) -> Result<&'a Tensor, EngineError> {
         let node = self.graph.node(n);
         let name = &node.outputs[0].name;
         let t = inputs
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, t)| t.clone())
+            .map(|(_, t)| t)
             .ok_or_else(|| EngineError::Input(format!("model input '{name}' was not given")))?;
         if let Some(ty) = &node.outputs[0].ty {
             let ok = t.dtype() == ty.dtype

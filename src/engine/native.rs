@@ -14,6 +14,8 @@ use octet_kernels::{
     quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel, PackedBF32, WeightLayout,
 };
 
+use super::pool::Pool;
+
 type R<T> = Result<T, String>;
 
 /// A natively executed operator, its constant parameters extracted at build time.
@@ -340,7 +342,13 @@ impl NativeOp {
     }
 
     /// Run. `channels_last`: the (4-D) input is stored NHWC (only QGap cares).
-    pub fn run(&self, k: &Kernel, args: &[Option<&Tensor>], channels_last: bool) -> R<Vec<Tensor>> {
+    pub fn run(
+        &self,
+        k: &Kernel,
+        args: &[Option<&Tensor>],
+        channels_last: bool,
+        pool: &mut Pool,
+    ) -> R<Vec<Tensor>> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
         let e = |e: octet_kernels::KernelError| e.to_string();
         let one = |t: Tensor| Ok(vec![t]);
@@ -348,17 +356,17 @@ impl NativeOp {
             NativeOp::Quantize { scale, zp, signed } => {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 if *signed {
-                    let mut out = Tensor::zeros(DType::I8, x.shape());
+                    let mut out = pool.tensor(DType::I8, x.shape());
                     quantize_i8(k, xv, *scale, *zp, out.view_mut::<i8>().unwrap()).map_err(e)?;
                     one(out)
                 } else {
-                    let mut out = Tensor::zeros(DType::U8, x.shape());
+                    let mut out = pool.tensor(DType::U8, x.shape());
                     quantize_u8(k, xv, *scale, *zp, out.bytes_mut()).map_err(e)?;
                     one(out)
                 }
             }
             NativeOp::Dequantize { scale, zp } => {
-                let mut out = Tensor::zeros(DType::F32, x.shape());
+                let mut out = pool.tensor(DType::F32, x.shape());
                 let ov = out.view_mut::<f32>().unwrap();
                 match x.dtype() {
                     DType::U8 => dequantize_u8(k, x.bytes(), *scale, *zp, ov).map_err(e)?,
@@ -368,7 +376,7 @@ impl NativeOp {
             }
             NativeOp::DynQuant => {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
-                let mut out = Tensor::zeros(DType::U8, x.shape());
+                let mut out = pool.tensor(DType::U8, x.shape());
                 let p = dynamic_quantize_u8(k, xv, out.bytes_mut()).map_err(e)?;
                 // All-zero tensor: the reference (onnxruntime) reports scale 1.
                 let scale = if p.scale == 0.0 { 1.0 } else { p.scale };
@@ -391,7 +399,7 @@ impl NativeOp {
                 if b.shape() != x.shape() {
                     return Err("QLinearAdd operands differ in shape".into());
                 }
-                let mut out = Tensor::zeros(x.dtype(), x.shape());
+                let mut out = pool.tensor(x.dtype(), x.shape());
                 let (lo, hi) = if *signed { (-128i64, 127i64) } else { (0, 255) };
                 let f = |p: i64, q: i64| -> u8 {
                     let xa = (p - a_zp) as f32 * a_s;
@@ -447,7 +455,7 @@ impl NativeOp {
                 } else {
                     (0, 255)
                 };
-                let mut out = Tensor::zeros(*y_dtype, &[n, c, 1, 1]);
+                let mut out = pool.tensor(*y_dtype, &[n, c, 1, 1]);
                 for (d, &acc) in out.bytes_mut().iter_mut().zip(&sums) {
                     let acc = acc - x_zp * count as i64;
                     let v = ((acc as f32 * mult).round_ties_even() as i64 + y_zp).clamp(lo, hi);
@@ -456,7 +464,7 @@ impl NativeOp {
                 one(out)
             }
             NativeOp::Relu | NativeOp::Erf | NativeOp::Clip { .. } | NativeOp::Softmax => {
-                let mut out = x.clone();
+                let mut out = pool.copy_of(x);
                 self.run_in_place(k, &mut out)?;
                 one(out)
             }
@@ -468,10 +476,10 @@ impl NativeOp {
             NativeOp::Where => {
                 let a = args.get(1).copied().flatten().ok_or("missing X")?;
                 let b = args.get(2).copied().flatten().ok_or("missing Y")?;
-                one(where_f32(x, a, b)?)
+                one(where_f32(x, a, b, pool)?)
             }
             NativeOp::LayerNorm { gamma, beta, eps } => {
-                let mut out = Tensor::zeros(DType::F32, x.shape());
+                let mut out = pool.tensor(DType::F32, x.shape());
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 layer_norm_rows(k, xv, gamma, beta, *eps, out.view_mut::<f32>().unwrap())
                     .map_err(e)?;
@@ -479,17 +487,19 @@ impl NativeOp {
             }
             NativeOp::Binary(op) => {
                 let b = args.get(1).copied().flatten().ok_or("missing B")?;
-                one(binary_f32(k, *op, x, b)?)
+                one(binary_f32(k, *op, x, b, pool)?)
             }
-            NativeOp::Reshape(shape) => one(x.clone().reshaped(shape).ok_or("bad reshape")?),
-            NativeOp::Transpose(perm) => one(transpose(x, perm)?),
+            NativeOp::Reshape(shape) => {
+                one(pool.copy_of(x).reshaped(shape).ok_or("bad reshape")?)
+            }
+            NativeOp::Transpose(perm) => one(transpose(x, perm, pool)?),
             NativeOp::Gather => {
                 let idx = args.get(1).copied().flatten().ok_or("missing indices")?;
-                one(gather0(x, idx)?)
+                one(gather0(x, idx, pool)?)
             }
             NativeOp::MatMulF32 => {
                 let b = args.get(1).copied().flatten().ok_or("missing B")?;
-                one(matmul_f32(k, x, b)?)
+                one(matmul_f32(k, x, b, pool)?)
             }
         }
     }
@@ -544,11 +554,11 @@ fn apply(op: BinaryOp, x: f32, y: f32) -> f32 {
     }
 }
 
-fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor) -> R<Tensor> {
+fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool) -> R<Tensor> {
     let av = a.view::<f32>().map_err(|e| e.to_string())?;
     let bv = b.view::<f32>().map_err(|e| e.to_string())?;
     let shape = broadcast_shape(a.shape(), b.shape())?;
-    let mut out = Tensor::zeros(DType::F32, &shape);
+    let mut out = pool.tensor(DType::F32, &shape);
     let ov = out.view_mut::<f32>().unwrap();
     if ov.is_empty() {
         return Ok(out);
@@ -640,13 +650,13 @@ fn transpose_typed<T: Copy>(src: &[T], dst: &mut [T], shape: &[usize], perm: &[u
     }
 }
 
-fn transpose(x: &Tensor, perm: &[usize]) -> R<Tensor> {
+fn transpose(x: &Tensor, perm: &[usize], pool: &mut Pool) -> R<Tensor> {
     let s = x.shape();
     if perm.len() != s.len() {
         return Err("transpose permutation does not match the rank".into());
     }
     let out_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
-    let mut out = Tensor::zeros(x.dtype(), &out_shape);
+    let mut out = pool.tensor(x.dtype(), &out_shape);
     match x.dtype().size() {
         1 => transpose_typed(x.bytes(), out.bytes_mut(), s, perm),
         4 => transpose_typed::<u32>(
@@ -672,14 +682,14 @@ fn transpose(x: &Tensor, perm: &[usize]) -> R<Tensor> {
     Ok(out)
 }
 
-fn gather0(data: &Tensor, idx: &Tensor) -> R<Tensor> {
+fn gather0(data: &Tensor, idx: &Tensor, pool: &mut Pool) -> R<Tensor> {
     let ds = data.shape();
     let rows = ds[0] as i64;
     let row_bytes: usize = ds[1..].iter().product::<usize>() * data.dtype().size();
     let ids = idx.to_i64_vec();
     let mut shape = idx.shape().to_vec();
     shape.extend_from_slice(&ds[1..]);
-    let mut out = Tensor::zeros(data.dtype(), &shape);
+    let mut out = pool.tensor(data.dtype(), &shape);
     let o = out.bytes_mut();
     let src = data.bytes();
     for (i, &id) in ids.iter().enumerate() {
@@ -694,7 +704,7 @@ fn gather0(data: &Tensor, idx: &Tensor) -> R<Tensor> {
     Ok(out)
 }
 
-fn matmul_f32(k: &Kernel, a: &Tensor, b: &Tensor) -> R<Tensor> {
+fn matmul_f32(k: &Kernel, a: &Tensor, b: &Tensor, pool: &mut Pool) -> R<Tensor> {
     let (sa, sb) = (a.shape(), b.shape());
     let r = sa.len();
     let (m, kk, n) = (sa[r - 2], sa[r - 1], sb[r - 1]);
@@ -704,7 +714,7 @@ fn matmul_f32(k: &Kernel, a: &Tensor, b: &Tensor) -> R<Tensor> {
     let batch: usize = sa[..r - 2].iter().product();
     let mut shape = sa.to_vec();
     shape[r - 1] = n;
-    let mut out = Tensor::zeros(DType::F32, &shape);
+    let mut out = pool.tensor(DType::F32, &shape);
     let av = a.view::<f32>().map_err(|e| e.to_string())?;
     let bv = b.view::<f32>().map_err(|e| e.to_string())?;
     let ov = out.view_mut::<f32>().unwrap();
@@ -727,12 +737,12 @@ fn matmul_f32(k: &Kernel, a: &Tensor, b: &Tensor) -> R<Tensor> {
     Ok(out)
 }
 
-fn where_f32(c: &Tensor, a: &Tensor, b: &Tensor) -> R<Tensor> {
+fn where_f32(c: &Tensor, a: &Tensor, b: &Tensor, pool: &mut Pool) -> R<Tensor> {
     let shape = broadcast_shape(&broadcast_shape(c.shape(), a.shape())?, b.shape())?;
     let cv = c.bytes();
     let av = a.view::<f32>().map_err(|e| e.to_string())?;
     let bv = b.view::<f32>().map_err(|e| e.to_string())?;
-    let mut out = Tensor::zeros(DType::F32, &shape);
+    let mut out = pool.tensor(DType::F32, &shape);
     if shape.is_empty() || shape.contains(&0) {
         if shape.is_empty() {
             out.view_mut::<f32>().unwrap()[0] = if cv[0] != 0 { av[0] } else { bv[0] };
