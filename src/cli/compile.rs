@@ -57,6 +57,11 @@ pub fn compile(a: CompileArgs) -> anyhow::Result<()> {
         Quantize::None
     };
     let m = compile_model(&a.model, &q, target)?;
+    if let Quantize::Static { calib, .. } = &q {
+        if let Err(e) = speed_report(&a.model, &m, calib) {
+            eprintln!("note: could not measure int8 vs fp32 speed: {e}");
+        }
+    }
     match a.emit.as_str() {
         "exe" => {
             crate::artifact::exe::write_executable(&m, &a.output)?;
@@ -73,5 +78,68 @@ pub fn compile(a: CompileArgs) -> anyhow::Result<()> {
         }
         e => anyhow::bail!("--emit '{e}': expected exe or octet"),
     }
+    Ok(())
+}
+
+/// Median latency of `g` on `feeds` (batch 1) over a few runs after warm-up.
+fn median_ms(
+    g: octet_ir::Graph,
+    feeds: &[(String, octet_ir::Tensor)],
+    threads: usize,
+) -> anyhow::Result<f64> {
+    let shapes: Vec<(String, Vec<usize>)> = feeds
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let mut g = g;
+    crate::prepare::prepare(&mut g, &shapes)?;
+    let e = crate::prepare::engine(g, Some(threads))?;
+    for _ in 0..5 {
+        e.run(feeds)?;
+    }
+    let mut t: Vec<f64> = (0..30)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            let _ = std::hint::black_box(e.run(feeds));
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(t[t.len() / 2])
+}
+
+/// int8 vs fp32 latency of the compiled model on the first calibration sample, 1 thread.
+fn speed_report(
+    model: &std::path::Path,
+    m: &crate::artifact::CompiledModel,
+    calib: &std::path::Path,
+) -> anyhow::Result<()> {
+    let data = crate::calibrate::data::read_calibration(calib)?;
+    let (feeds, _) = crate::prepare::match_inputs(&m.graph, data)?;
+    let one: Vec<(String, octet_ir::Tensor)> = feeds
+        .iter()
+        .map(|(n, t)| {
+            let per: usize = t.shape()[1..].iter().product::<usize>() * t.dtype().size();
+            let mut sh = t.shape().to_vec();
+            sh[0] = 1;
+            (
+                n.clone(),
+                octet_ir::Tensor::from_raw(t.dtype(), &sh, &t.bytes()[..per]).expect("sizes"),
+            )
+        })
+        .collect();
+    let mut fp = crate::frontend::onnx::load(model)?;
+    crate::prepare::prepare(&mut fp.graph, &[])?;
+    let f = median_ms(fp.graph, &one, 1)?;
+    let i = median_ms(m.graph.clone(), &one, 1)?;
+    println!(
+        "speed, batch 1, 1 thread: int8 {i:.3} ms vs fp32 {f:.3} ms: {:.2}x {}",
+        f / i,
+        if i < f {
+            "faster"
+        } else {
+            "(int8 is not faster here)"
+        }
+    );
     Ok(())
 }
