@@ -186,6 +186,64 @@ fn match_dyn_matmul(
     Some((fused, last, scale, ws, bias))
 }
 
+fn const_scalar(g: &Graph, o: Option<Outlet>) -> Option<f32> {
+    const_f32(g, o).filter(|v| v.len() == 1).map(|v| v[0])
+}
+
+/// The other operand of binary node `n` given one operand outlet.
+fn other(g: &Graph, n: NodeIndex, o: Outlet) -> Option<Outlet> {
+    let (a, b) = (g.operand(n, 0)?, g.operand(n, 1)?);
+    if a == o {
+        Some(b)
+    } else if b == o {
+        Some(a)
+    } else {
+        None
+    }
+}
+
+/// Match `Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5)` at the Div `d`: (fused nodes, last).
+fn match_gelu(
+    g: &Graph,
+    d: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex)> {
+    if !matches!(g.node(d).op, Op::Binary(BinaryOp::Div)) {
+        return None;
+    }
+    let x = g.operand(d, 0)?;
+    let c = const_scalar(g, g.operand(d, 1))?;
+    if (c - std::f32::consts::SQRT_2).abs() > 1e-6 {
+        return None;
+    }
+    let (e, _) = only_consumer(g, Outlet::new(d, 0), outs)?;
+    if !matches!(g.node(e).op, Op::Unary(UnaryOp::Erf)) {
+        return None;
+    }
+    let (a, _) = only_consumer(g, Outlet::new(e, 0), outs)?;
+    if !matches!(g.node(a).op, Op::Binary(BinaryOp::Add))
+        || const_scalar(g, other(g, a, Outlet::new(e, 0)))? != 1.0
+    {
+        return None;
+    }
+    let (m1, _) = only_consumer(g, Outlet::new(a, 0), outs)?;
+    if !matches!(g.node(m1).op, Op::Binary(BinaryOp::Mul)) || other(g, m1, Outlet::new(a, 0))? != x
+    {
+        return None;
+    }
+    let (m2, _) = only_consumer(g, Outlet::new(m1, 0), outs)?;
+    if !matches!(g.node(m2).op, Op::Binary(BinaryOp::Mul))
+        || const_scalar(g, other(g, m2, Outlet::new(m1, 0)))? != 0.5
+    {
+        return None;
+    }
+    let shape = |o: Outlet| g.ty(o).and_then(|t| t.shape.as_fixed()).map(|s| s.to_vec());
+    if shape(x)? != shape(Outlet::new(m2, 0))? {
+        return None;
+    }
+    Some((vec![e, a, m1, m2], m2))
+}
+
 impl Engine {
     /// Compile a static graph (shapes bound, constants folded). `threads` = None uses rayon's
     /// global pool (all cores).
@@ -231,8 +289,20 @@ impl Engine {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out_node = n;
             let mut op_label = node.op.name().to_string();
+            let gelu = match_gelu(g, n, &graph_outs);
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
+            } else if let Some((more, last)) = gelu {
+                for &f in &more {
+                    skip.insert(f);
+                    op_label.push('+');
+                    op_label.push_str(g.node(f).op.name());
+                }
+                args.truncate(1);
+                out_node = last;
+                let op = native::NativeOp::Gelu;
+                nodes.push(NodeReport::native(node, op.describe(), kernel.isa().name()));
+                (Kind::Native(op), "native")
             } else {
                 match int8::Int8Node::build(g, n, kernel) {
                     Ok(Some(k)) => {

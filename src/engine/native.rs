@@ -10,8 +10,9 @@
 
 use octet_ir::{BinaryOp, DType, Graph, NodeIndex, Op, Tensor, UnaryOp};
 use octet_kernels::{
-    dequantize_i8, dequantize_u8, dynamic_quantize_u8, erf_inplace, gemm_f32, layer_norm_rows,
-    quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel, PackedBF32, WeightLayout,
+    dequantize_i8, dequantize_u8, dynamic_quantize_u8, erf_inplace, gelu_inplace, gemm_f32,
+    layer_norm_rows, quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel, PackedBF32,
+    WeightLayout,
 };
 
 use super::pool::Pool;
@@ -68,6 +69,10 @@ pub enum NativeOp {
     /// Where(cond bool, x f32, y f32) with broadcasting.
     Where,
     IsNaN,
+    /// And / Or on bool with broadcasting.
+    Logic(BinaryOp),
+    /// GELU (erf form), fused from Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5.
+    Gelu,
 }
 
 fn scalar_f32(t: Option<&Tensor>) -> Option<f32> {
@@ -267,6 +272,11 @@ impl NativeOp {
                 NativeOp::Where
             }
             Op::Unary(UnaryOp::IsNaN) if f32_in => NativeOp::IsNaN,
+            Op::Binary(b @ (BinaryOp::And | BinaryOp::Or))
+                if x_dt == Some(DType::Bool) && in_dtype(g, n, 1) == Some(DType::Bool) =>
+            {
+                NativeOp::Logic(*b)
+            }
             _ => return None,
         })
     }
@@ -275,7 +285,11 @@ impl NativeOp {
     pub fn in_place(&self) -> bool {
         matches!(
             self,
-            NativeOp::Relu | NativeOp::Erf | NativeOp::Clip { .. } | NativeOp::Softmax
+            NativeOp::Relu
+                | NativeOp::Erf
+                | NativeOp::Clip { .. }
+                | NativeOp::Softmax
+                | NativeOp::Gelu
         )
     }
 
@@ -286,6 +300,7 @@ impl NativeOp {
         match self {
             NativeOp::Relu => relu_inplace(k, v),
             NativeOp::Erf => erf_inplace(k, v),
+            NativeOp::Gelu => gelu_inplace(k, v),
             NativeOp::Clip { lo, hi } => {
                 for a in v.iter_mut() {
                     *a = if *a < *lo {
@@ -338,6 +353,8 @@ impl NativeOp {
             NativeOp::MatMulF32 => "batched gemm_f32",
             NativeOp::Where => "where f32 (broadcast)",
             NativeOp::IsNaN => "isnan",
+            NativeOp::Logic(_) => "bool and/or (broadcast)",
+            NativeOp::Gelu => "gelu (simd; fused Div-Erf-Add-Mul-Mul)",
         }
     }
 
@@ -463,7 +480,11 @@ impl NativeOp {
                 }
                 one(out)
             }
-            NativeOp::Relu | NativeOp::Erf | NativeOp::Clip { .. } | NativeOp::Softmax => {
+            NativeOp::Relu
+            | NativeOp::Erf
+            | NativeOp::Clip { .. }
+            | NativeOp::Softmax
+            | NativeOp::Gelu => {
                 let mut out = pool.copy_of(x);
                 self.run_in_place(k, &mut out)?;
                 one(out)
@@ -472,6 +493,10 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 let b: Vec<bool> = xv.iter().map(|v| v.is_nan()).collect();
                 one(Tensor::from_bools(x.shape(), &b))
+            }
+            NativeOp::Logic(op) => {
+                let b = args.get(1).copied().flatten().ok_or("missing B")?;
+                one(logic(*op, x, b, pool)?)
             }
             NativeOp::Where => {
                 let a = args.get(1).copied().flatten().ok_or("missing X")?;
@@ -767,6 +792,40 @@ fn where_f32(c: &Tensor, a: &Tensor, b: &Tensor, pool: &mut Pool) -> R<Tensor> {
             } else {
                 bv[ob + j * sb[r - 1]]
             };
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(out)
+}
+
+fn logic(op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool) -> R<Tensor> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let mut out = pool.tensor(DType::Bool, &shape);
+    if shape.is_empty() || shape.contains(&0) {
+        if shape.is_empty() {
+            let (x, y) = (a.bytes()[0] != 0, b.bytes()[0] != 0);
+            out.bytes_mut()[0] = if op == BinaryOp::And { x && y } else { x || y } as u8;
+        }
+        return Ok(out);
+    }
+    let (sa, sb) = (bstrides(a.shape(), &shape), bstrides(b.shape(), &shape));
+    let (av, bv) = (a.bytes(), b.bytes());
+    let r = shape.len();
+    let inner = shape[r - 1];
+    let mut idx = vec![0usize; r];
+    let and = op == BinaryOp::And;
+    for row in out.bytes_mut().chunks_mut(inner) {
+        let oa: usize = (0..r - 1).map(|d| idx[d] * sa[d]).sum();
+        let ob: usize = (0..r - 1).map(|d| idx[d] * sb[d]).sum();
+        for (j, o) in row.iter_mut().enumerate() {
+            let (x, y) = (av[oa + j * sa[r - 1]] != 0, bv[ob + j * sb[r - 1]] != 0);
+            *o = if and { x && y } else { x || y } as u8;
         }
         for d in (0..r - 1).rev() {
             idx[d] += 1;
