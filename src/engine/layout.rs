@@ -39,7 +39,10 @@ fn accepts(st: &Step, arg: usize) -> bool {
         Kind::Int8(k) => k.is_conv() && arg == 0,
         Kind::F32 { node, .. } => node.is_conv() && arg == 0,
         Kind::Native(op) => {
-            matches!(op, super::native::NativeOp::QGap { .. }) && arg == 0
+            matches!(
+                op,
+                super::native::NativeOp::QGap { .. } | super::native::NativeOp::Gap
+            ) && arg == 0
                 || op.layout_operands().contains(&arg)
         }
         _ => false,

@@ -31,14 +31,10 @@ pub enum NativeOp {
         zp: i32,
     },
     DynQuant,
+    /// QLinearAdd as a 256 x 256 table over the two operand bytes, filled at build time with the
+    /// reference formula (so exact).
     QAdd {
-        a_s: f32,
-        a_zp: i64,
-        b_s: f32,
-        b_zp: i64,
-        c_s: f32,
-        c_zp: i64,
-        signed: bool,
+        lut: Vec<u8>,
     },
     QGap {
         mult: f32,
@@ -66,6 +62,8 @@ pub enum NativeOp {
     Gather,
     /// f32 MatMul of two run-time operands (attention): batched GEMM.
     MatMulF32,
+    /// f32 GlobalAveragePool on 4-D input (f64 sums as the reference).
+    Gap,
     /// Where(cond bool, x f32, y f32) with broadcasting.
     Where,
     IsNaN,
@@ -152,15 +150,27 @@ impl NativeOp {
                     None => Some(0),
                     Some(_) => scalar_int(g.const_operand(n, slot)),
                 };
-                NativeOp::QAdd {
-                    a_s: scalar_f32(g.const_operand(n, 1))?,
-                    a_zp: zp(2)?,
-                    b_s: scalar_f32(g.const_operand(n, 4))?,
-                    b_zp: zp(5)?,
-                    c_s: scalar_f32(g.const_operand(n, 6))?,
-                    c_zp: zp(7)?,
-                    signed,
+                let (a_s, a_zp) = (scalar_f32(g.const_operand(n, 1))?, zp(2)?);
+                let (b_s, b_zp) = (scalar_f32(g.const_operand(n, 4))?, zp(5)?);
+                let (c_s, c_zp) = (scalar_f32(g.const_operand(n, 6))?, zp(7)?);
+                let (lo, hi) = if signed { (-128i64, 127i64) } else { (0, 255) };
+                let val = |b: usize| {
+                    if signed {
+                        b as u8 as i8 as i64
+                    } else {
+                        b as i64
+                    }
+                };
+                let mut lut = vec![0u8; 65536];
+                for p in 0..256 {
+                    let xa = (val(p) - a_zp) as f32 * a_s;
+                    for q in 0..256 {
+                        let yb = (val(q) - b_zp) as f32 * b_s;
+                        let v = ((xa + yb) / c_s).round_ties_even() as i64 + c_zp;
+                        lut[p * 256 + q] = v.clamp(lo, hi) as u8;
+                    }
                 }
+                NativeOp::QAdd { lut }
             }
             Op::QLinearGlobalAveragePool {
                 channels_last: false,
@@ -272,6 +282,11 @@ impl NativeOp {
                 NativeOp::Where
             }
             Op::Unary(UnaryOp::IsNaN) if f32_in => NativeOp::IsNaN,
+            Op::GlobalAveragePool
+                if f32_in && g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank() == 4 =>
+            {
+                NativeOp::Gap
+            }
             Op::Binary(b @ (BinaryOp::And | BinaryOp::Or))
                 if x_dt == Some(DType::Bool) && in_dtype(g, n, 1) == Some(DType::Bool) =>
             {
@@ -354,6 +369,7 @@ impl NativeOp {
             NativeOp::Where => "where f32 (broadcast)",
             NativeOp::IsNaN => "isnan",
             NativeOp::Logic(_) => "bool and/or (broadcast)",
+            NativeOp::Gap => "global_avgpool f32",
             NativeOp::Gelu => "gelu (simd; fused Div-Erf-Add-Mul-Mul)",
         }
     }
@@ -403,36 +419,14 @@ impl NativeOp {
                     Tensor::scalar(p.zero_point as u8),
                 ])
             }
-            NativeOp::QAdd {
-                a_s,
-                a_zp,
-                b_s,
-                b_zp,
-                c_s,
-                c_zp,
-                signed,
-            } => {
+            NativeOp::QAdd { lut } => {
                 let b = args.get(3).copied().flatten().ok_or("missing B")?;
                 if b.shape() != x.shape() {
                     return Err("QLinearAdd operands differ in shape".into());
                 }
                 let mut out = pool.tensor(x.dtype(), x.shape());
-                let (lo, hi) = if *signed { (-128i64, 127i64) } else { (0, 255) };
-                let f = |p: i64, q: i64| -> u8 {
-                    let xa = (p - a_zp) as f32 * a_s;
-                    let yb = (q - b_zp) as f32 * b_s;
-                    let v = ((xa + yb) / c_s).round_ties_even() as i64 + c_zp;
-                    v.clamp(lo, hi) as u8
-                };
-                let o = out.bytes_mut();
-                if *signed {
-                    for ((d, &p), &q) in o.iter_mut().zip(x.bytes()).zip(b.bytes()) {
-                        *d = f(p as i8 as i64, q as i8 as i64);
-                    }
-                } else {
-                    for ((d, &p), &q) in o.iter_mut().zip(x.bytes()).zip(b.bytes()) {
-                        *d = f(p as i64, q as i64);
-                    }
+                for ((d, &p), &q) in out.bytes_mut().iter_mut().zip(x.bytes()).zip(b.bytes()) {
+                    *d = lut[(p as usize) << 8 | q as usize];
                 }
                 one(out)
             }
@@ -493,6 +487,33 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 let b: Vec<bool> = xv.iter().map(|v| v.is_nan()).collect();
                 one(Tensor::from_bools(x.shape(), &b))
+            }
+            NativeOp::Gap => {
+                let s = x.shape();
+                let (n, c, count) = if channels_last {
+                    (s[0], s[3], s[1] * s[2])
+                } else {
+                    (s[0], s[1], s[2] * s[3])
+                };
+                let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+                let mut out = pool.tensor(DType::F32, &[n, c, 1, 1]);
+                let ov = out.view_mut::<f32>().unwrap();
+                for b in 0..n {
+                    for ch in 0..c {
+                        let sum: f64 = if channels_last {
+                            (0..count)
+                                .map(|p| xv[(b * count + p) * c + ch] as f64)
+                                .sum()
+                        } else {
+                            xv[(b * c + ch) * count..(b * c + ch + 1) * count]
+                                .iter()
+                                .map(|&v| v as f64)
+                                .sum()
+                        };
+                        ov[b * c + ch] = (sum / count as f64) as f32;
+                    }
+                }
+                one(out)
             }
             NativeOp::Logic(op) => {
                 let b = args.get(1).copied().flatten().ok_or("missing B")?;
