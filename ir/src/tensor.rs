@@ -170,6 +170,19 @@ impl Tensor {
         Some(self)
     }
 
+    /// The first `n` entries along axis 0 (a batch's first samples), copied; `None` for a
+    /// scalar or when the tensor has fewer than `n`.
+    pub fn first_rows(&self, n: usize) -> Option<Tensor> {
+        let rows = *self.shape.first()?;
+        if n > rows {
+            return None;
+        }
+        let per: usize = self.shape[1..].iter().product::<usize>() * self.dtype.size();
+        let mut shape = self.shape.clone();
+        shape[0] = n;
+        Tensor::from_raw(self.dtype, &shape, &self.bytes()[..n * per])
+    }
+
     /// Typed view. Bool tensors are viewed as `u8`.
     pub fn view<T: Element>(&self) -> Result<&[T], DTypeMismatch> {
         if T::DTYPE != self.dtype && !(T::DTYPE == DType::U8 && self.dtype == DType::Bool) {

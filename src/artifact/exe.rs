@@ -231,11 +231,5 @@ fn run_inner(name: &str, payload: &[u8], args: &[String]) -> anyhow::Result<()> 
 
 /// The first `b` samples of a batch-first tensor (all of it if it has fewer).
 fn first(t: &Tensor, b: usize) -> Tensor {
-    if t.rank() == 0 || t.shape()[0] <= b {
-        return t.clone();
-    }
-    let per: usize = t.shape()[1..].iter().product::<usize>() * t.dtype().size();
-    let mut shape = t.shape().to_vec();
-    shape[0] = b;
-    Tensor::from_raw(t.dtype(), &shape, &t.bytes()[..b * per]).expect("sizes match")
+    t.first_rows(b).unwrap_or_else(|| t.clone())
 }

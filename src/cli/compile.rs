@@ -119,15 +119,13 @@ fn speed_report(
     let one: Vec<(String, octet_ir::Tensor)> = feeds
         .iter()
         .map(|(n, t)| {
-            let per: usize = t.shape()[1..].iter().product::<usize>() * t.dtype().size();
-            let mut sh = t.shape().to_vec();
-            sh[0] = 1;
-            (
+            Ok((
                 n.clone(),
-                octet_ir::Tensor::from_raw(t.dtype(), &sh, &t.bytes()[..per]).expect("sizes"),
-            )
+                t.first_rows(1)
+                    .ok_or_else(|| anyhow::anyhow!("'{n}' has no samples"))?,
+            ))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let mut fp = crate::frontend::onnx::load(model)?;
     crate::prepare::prepare(&mut fp.graph, &[])?;
     let f = median_ms(fp.graph, &one, 1)?;

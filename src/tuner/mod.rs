@@ -231,18 +231,7 @@ impl<'a> Tuner<'a> {
                 .map(|(_, t)| t)
                 .ok_or_else(|| format!("calibration data lacks '{name}'"))?;
             let b = t.shape().first().copied().unwrap_or(1).min(n).max(1);
-            let per: usize = t.shape()[1..].iter().product::<usize>() * t.dtype().size();
-            let mut shape = t.shape().to_vec();
-            if shape.is_empty() {
-                out.push((name, t.clone()));
-                continue;
-            }
-            shape[0] = b;
-            out.push((
-                name,
-                Tensor::from_raw(t.dtype(), &shape, &t.bytes()[..b * per])
-                    .ok_or("bad calibration tensor")?,
-            ));
+            out.push((name, t.first_rows(b).unwrap_or_else(|| t.clone())));
         }
         Ok(out)
     }

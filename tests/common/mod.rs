@@ -25,10 +25,7 @@ pub fn get(arrays: &[(String, Tensor)], name: &str) -> Tensor {
 
 /// The first `n` items along the batch axis.
 pub fn take_batch(t: &Tensor, n: usize) -> Tensor {
-    let per: usize = t.shape()[1..].iter().product::<usize>() * t.dtype().size();
-    let mut shape = t.shape().to_vec();
-    shape[0] = n;
-    Tensor::from_raw(t.dtype(), &shape, &t.bytes()[..n * per]).unwrap()
+    t.first_rows(n).expect("enough samples")
 }
 
 /// Max |a-b| and max |b| over two float tensors of the same shape.
