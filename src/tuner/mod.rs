@@ -195,9 +195,20 @@ pub struct Tuner<'a> {
     pub baseline_latency_ms: f64,
     start: Instant,
     pub stop_reason: String,
+    /// Trials progress bar (hidden when quiet or stderr is not a terminal).
+    bar: indicatif::ProgressBar,
 }
 
 impl<'a> Tuner<'a> {
+    /// A log line that does not tear the progress bar.
+    pub fn log(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     fn table(&mut self, m: CalibAlgorithm) -> Result<CalibrationTable, TuneError> {
         if let Some(t) = self.tables.iter().find(|t| t.method == m) {
             return Ok(t.clone());
@@ -276,7 +287,7 @@ impl<'a> Tuner<'a> {
             config: cfg.clone(),
         };
         if self.opts.verbose {
-            eprintln!(
+            self.log(format!(
                 "trial {:>3}: {:<58} accuracy {:.4} ({:+.2}%)  {:>8.2} ms  {}",
                 t.index,
                 t.change,
@@ -284,8 +295,18 @@ impl<'a> Tuner<'a> {
                 -self.opts.criterion.relative_loss(self.baseline, t.accuracy) * 100.0,
                 t.latency_ms,
                 if passed { "PASS" } else { "fail" }
-            );
+            ));
         }
+        self.bar.inc(1);
+        self.bar.set_message(format!(
+            "best so far {:.4}",
+            t.accuracy.max(
+                self.trials
+                    .iter()
+                    .map(|x| x.accuracy)
+                    .fold(f64::MIN, f64::max)
+            )
+        ));
         self.trials.push(t);
         self.graphs.push(Some(g));
         Ok(passed)
@@ -315,6 +336,18 @@ pub fn tune(
     if opts.verbose {
         eprintln!("fp32 baseline: {baseline:.4} ({baseline_latency_ms:.2} ms)");
     }
+    let bar = if t_verbose_bar(&opts) {
+        let b = indicatif::ProgressBar::new(opts.max_trials as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "tuning [{bar:30}] trial {pos}/{len} {elapsed} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut t = Tuner {
         graph,
         calib,
@@ -327,9 +360,11 @@ pub fn tune(
         baseline_latency_ms,
         start,
         stop_reason: String::new(),
+        bar,
     };
     let strategy = t.opts.strategy;
     strategy.run(&mut t)?;
+    t.bar.finish_and_clear();
     if t.trials.is_empty() {
         // max_trials 0 or an immediate timeout: still return the default config's model.
         let base = t.opts.base.clone();
@@ -404,4 +439,8 @@ pub fn builtin_eval<'a>(
         let out = e.run(feeds).map_err(|x| x.to_string())?;
         metric::score(metric, &out[0].1, reference, labels)
     }
+}
+
+fn t_verbose_bar(opts: &TuneOptions) -> bool {
+    opts.verbose && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

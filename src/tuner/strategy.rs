@@ -320,10 +320,10 @@ fn sensitivity(t: &mut Tuner) -> Result<(), TuneError> {
             .take(5)
             .map(|(n, e)| format!("{n} ({e:.2e})"))
             .collect();
-        eprintln!(
+        t.log(format!(
             "sensitivity (quantization error each node adds, most sensitive first): {}",
             top.join(", ")
-        );
+        ));
     }
     let mut units: Vec<Vec<String>> = vec![];
     for (n, e) in &ranked {
