@@ -148,6 +148,30 @@ pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     }
     export_onnx::write_onnx(&q, &a.output)?;
     print!("{report}");
+    // Which kernel and ISA each quantized node gets on this machine (and why any is not int8).
+    match kernel_report(&q) {
+        Ok(r) => print!("{r}"),
+        Err(e) => println!("(kernel report unavailable: {e})"),
+    }
     println!("wrote {}", a.output.display());
     Ok(())
+}
+
+/// The engine's per-node kernel report for `q`, with symbolic dimensions bound to 1.
+fn kernel_report(q: &octet_ir::Graph) -> anyhow::Result<String> {
+    let shapes: Vec<(String, Vec<usize>)> = q
+        .inputs
+        .iter()
+        .filter_map(|&n| {
+            let v = &q.node(n).outputs[0];
+            let t = v.ty.as_ref()?;
+            Some((
+                v.name.clone(),
+                t.shape.0.iter().map(|d| d.fixed().unwrap_or(1)).collect(),
+            ))
+        })
+        .collect();
+    let mut g = q.clone();
+    crate::prepare::prepare(&mut g, &shapes)?;
+    Ok(crate::prepare::engine(g, Some(1))?.report().to_string())
 }
