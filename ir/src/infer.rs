@@ -137,16 +137,8 @@ pub fn conv_out_dim(
 /// Resolve explicit pads for a conv/pool given the input spatial extents (handles auto_pad).
 pub fn resolve_pads(g: &ConvGeom, kernel: &[usize], spatial: &[usize]) -> Vec<usize> {
     let n = spatial.len();
-    let strides = if g.strides.is_empty() {
-        vec![1; n]
-    } else {
-        g.strides.clone()
-    };
-    let dil = if g.dilations.is_empty() {
-        vec![1; n]
-    } else {
-        g.dilations.clone()
-    };
+    let strides = g.strides_or_ones(n);
+    let dil = g.dilations_or_ones(n);
     // Malformed geometry is reported by the callers (conv_out_dim / length checks); never index
     // out of bounds here.
     if strides.len() != n || dil.len() != n || kernel.len() != n {
@@ -201,16 +193,8 @@ fn spatial_out(
         return Ok((0..n).map(|_| syms.fresh()).collect());
     };
     let pads = resolve_pads(g, kernel, &sp);
-    let strides = if g.strides.is_empty() {
-        vec![1; n]
-    } else {
-        g.strides.clone()
-    };
-    let dil = if g.dilations.is_empty() {
-        vec![1; n]
-    } else {
-        g.dilations.clone()
-    };
+    let strides = g.strides_or_ones(n);
+    let dil = g.dilations_or_ones(n);
     if pads.len() != 2 * n || strides.len() != n || dil.len() != n {
         return Err("pads/strides/dilations do not match the spatial rank".into());
     }
@@ -1177,16 +1161,8 @@ pub fn reshape_shape(x: &Shape, spec: &[i64], allowzero: bool, syms: &mut Symbol
 /// Output spatial dims of ConvTranspose.
 pub fn conv_transpose_out(a: &ConvTransposeAttrs, kernel: &[usize], sp: &[usize]) -> R<Shape> {
     let n = sp.len();
-    let strides = if a.geom.strides.is_empty() {
-        vec![1; n]
-    } else {
-        a.geom.strides.clone()
-    };
-    let dil = if a.geom.dilations.is_empty() {
-        vec![1; n]
-    } else {
-        a.geom.dilations.clone()
-    };
+    let strides = a.geom.strides_or_ones(n);
+    let dil = a.geom.dilations_or_ones(n);
     let opad = if a.output_padding.is_empty() {
         vec![0; n]
     } else {

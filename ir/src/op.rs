@@ -27,6 +27,25 @@ pub struct ConvGeom {
     pub auto_pad: AutoPad,
 }
 
+impl ConvGeom {
+    /// Strides, or 1 per spatial axis when the model left them out.
+    pub fn strides_or_ones(&self, n: usize) -> Vec<usize> {
+        if self.strides.is_empty() {
+            vec![1; n]
+        } else {
+            self.strides.clone()
+        }
+    }
+    /// Dilations, or 1 per spatial axis when the model left them out.
+    pub fn dilations_or_ones(&self, n: usize) -> Vec<usize> {
+        if self.dilations.is_empty() {
+            vec![1; n]
+        } else {
+            self.dilations.clone()
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvAttrs {
     pub geom: ConvGeom,
