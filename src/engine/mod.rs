@@ -244,6 +244,41 @@ fn match_gelu(
     Some((vec![e, a, m1, m2], m2))
 }
 
+/// Match `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor, 8-bit) at the DQ `d`:
+/// (fused nodes, last node, table, output dtype).
+fn match_requant_chain(
+    g: &Graph,
+    d: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType)> {
+    if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
+        return None;
+    }
+    let in_dt = g.ty(g.operand(d, 0)?)?.dtype;
+    if !matches!(in_dt, DType::U8 | DType::I8) {
+        return None;
+    }
+    let dq = native::NativeOp::build(g, d)?.qparams()?;
+    let (mut c, _) = only_consumer(g, Outlet::new(d, 0), outs)?;
+    let mut fused = vec![];
+    let relu = matches!(g.node(c).op, Op::Unary(UnaryOp::Relu));
+    if relu {
+        fused.push(c);
+        c = only_consumer(g, Outlet::new(c, 0), outs)?.0;
+    }
+    if !matches!(g.node(c).op, Op::QuantizeLinear { .. }) {
+        return None;
+    }
+    let q = native::NativeOp::build(g, c)?.qparams()?;
+    let out_dt = g.ty(Outlet::new(c, 0))?.dtype;
+    if !matches!(out_dt, DType::U8 | DType::I8) {
+        return None;
+    }
+    fused.push(c);
+    let lut = native::requant_table(in_dt == DType::I8, dq, relu, q, out_dt == DType::I8);
+    Some((fused, c, lut, out_dt))
+}
+
 impl Engine {
     /// Compile a static graph (shapes bound, constants folded). `threads` = None uses rayon's
     /// global pool (all cores).
@@ -290,8 +325,20 @@ impl Engine {
             let mut out_node = n;
             let mut op_label = node.op.name().to_string();
             let gelu = match_gelu(g, n, &graph_outs);
+            let chain = match_requant_chain(g, n, &graph_outs);
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
+            } else if let Some((more, last, lut, out_dtype)) = chain {
+                for &f in &more {
+                    skip.insert(f);
+                    op_label.push('+');
+                    op_label.push_str(g.node(f).op.name());
+                }
+                args.truncate(1);
+                out_node = last;
+                let op = native::NativeOp::Lut { lut, out_dtype };
+                nodes.push(NodeReport::native(node, op.describe(), kernel.isa().name()));
+                (Kind::Native(op), "native")
             } else if let Some((more, last)) = gelu {
                 for &f in &more {
                     skip.insert(f);
@@ -362,7 +409,27 @@ impl Engine {
                             (Kind::F32 { node: k, relu }, "fp32")
                         }
                         Ok(None) => match native::NativeOp::build(g, n) {
-                            Some(op) => {
+                            Some(mut op) => {
+                                if matches!(op, native::NativeOp::QAdd { .. }) {
+                                    if let Some((d, _)) =
+                                        only_consumer(g, Outlet::new(n, 0), &graph_outs)
+                                    {
+                                        if let Some((more, last, lut, dt)) =
+                                            match_requant_chain(g, d, &graph_outs)
+                                        {
+                                            if op.compose(&lut, dt) {
+                                                skip.insert(d);
+                                                op_label.push_str("+DequantizeLinear");
+                                                for &f in &more {
+                                                    skip.insert(f);
+                                                    op_label.push('+');
+                                                    op_label.push_str(g.node(f).op.name());
+                                                }
+                                                out_node = last;
+                                            }
+                                        }
+                                    }
+                                }
                                 nodes.push(NodeReport::native(
                                     node,
                                     op.describe(),

@@ -35,6 +35,12 @@ pub enum NativeOp {
     /// reference formula (so exact).
     QAdd {
         lut: Vec<u8>,
+        out_dtype: DType,
+    },
+    /// A per-byte table: `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor) folded.
+    Lut {
+        lut: Vec<u8>,
+        out_dtype: DType,
     },
     QGap {
         mult: f32,
@@ -62,6 +68,15 @@ pub enum NativeOp {
     Gather,
     /// f32 MatMul of two run-time operands (attention): batched GEMM.
     MatMulF32,
+    /// 2-D MaxPool (u8 / i8 / f32), NCHW or NHWC.
+    MaxPool {
+        k: (usize, usize),
+        s: (usize, usize),
+        d: (usize, usize),
+        /// top, left
+        pad: (usize, usize),
+        out: (usize, usize),
+    },
     /// f32 GlobalAveragePool on 4-D input (f64 sums as the reference).
     Gap,
     /// Where(cond bool, x f32, y f32) with broadcasting.
@@ -170,7 +185,10 @@ impl NativeOp {
                         lut[p * 256 + q] = v.clamp(lo, hi) as u8;
                     }
                 }
-                NativeOp::QAdd { lut }
+                NativeOp::QAdd {
+                    lut,
+                    out_dtype: x_dt?,
+                }
             }
             Op::QLinearGlobalAveragePool {
                 channels_last: false,
@@ -282,6 +300,35 @@ impl NativeOp {
                 NativeOp::Where
             }
             Op::Unary(UnaryOp::IsNaN) if f32_in => NativeOp::IsNaN,
+            Op::MaxPool(p)
+                if matches!(x_dt, Some(DType::U8 | DType::I8 | DType::F32))
+                    && node.outputs.len() == 1 =>
+            {
+                let xs = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                let os = out_shape(g, n)?;
+                let k = &p.geom.kernel_shape;
+                if xs.len() != 4 || os.len() != 4 || k.len() != 2 {
+                    return None;
+                }
+                let two = |v: &Vec<usize>| -> Option<(usize, usize)> {
+                    match v.len() {
+                        0 => Some((1, 1)),
+                        2 => Some((v[0], v[1])),
+                        _ => None,
+                    }
+                };
+                let pads = octet_ir::infer::resolve_pads(&p.geom, k, &xs[2..]);
+                if pads.len() != 4 {
+                    return None;
+                }
+                NativeOp::MaxPool {
+                    k: (k[0], k[1]),
+                    s: two(&p.geom.strides)?,
+                    d: two(&p.geom.dilations)?,
+                    pad: (pads[0], pads[1]),
+                    out: (os[2], os[3]),
+                }
+            }
             Op::GlobalAveragePool
                 if f32_in && g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank() == 4 =>
             {
@@ -343,8 +390,10 @@ impl NativeOp {
             NativeOp::Quantize { .. }
             | NativeOp::Dequantize { .. }
             | NativeOp::Relu
-            | NativeOp::Clip { .. } => &[0],
+            | NativeOp::Clip { .. }
+            | NativeOp::Lut { .. } => &[0],
             NativeOp::QAdd { .. } => &[0, 3],
+            NativeOp::MaxPool { .. } => &[0],
             _ => &[],
         }
     }
@@ -354,7 +403,8 @@ impl NativeOp {
             NativeOp::Quantize { .. } => "quantize (simd)",
             NativeOp::Dequantize { .. } => "dequantize (simd)",
             NativeOp::DynQuant => "dynamic_quantize_u8 (simd)",
-            NativeOp::QAdd { .. } => "qlinear_add",
+            NativeOp::QAdd { .. } => "qlinear_add (256x256 table)",
+            NativeOp::Lut { .. } => "byte table (DequantizeLinear-[Relu]-QuantizeLinear folded)",
             NativeOp::QGap { .. } => "qlinear_global_avgpool",
             NativeOp::Relu => "relu (simd)",
             NativeOp::Clip { .. } => "clip",
@@ -370,6 +420,7 @@ impl NativeOp {
             NativeOp::IsNaN => "isnan",
             NativeOp::Logic(_) => "bool and/or (broadcast)",
             NativeOp::Gap => "global_avgpool f32",
+            NativeOp::MaxPool { .. } => "maxpool 2-D",
             NativeOp::Gelu => "gelu (simd; fused Div-Erf-Add-Mul-Mul)",
         }
     }
@@ -419,12 +470,19 @@ impl NativeOp {
                     Tensor::scalar(p.zero_point as u8),
                 ])
             }
-            NativeOp::QAdd { lut } => {
+            NativeOp::Lut { lut, out_dtype } => {
+                let mut out = pool.tensor(*out_dtype, x.shape());
+                for (d, &p) in out.bytes_mut().iter_mut().zip(x.bytes()) {
+                    *d = lut[p as usize];
+                }
+                one(out)
+            }
+            NativeOp::QAdd { lut, out_dtype } => {
                 let b = args.get(3).copied().flatten().ok_or("missing B")?;
                 if b.shape() != x.shape() {
                     return Err("QLinearAdd operands differ in shape".into());
                 }
-                let mut out = pool.tensor(x.dtype(), x.shape());
+                let mut out = pool.tensor(*out_dtype, x.shape());
                 for ((d, &p), &q) in out.bytes_mut().iter_mut().zip(x.bytes()).zip(b.bytes()) {
                     *d = lut[(p as usize) << 8 | q as usize];
                 }
@@ -487,6 +545,59 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 let b: Vec<bool> = xv.iter().map(|v| v.is_nan()).collect();
                 one(Tensor::from_bools(x.shape(), &b))
+            }
+            NativeOp::MaxPool {
+                k: kk,
+                s: st,
+                d: dl,
+                pad,
+                out: (oh, ow),
+            } => {
+                let s = x.shape();
+                let (n, c, h, w) = if channels_last {
+                    (s[0], s[3], s[1], s[2])
+                } else {
+                    (s[0], s[1], s[2], s[3])
+                };
+                let shape = if channels_last {
+                    [n, *oh, *ow, c]
+                } else {
+                    [n, c, *oh, *ow]
+                };
+                let mut out = pool.tensor(x.dtype(), &shape);
+                let geo = PoolGeo {
+                    n,
+                    c,
+                    h,
+                    w,
+                    oh: *oh,
+                    ow: *ow,
+                    k: *kk,
+                    s: *st,
+                    d: *dl,
+                    pad: *pad,
+                    nhwc: channels_last,
+                };
+                match x.dtype() {
+                    DType::U8 => maxpool(x.bytes(), out.bytes_mut(), &geo, 0u8, |a: u8, b: u8| {
+                        a.max(b)
+                    }),
+                    DType::I8 => maxpool(
+                        x.view::<i8>().unwrap(),
+                        out.view_mut::<i8>().unwrap(),
+                        &geo,
+                        i8::MIN,
+                        |a: i8, b: i8| a.max(b),
+                    ),
+                    _ => maxpool(
+                        x.view::<f32>().unwrap(),
+                        out.view_mut::<f32>().unwrap(),
+                        &geo,
+                        f32::NEG_INFINITY,
+                        |a: f32, b: f32| if b > a { b } else { a },
+                    ),
+                }
+                one(out)
             }
             NativeOp::Gap => {
                 let s = x.shape();
@@ -857,4 +968,115 @@ fn logic(op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool) -> R<Tensor> {
         }
     }
     Ok(out)
+}
+
+struct PoolGeo {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    d: (usize, usize),
+    pad: (usize, usize),
+    nhwc: bool,
+}
+
+fn maxpool<T: Copy>(x: &[T], y: &mut [T], g: &PoolGeo, lowest: T, max: impl Fn(T, T) -> T) {
+    let (n, c, h, w) = (g.n, g.c, g.h, g.w);
+    let taps = |o: usize, s: usize, d: usize, p: usize, k: usize, lim: usize| {
+        (0..k).filter_map(move |t| {
+            let i = (o * s + t * d) as isize - p as isize;
+            (i >= 0 && (i as usize) < lim).then_some(i as usize)
+        })
+    };
+    for b in 0..n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                if g.nhwc {
+                    let o0 = ((b * g.oh + oy) * g.ow + ox) * c;
+                    let orow = &mut y[o0..o0 + c];
+                    orow.fill(lowest);
+                    for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
+                        for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
+                            let i0 = ((b * h + iy) * w + ix) * c;
+                            for (o, &v) in orow.iter_mut().zip(&x[i0..i0 + c]) {
+                                *o = max(*o, v);
+                            }
+                        }
+                    }
+                } else {
+                    for ch in 0..c {
+                        let plane = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+                        let mut m = lowest;
+                        for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
+                            for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
+                                m = max(m, plane[iy * w + ix]);
+                            }
+                        }
+                        y[((b * c + ch) * g.oh + oy) * g.ow + ox] = m;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `DequantizeLinear(zp, scale) -> [Relu] -> QuantizeLinear` on one byte, as the reference
+/// computes it.
+pub fn requant_table(
+    in_signed: bool,
+    dq: (f32, i32),
+    relu: bool,
+    q: (f32, i32),
+    out_signed: bool,
+) -> Vec<u8> {
+    let (lo, hi) = if out_signed {
+        (-128f64, 127f64)
+    } else {
+        (0.0, 255.0)
+    };
+    (0..256usize)
+        .map(|b| {
+            let v = if in_signed {
+                b as u8 as i8 as i64
+            } else {
+                b as i64
+            };
+            let mut f = (v - dq.1 as i64) as f32 * dq.0;
+            if relu && f < 0.0 {
+                f = 0.0;
+            }
+            let r = (f / q.0).round_ties_even() as f64 + q.1 as f64;
+            r.clamp(lo, hi) as i64 as u8
+        })
+        .collect()
+}
+
+impl NativeOp {
+    /// Fold a following byte table into a QLinearAdd (exact: a composition of tables).
+    pub fn compose(&mut self, next: &[u8], dtype: DType) -> bool {
+        match self {
+            NativeOp::QAdd { lut, out_dtype } => {
+                for v in lut.iter_mut() {
+                    *v = next[*v as usize];
+                }
+                *out_dtype = dtype;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Per-tensor (scale, zero point) of a native Quantize / Dequantize.
+    pub fn qparams(&self) -> Option<(f32, i32)> {
+        match self {
+            NativeOp::Quantize { scale, zp, .. } | NativeOp::Dequantize { scale, zp } => {
+                Some((*scale, *zp))
+            }
+            _ => None,
+        }
+    }
 }
