@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod compile;
+pub mod export;
 pub mod inspect;
 pub mod profile;
 pub mod quantize;
@@ -33,6 +34,8 @@ pub enum Command {
     Tune(tune::TuneArgs),
     /// Compile a model into a standalone int8 executable (or a .octet compiled-model file).
     Compile(compile::CompileArgs),
+    /// Export a quantized model as standard ONNX (QDQ or QOperator) for other runtimes.
+    Export(export::ExportArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
     /// Time each step of the compiled plan and each op type (share of total, top N).
@@ -45,6 +48,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
         Command::Compile(a) => compile::compile(a),
+        Command::Export(a) => export::export(a),
         Command::Profile(a) => profile::profile(a),
         Command::Tune(a) => tune::tune(a),
         Command::Quantize(a) => quantize::quantize(a),

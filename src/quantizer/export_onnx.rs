@@ -252,12 +252,23 @@ fn op_proto(op: &Op) -> Result<(&'static str, Vec<AttributeProto>), String> {
         ],
         Trilu { upper } => vec![ai("upper", *upper as i64)],
         QuantizeLinear { axis, .. } | DequantizeLinear { axis } => vec![ai("axis", *axis)],
-        ConvTranspose(_)
-        | LpPool { .. }
-        | Resize(_)
-        | QLinearGlobalAveragePool { .. }
-        | QGemm { .. }
-        | QLinearBinary(_) => return Err("not supported by the ONNX exporter".into()),
+        // onnxruntime's com.microsoft contrib ops (QOperator format).
+        QLinearGlobalAveragePool { channels_last } => {
+            vec![ai("channels_last", *channels_last as i64)]
+        }
+        QGemm {
+            alpha,
+            trans_a,
+            trans_b,
+        } => vec![
+            af("alpha", *alpha),
+            ai("transA", *trans_a as i64),
+            ai("transB", *trans_b as i64),
+        ],
+        QLinearBinary(BinaryOp::Add) | QLinearBinary(BinaryOp::Mul) => vec![],
+        ConvTranspose(_) | LpPool { .. } | Resize(_) | QLinearBinary(_) => {
+            return Err("not supported by the ONNX exporter".into())
+        }
     };
     let _ = ais64;
     Ok((name, attrs))
@@ -321,6 +332,7 @@ pub fn export_model(g: &Graph) -> Result<ModelProto, ExportError> {
         }
     }
     let mut max_opset = 18;
+    let mut uses_ms = false;
     let mut graph = GraphProto {
         name: Some("octet".into()),
         ..Default::default()
@@ -378,11 +390,17 @@ pub fn export_model(g: &Graph) -> Result<ModelProto, ExportError> {
                 let output = (0..node.outputs.len())
                     .map(|i| names[&Outlet::new(n, i)].clone())
                     .collect();
+                let ms = matches!(
+                    op,
+                    Op::QGemm { .. } | Op::QLinearGlobalAveragePool { .. } | Op::QLinearBinary(_)
+                );
+                uses_ms |= ms;
                 graph.node.push(NodeProto {
                     input,
                     output,
                     name: Some(node.name.clone()),
                     op_type: Some(op_type.into()),
+                    domain: ms.then(|| "com.microsoft".to_string()),
                     attribute,
                     ..Default::default()
                 });
@@ -412,10 +430,19 @@ pub fn export_model(g: &Graph) -> Result<ModelProto, ExportError> {
     }
     Ok(ModelProto {
         ir_version: Some(if max_opset >= 20 { 9 } else { 8 }),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(max_opset),
-        }],
+        opset_import: {
+            let mut v = vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(max_opset),
+            }];
+            if uses_ms {
+                v.push(OperatorSetIdProto {
+                    domain: Some("com.microsoft".into()),
+                    version: Some(1),
+                });
+            }
+            v
+        },
         producer_name: Some("octet".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         graph: Some(graph),
