@@ -11,6 +11,7 @@ pub mod frontend;
 pub mod io;
 pub mod passes;
 pub mod prepare;
+pub mod qat;
 pub mod quant;
 pub mod quantizer;
 pub mod reference;
