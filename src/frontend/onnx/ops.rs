@@ -182,8 +182,8 @@ pub fn convert(node: &NodeProto, domain: &str, opset: i64) -> R<Converted> {
             alpha: a.float("alpha", 1.0),
         }),
         "Selu" => Op::Act(ActOp::Selu {
-            alpha: a.float("alpha", 1.67326319217681884765625),
-            gamma: a.float("gamma", 1.05070102214813232421875),
+            alpha: a.float("alpha", 1.673_263_2),
+            gamma: a.float("gamma", 1.050_701),
         }),
         "Celu" => Op::Act(ActOp::Celu {
             alpha: a.float("alpha", 1.0),
