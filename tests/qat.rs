@@ -103,6 +103,7 @@ fn grad_check(name: &str, g: &Graph, in_shape: &[usize], seed: u64) -> f64 {
     let ana: Vec<f64> = dx.data.iter().map(|&v| v as f64).collect();
     let mut worst = rel_err(&ana, &num);
     println!("{name}: input grad rel err {:.2e}", worst);
+    #[allow(clippy::needless_range_loop)]
     for p in 0..m.params.len() {
         let mut num = vec![];
         for j in 0..m.params[p].data.len() {
@@ -318,7 +319,7 @@ fn digits_cnn_qat_recovers_low_bit_ptq() {
         reduce_range: false,
         quantize_activations: true,
         lr: 1e-3,
-        epochs: 3,
+        epochs: 2,
         batch: 32,
         optimizer: OptimKind::adam(),
         ..QatConfig::default()
@@ -373,4 +374,84 @@ fn digits_cnn_qat_recovers_low_bit_ptq() {
         );
     }
     let _ = accuracy;
+}
+
+fn tiny_mlp(seed: u64) -> Graph {
+    let mut r = Rng(seed);
+    let gemm = |tb| Op::Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: tb,
+    };
+    chain(
+        &[16, 6],
+        vec![
+            (
+                gemm(true),
+                vec![Some(r.tensor(&[8, 6])), Some(r.tensor(&[8]))],
+            ),
+            (Op::Unary(UnaryOp::Relu), vec![]),
+            (
+                gemm(false),
+                vec![Some(r.tensor(&[8, 3])), Some(r.tensor(&[3]))],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn optimizers_reduce_loss_with_fake_quant() {
+    let mut r = Rng(21);
+    let x = Buf::new(vec![16, 6], r.vec(96));
+    let y: Vec<i64> = (0..16).map(|i| (i % 3) as i64).collect();
+    for opt in [OptimKind::Sgd { momentum: 0.9 }, OptimKind::adam()] {
+        let cfg = QatConfig {
+            weight_bits: 8,
+            lr: if matches!(opt, OptimKind::Sgd { .. }) {
+                0.05
+            } else {
+                0.01
+            },
+            optimizer: opt,
+            batch: 16,
+            ..QatConfig::default()
+        };
+        let mut m = QatModel::prepare(&tiny_mlp(22), cfg).unwrap();
+        m.calibrate(&x);
+        let first = m.train_step(x.clone(), &y);
+        let mut last = first;
+        for _ in 0..200 {
+            last = m.train_step(x.clone(), &y);
+        }
+        println!("{opt:?}: loss {first:.4} -> {last:.4}");
+        assert!(last < 0.5 * first, "{opt:?}: loss {first} -> {last}");
+    }
+}
+
+#[test]
+fn ste_zeroes_gradient_of_clipped_activations() {
+    let mut r = Rng(23);
+    let x = Buf::new(vec![16, 6], r.vec(96));
+    let y: Vec<i64> = (0..16).map(|i| (i % 3) as i64).collect();
+    let mut m = QatModel::prepare(&tiny_mlp(24), QatConfig::default()).unwrap();
+    m.calibrate(&x);
+    // Narrow the first observer to [-0.5, 0.5]: inputs outside are clipped by the fake quant.
+    m.tape.observers[0].min = -0.5;
+    m.tape.observers[0].max = 0.5;
+    let mode = m.cfg.eval_mode();
+    let (_, _, dx) = m.loss_and_grads(x.clone(), &y, mode);
+    let (mut clipped, mut passed) = (0, 0);
+    for (v, g) in x.data.iter().zip(&dx.data) {
+        if *v < -0.51 || *v > 0.51 {
+            assert_eq!(*g, 0.0, "clipped input {v} must get no gradient");
+            clipped += 1;
+        } else if *v > -0.49 && *v < 0.49 {
+            passed += (*g != 0.0) as usize;
+        }
+    }
+    assert!(
+        clipped > 10 && passed > 10,
+        "clipped {clipped} passed {passed}"
+    );
 }

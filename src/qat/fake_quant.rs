@@ -35,7 +35,7 @@ impl FqParams {
         let lo = lo.min(0.0);
         let hi = hi.max(0.0);
         let mut scale = (hi - lo) / qmax;
-        if !(scale > 0.0) || !scale.is_finite() {
+        if scale <= 0.0 || !scale.is_finite() {
             scale = 1.0;
         }
         let zp = round_half_even_f32(-lo / scale).clamp(0.0, qmax);

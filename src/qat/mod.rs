@@ -317,8 +317,7 @@ pub fn accuracy(logits: &Buf, labels: &[i64]) -> f32 {
     let n = logits.shape[0];
     let c = logits.data.len() / n.max(1);
     let mut ok = 0;
-    for i in 0..n {
-        let row = &logits.data[i * c..(i + 1) * c];
+    for (row, &label) in logits.data.chunks(c.max(1)).take(n).zip(labels) {
         let arg = row
             .iter()
             .enumerate()
@@ -330,7 +329,7 @@ pub fn accuracy(logits: &Buf, labels: &[i64]) -> f32 {
                 }
             })
             .0;
-        ok += (arg as i64 == labels[i]) as usize;
+        ok += (arg as i64 == label) as usize;
     }
     ok as f32 / n.max(1) as f32
 }

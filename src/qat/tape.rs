@@ -477,7 +477,7 @@ impl Tape {
                         })
                         .collect();
                     let mut shape = vec![n, c];
-                    shape.extend(std::iter::repeat(1).take(xin.shape.len() - 2));
+                    shape.extend(std::iter::repeat_n(1, xin.shape.len() - 2));
                     Buf::new(shape, data)
                 }
                 Kind::Flatten(axis) => {
