@@ -455,3 +455,50 @@ fn ste_zeroes_gradient_of_clipped_activations() {
         "clipped {clipped} passed {passed}"
     );
 }
+
+#[test]
+fn grad_gemm_trans_a() {
+    let mut r = Rng(17);
+    let op = Op::Gemm {
+        alpha: 1.0,
+        beta: 0.5,
+        trans_a: true,
+        trans_b: false,
+    };
+    let g = chain(
+        &[5, 3],
+        vec![(op, vec![Some(r.tensor(&[5, 4])), Some(r.tensor(&[4]))])],
+    );
+    grad_check("gemm trans_a", &g, &[5, 3], 6);
+}
+
+/// With fake-quantized weights (max-abs grid: nothing clipped) the STE weight gradient is the
+/// fp32 gradient evaluated at the fake-quantized weights.
+#[test]
+fn ste_weight_gradient_is_gradient_at_quantized_weights() {
+    let mut r = Rng(25);
+    let x = Buf::new(vec![16, 6], r.vec(96));
+    let y: Vec<i64> = (0..16).map(|i| (i % 3) as i64).collect();
+    let cfg = QatConfig {
+        weight_bits: 4,
+        per_channel: true,
+        quantize_activations: false,
+        ..QatConfig::default()
+    };
+    let mut m = QatModel::prepare(&tiny_mlp(26), cfg.clone()).unwrap();
+    let mode = FqMode {
+        weights: true,
+        activations: false,
+        observe: None,
+    };
+    let (lq, gq, _) = m.loss_and_grads(x.clone(), &y, mode);
+    let baked = m.convert(true);
+    let mut m2 = QatModel::prepare(&baked, cfg).unwrap();
+    let (l2, g2, _) = m2.loss_and_grads(x, &y, FqMode::FP32);
+    assert!((lq - l2).abs() < 1e-5);
+    for (a, b) in gq.iter().zip(&g2) {
+        for (u, v) in a.iter().zip(b) {
+            assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+        }
+    }
+}

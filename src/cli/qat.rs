@@ -101,11 +101,11 @@ impl QatHooks for Bar {
             s.loss
         );
         match &self.pb {
-            Some(pb) => {
+            Some(pb) if !pb.is_hidden() => {
                 pb.println(&line);
                 pb.inc(1);
             }
-            None => println!("{line}"),
+            _ => println!("{line}"),
         }
     }
 }
@@ -131,9 +131,9 @@ pub fn qat(a: QatArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| read_labelled(p, &input))
         .transpose()?;
-    let mut shape = tx.shape.clone();
-    shape[0] = 1;
-    let model = crate::prepare::load(&a.model, &[(input.clone(), shape)])?;
+    // Keep the model's own (usually symbolic) batch dimension: the exported model serves any
+    // batch; the training tape takes its shapes from the data.
+    let model = crate::prepare::load(&a.model, &[])?;
     let cfg = QatConfig {
         weight_bits: a.weight_bits,
         per_channel: !a.per_tensor,
