@@ -5,6 +5,7 @@ pub mod compile;
 pub mod export;
 pub mod inspect;
 pub mod profile;
+pub mod qat;
 pub mod quantize;
 pub mod run;
 pub mod tune;
@@ -36,6 +37,8 @@ pub enum Command {
     Compile(compile::CompileArgs),
     /// Export a quantized model as standard ONNX (QDQ or QOperator) for other runtimes.
     Export(export::ExportArgs),
+    /// Quantization-aware training (fake quant + straight-through estimator), then int8 export.
+    Qat(qat::QatArgs),
     /// Measure latency and throughput of a model (fp32, or quantized static/dynamic).
     Bench(bench::BenchArgs),
     /// Time each step of the compiled plan and each op type (share of total, top N).
@@ -48,6 +51,7 @@ pub fn main_with(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Bench(a) => bench::bench(a),
         Command::Compile(a) => compile::compile(a),
+        Command::Qat(a) => qat::qat(a),
         Command::Export(a) => export::export(a),
         Command::Profile(a) => profile::profile(a),
         Command::Tune(a) => tune::tune(a),

@@ -145,7 +145,15 @@ pub fn qat(a: QatArgs) -> anyhow::Result<()> {
         seed: a.seed,
         ..QatConfig::default()
     };
-    let mut m = QatModel::prepare(&model.graph, cfg)?;
+    // BatchNorm after Conv trains folded into the conv (the usual QAT recipe for inference).
+    let mut graph = model.graph;
+    {
+        use crate::passes::Pass;
+        if crate::passes::fold_batchnorm::FoldBatchNorm.run(&mut graph)? {
+            graph.infer_types()?;
+        }
+    }
+    let mut m = QatModel::prepare(&graph, cfg)?;
     if let Some((ex, ey)) = &eval {
         let fp = m.evaluate(ex, ey, false);
         let n = tx.shape[0].min(256);
