@@ -29,7 +29,7 @@ pub struct QatArgs {
     pub fp32_out: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-4)]
     pub lr: f32,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
