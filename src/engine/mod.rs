@@ -250,7 +250,7 @@ fn match_requant_chain(
     g: &Graph,
     d: NodeIndex,
     outs: &HashSet<Outlet>,
-) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType)> {
+) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType, native::Chain)> {
     if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
         return None;
     }
@@ -276,7 +276,13 @@ fn match_requant_chain(
     }
     fused.push(c);
     let lut = native::requant_table(in_dt == DType::I8, dq, relu, q, out_dt == DType::I8);
-    Some((fused, c, lut, out_dt))
+    let chain = native::Chain {
+        dq,
+        relu,
+        q,
+        out_signed: out_dt == DType::I8,
+    };
+    Some((fused, c, lut, out_dt, chain))
 }
 
 impl Engine {
@@ -328,7 +334,7 @@ impl Engine {
             let chain = match_requant_chain(g, n, &graph_outs);
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
-            } else if let Some((more, last, lut, out_dtype)) = chain {
+            } else if let Some((more, last, lut, out_dtype, _)) = chain {
                 for &f in &more {
                     skip.insert(f);
                     op_label.push('+');
@@ -414,10 +420,10 @@ impl Engine {
                                     if let Some((d, _)) =
                                         only_consumer(g, Outlet::new(n, 0), &graph_outs)
                                     {
-                                        if let Some((more, last, lut, dt)) =
+                                        if let Some((more, last, lut, dt, ch)) =
                                             match_requant_chain(g, d, &graph_outs)
                                         {
-                                            if op.compose(&lut, dt) {
+                                            if op.compose(&lut, dt, ch) {
                                                 skip.insert(d);
                                                 op_label.push_str("+DequantizeLinear");
                                                 for &f in &more {

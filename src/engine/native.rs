@@ -40,6 +40,8 @@ pub enum NativeOp {
         p: QAddParams,
         /// A byte table applied after the add (a folded DQ-[Relu]-Q chain).
         post: Option<Vec<u8>>,
+        /// The same chain as arithmetic, for the vectorized path (one folded chain only).
+        chain: Option<Chain>,
     },
     /// A per-byte table: `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor) folded.
     Lut {
@@ -202,6 +204,7 @@ impl NativeOp {
                         signed,
                     },
                     post: None,
+                    chain: None,
                 }
             }
             Op::QLinearGlobalAveragePool {
@@ -496,6 +499,7 @@ impl NativeOp {
                 out_dtype,
                 p,
                 post,
+                chain,
             } => {
                 let b = args.get(3).copied().flatten().ok_or("missing B")?;
                 if b.shape() != x.shape() {
@@ -503,8 +507,8 @@ impl NativeOp {
                 }
                 let mut out = pool.tensor(*out_dtype, x.shape());
                 let o = out.bytes_mut();
-                let done = qadd_simd(x.bytes(), b.bytes(), o, p);
-                if let Some(post) = post {
+                let done = qadd_simd(x.bytes(), b.bytes(), o, p, chain.as_ref());
+                if let (Some(post), None) = (post, chain) {
                     for d in o[..done].iter_mut() {
                         *d = post[*d as usize];
                     }
@@ -1087,14 +1091,16 @@ pub fn requant_table(
 
 impl NativeOp {
     /// Fold a following byte table into a QLinearAdd (exact: a composition of tables).
-    pub fn compose(&mut self, next: &[u8], dtype: DType) -> bool {
+    pub fn compose(&mut self, next: &[u8], dtype: DType, ch: Chain) -> bool {
         match self {
             NativeOp::QAdd {
                 lut,
                 out_dtype,
                 post,
+                chain,
                 ..
             } => {
+                *chain = if post.is_none() { Some(ch) } else { None };
                 for v in lut.iter_mut() {
                     *v = next[*v as usize];
                 }
@@ -1135,21 +1141,36 @@ pub struct QAddParams {
 /// The vectorized QLinearAdd: `round_half_even(((a - a_zp) * a_s + (b - b_zp) * b_s) / c_s) +
 /// c_zp`, saturated, with the same IEEE f32 operations as the reference (so bit-identical).
 /// Returns how many leading elements it wrote (0 without AVX2).
-fn qadd_simd(a: &[u8], b: &[u8], out: &mut [u8], p: &QAddParams) -> usize {
+fn qadd_simd(a: &[u8], b: &[u8], out: &mut [u8], p: &QAddParams, chain: Option<&Chain>) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 detected; the function reads/writes below the common length.
-            return unsafe { qadd_avx2(a, b, out, p) };
+            return unsafe { qadd_avx2(a, b, out, p, chain) };
         }
     }
-    let _ = (a, b, out, p);
+    let _ = (a, b, out, p, chain);
     0
+}
+
+/// A folded `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor).
+#[derive(Clone, Copy, Debug)]
+pub struct Chain {
+    pub dq: (f32, i32),
+    pub relu: bool,
+    pub q: (f32, i32),
+    pub out_signed: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn qadd_avx2(a: &[u8], b: &[u8], out: &mut [u8], p: &QAddParams) -> usize {
+unsafe fn qadd_avx2(
+    a: &[u8],
+    b: &[u8],
+    out: &mut [u8],
+    p: &QAddParams,
+    chain: Option<&Chain>,
+) -> usize {
     use std::arch::x86_64::*;
     let n = a.len().min(b.len()).min(out.len()) / 8 * 8;
     let (azp, bzp, czp) = (
@@ -1169,6 +1190,29 @@ unsafe fn qadd_avx2(a: &[u8], b: &[u8], out: &mut [u8], p: &QAddParams) -> usize
         (_mm256_set1_epi32(0), _mm256_set1_epi32(255))
     };
     let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let ch = chain.copied().unwrap_or(Chain {
+        dq: (1.0, 0),
+        relu: false,
+        q: (1.0, 0),
+        out_signed: p.signed,
+    });
+    let (dzp, ds, qs, qzp) = (
+        _mm256_set1_epi32(ch.dq.1),
+        _mm256_set1_ps(ch.dq.0),
+        _mm256_set1_ps(ch.q.0),
+        _mm256_set1_epi32(ch.q.1),
+    );
+    let (olo, ohi) = if ch.out_signed {
+        (_mm256_set1_epi32(-128), _mm256_set1_epi32(127))
+    } else {
+        (_mm256_set1_epi32(0), _mm256_set1_epi32(255))
+    };
+    let zero = _mm256_setzero_ps();
+    let out_signed = if chain.is_some() {
+        ch.out_signed
+    } else {
+        p.signed
+    };
     let mut i = 0;
     while i < n {
         let la = _mm_loadl_epi64(a.as_ptr().add(i) as *const __m128i);
@@ -1184,10 +1228,23 @@ unsafe fn qadd_avx2(a: &[u8], b: &[u8], out: &mut [u8], p: &QAddParams) -> usize
         let r = _mm256_min_ps(_mm256_max_ps(r, fl), fh);
         let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
         let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), czp);
-        let q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
+        let mut q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
+        if chain.is_some() {
+            // DequantizeLinear, Relu, QuantizeLinear: the reference's f32 operations.
+            let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, dzp)), ds);
+            if ch.relu {
+                // `if f < 0 { 0 } else { f }`
+                f = _mm256_blendv_ps(f, zero, _mm256_cmp_ps::<_CMP_LT_OQ>(f, zero));
+            }
+            let r = _mm256_div_ps(f, qs);
+            let r = _mm256_min_ps(_mm256_max_ps(r, fl), fh);
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
+            q = _mm256_add_epi32(_mm256_cvtps_epi32(r), qzp);
+            q = _mm256_min_epi32(_mm256_max_epi32(q, olo), ohi);
+        }
         // 8 x i32 (in range) -> 8 bytes: pack within lanes, then gather the two halves.
         let w = _mm256_packs_epi32(q, q); // lane0: e0..3 e0..3, lane1: e4..7 e4..7 (i16)
-        let bytes = if p.signed {
+        let bytes = if out_signed {
             _mm256_packs_epi16(w, w)
         } else {
             _mm256_packus_epi16(w, w)
