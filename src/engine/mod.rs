@@ -245,7 +245,8 @@ fn match_gelu(
 }
 
 /// Match `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor, 8-bit) at the DQ `d`:
-/// (fused nodes, last node, table, output dtype).
+/// (fused nodes, last node, table, output dtype, the chain's parameters).
+#[allow(clippy::type_complexity)]
 fn match_requant_chain(
     g: &Graph,
     d: NodeIndex,
