@@ -286,6 +286,35 @@ fn match_requant_chain(
     Some((fused, c, lut, out_dt, chain))
 }
 
+/// Match `Where(IsNaN(s), c, s)` after the Softmax `s`: (fused nodes, last node, c).
+fn match_softmax_nan(
+    g: &Graph,
+    s: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, f32)> {
+    let so = Outlet::new(s, 0);
+    if outs.contains(&so) {
+        return None;
+    }
+    let cons = g.consumers(so);
+    if cons.len() != 2 {
+        return None;
+    }
+    let isnan = cons
+        .iter()
+        .find(|(n, _)| matches!(g.node(*n).op, Op::Unary(UnaryOp::IsNaN)))?
+        .0;
+    let (w, wslot) = *cons.iter().find(|(n, _)| *n != isnan)?;
+    if !matches!(g.node(w).op, Op::Where)
+        || wslot != 2
+        || only_consumer(g, Outlet::new(isnan, 0), outs)? != (w, 0)
+    {
+        return None;
+    }
+    let c = const_scalar(g, g.operand(w, 1))?;
+    Some((vec![isnan, w], w, c))
+}
+
 impl Engine {
     /// Compile a static graph (shapes bound, constants folded). `threads` = None uses rayon's
     /// global pool (all cores).
@@ -416,6 +445,24 @@ impl Engine {
                             (Kind::F32 { node: k, relu }, "fp32")
                         }
                         Ok(None) => match native::NativeOp::build(g, n) {
+                            Some(native::NativeOp::Softmax)
+                                if match_softmax_nan(g, n, &graph_outs).is_some() =>
+                            {
+                                let (more, last, c) = match_softmax_nan(g, n, &graph_outs).unwrap();
+                                for &f in &more {
+                                    skip.insert(f);
+                                    op_label.push('+');
+                                    op_label.push_str(g.node(f).op.name());
+                                }
+                                out_node = last;
+                                let op = native::NativeOp::SoftmaxNanTo(c);
+                                nodes.push(NodeReport::native(
+                                    node,
+                                    op.describe(),
+                                    kernel.isa().name(),
+                                ));
+                                (Kind::Native(op), "native")
+                            }
                             Some(mut op) => {
                                 if matches!(op, native::NativeOp::QAdd { .. }) {
                                     if let Some((d, _)) =

@@ -88,6 +88,8 @@ pub enum NativeOp {
     /// Where(cond bool, x f32, y f32) with broadcasting.
     Where,
     IsNaN,
+    /// Softmax then NaN -> constant: `Where(IsNaN(Softmax(x)), c, Softmax(x))` fused.
+    SoftmaxNanTo(f32),
     /// And / Or on bool with broadcasting.
     Logic(BinaryOp),
     /// GELU (erf form), fused from Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5.
@@ -368,6 +370,7 @@ impl NativeOp {
                 | NativeOp::Erf
                 | NativeOp::Clip { .. }
                 | NativeOp::Softmax
+                | NativeOp::SoftmaxNanTo(_)
                 | NativeOp::Gelu
         )
     }
@@ -391,9 +394,16 @@ impl NativeOp {
                     };
                 }
             }
-            NativeOp::Softmax => {
+            NativeOp::Softmax | NativeOp::SoftmaxNanTo(_) => {
                 if len > 0 && !v.is_empty() {
                     softmax_rows(k, v, len).map_err(|e| e.to_string())?
+                }
+                if let NativeOp::SoftmaxNanTo(c) = self {
+                    for a in v.iter_mut() {
+                        if a.is_nan() {
+                            *a = *c;
+                        }
+                    }
                 }
             }
             _ => return Err("not an in-place op".into()),
@@ -435,6 +445,7 @@ impl NativeOp {
             NativeOp::MatMulF32 => "batched gemm_f32",
             NativeOp::Where => "where f32 (broadcast)",
             NativeOp::IsNaN => "isnan",
+            NativeOp::SoftmaxNanTo(_) => "softmax_rows (simd) + NaN replace (fused IsNaN-Where)",
             NativeOp::Logic(_) => "bool and/or (broadcast)",
             NativeOp::Gap => "global_avgpool f32",
             NativeOp::MaxPool { .. } => "maxpool 2-D",
@@ -570,6 +581,7 @@ impl NativeOp {
             | NativeOp::Erf
             | NativeOp::Clip { .. }
             | NativeOp::Softmax
+            | NativeOp::SoftmaxNanTo(_)
             | NativeOp::Gelu => {
                 let mut out = pool.copy_of(x);
                 self.run_in_place(k, &mut out)?;
