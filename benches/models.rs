@@ -19,7 +19,9 @@ fn feeds(name: &str) -> Vec<(String, Tensor)> {
 }
 
 fn shapes(f: &[(String, Tensor)]) -> Vec<(String, Vec<usize>)> {
-    f.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect()
+    f.iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect()
 }
 
 /// (label, engine, feeds) for every model and mode.
@@ -44,7 +46,10 @@ fn engines(threads: Option<usize>) -> Vec<(String, Engine, Vec<(String, Tensor)>
                     let per = t.bytes().len() / t.shape()[0];
                     let mut s = t.shape().to_vec();
                     s[0] = 1;
-                    (n, Tensor::from_raw(t.dtype(), &s, &t.bytes()[..per]).unwrap())
+                    (
+                        n,
+                        Tensor::from_raw(t.dtype(), &s, &t.bytes()[..per]).unwrap(),
+                    )
                 })
                 .collect()
         };
@@ -58,7 +63,9 @@ fn engines(threads: Option<usize>) -> Vec<(String, Engine, Vec<(String, Tensor)>
             };
             quantizer::quantize_dynamic(&g, &c).unwrap().0
         } else {
-            quantizer::quantize_static(&g, &feeds(inputs), &cfg).unwrap().0
+            quantizer::quantize_static(&g, &feeds(inputs), &cfg)
+                .unwrap()
+                .0
         };
         let mut q = q;
         octet::prepare::prepare(&mut q, &shapes(&f)).unwrap();
