@@ -251,3 +251,37 @@ fn a_target_the_cpu_lacks_is_refused_clearly() {
     );
     assert!(!ok && err.contains("needs avx512vnni"), "{err}");
 }
+
+#[test]
+fn session_checks_inputs_and_reuses_its_engine() {
+    let m = compile(&fixture("digits_cnn.onnx"), &Quantize::None, Isa::Scalar).unwrap();
+    let s = Session::new(m).with_threads(1);
+    let x = take_batch(&get(&npz("digits_test.npz"), "input"), 4);
+    let feeds = vec![("input".to_string(), x.clone())];
+    let a = s.engine_for(&feeds).unwrap();
+    let b = s.engine_for(&feeds).unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&a, &b),
+        "same shapes must reuse the engine"
+    );
+    assert_eq!(s.run(&feeds).unwrap()[0].1.shape(), &[4, 10]);
+    let e = s
+        .run(&[("image".to_string(), x.clone())])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("'input' is missing") && e.contains("image"),
+        "{e}"
+    );
+    let e = s
+        .run(&[("input".to_string(), x.clone()), ("label".to_string(), x)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'label' is not an input"), "{e}");
+    let wrong = octet_ir::Tensor::from_vec(&[4, 1, 16, 16], vec![0i64; 1024]);
+    let e = s
+        .run(&[("input".to_string(), wrong)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must be f32"), "{e}");
+}

@@ -66,21 +66,62 @@ impl Session {
         &self.model
     }
 
-    /// The engine for these input shapes (built once).
+    /// The engine for these input shapes (built once). Checks the inputs' names, dtypes and
+    /// ranks against the model; looks the engine up without copying any tensor.
     pub fn engine_for(&self, inputs: &[(String, Tensor)]) -> Result<Arc<Engine>, SessionError> {
-        let (feeds, _) = crate::prepare::match_inputs(&self.model.graph, inputs.to_vec())
-            .map_err(|e| SessionError::Input(e.to_string()))?;
-        let shapes: Shapes = feeds
+        let mut given: Vec<&Tensor> = Vec::with_capacity(self.model.inputs.len());
+        for sig in &self.model.inputs {
+            let t = inputs
+                .iter()
+                .find(|(n, _)| *n == sig.name)
+                .map(|(_, t)| t)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+                    SessionError::Input(format!(
+                        "model input '{}' is missing (given: {})",
+                        sig.name,
+                        names.join(", ")
+                    ))
+                })?;
+            if t.dtype() != sig.ty.dtype || t.rank() != sig.ty.shape.rank() {
+                return Err(SessionError::Input(format!(
+                    "input '{}' must be {}, got {} {:?}",
+                    sig.name,
+                    sig.ty,
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            given.push(t);
+        }
+        if let Some(extra) = inputs
             .iter()
-            .map(|(n, t)| (n.clone(), t.shape().to_vec()))
-            .collect();
+            .find(|(n, _)| !self.model.inputs.iter().any(|s| s.name == *n))
+        {
+            return Err(SessionError::Input(format!(
+                "'{}' is not an input of the model",
+                extra.0
+            )));
+        }
         let mut cache = self
             .engines
             .lock()
             .map_err(|_| SessionError::Run("session lock poisoned".into()))?;
-        if let Some((_, e)) = cache.iter().find(|(s, _)| *s == shapes) {
+        let same = |s: &Shapes| {
+            s.iter()
+                .zip(&given)
+                .all(|((_, d), t)| d.as_slice() == t.shape())
+        };
+        if let Some((_, e)) = cache.iter().find(|(s, _)| same(s)) {
             return Ok(e.clone());
         }
+        let shapes: Shapes = self
+            .model
+            .inputs
+            .iter()
+            .zip(&given)
+            .map(|(s, t)| (s.name.clone(), t.shape().to_vec()))
+            .collect();
         let mut g = self.model.graph.clone();
         crate::prepare::prepare(&mut g, &shapes).map_err(|e| SessionError::Input(e.to_string()))?;
         let e = Arc::new(
@@ -91,7 +132,8 @@ impl Session {
         Ok(e)
     }
 
-    /// Run on named inputs (batch first; arrays that are not inputs are an error here).
+    /// Run on named inputs (batch first; arrays that are not inputs are an error here). After the
+    /// first run with given shapes, no input is copied to find the engine.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, SessionError> {
         let e = self.engine_for(inputs)?;
         e.run(inputs).map_err(|e| SessionError::Run(e.to_string()))
