@@ -209,24 +209,11 @@ fn run_inner(name: &str, payload: &[u8], args: &[String]) -> anyhow::Result<()> 
         anyhow::bail!("--input x.npz is required (see --help)");
     }
     let outs = session.run(&feeds)?;
-    for (n, t) in &outs {
-        println!("{n}: {} {:?}", t.dtype(), t.shape());
-    }
-    if let (Some(l), Some((n, t))) = (&labels, outs.first()) {
-        if let Some(acc) = crate::cli::run::top1_accuracy(t, l) {
-            println!(
-                "top-1 accuracy of '{n}' against 'label': {:.2}% ({} samples)",
-                acc * 100.0,
-                l.len()
-            );
-        }
-    }
-    if let Some(o) = value(args, "--output") {
-        let arrays: Vec<(String, &Tensor)> = outs.iter().map(|(n, t)| (n.clone(), t)).collect();
-        crate::io::npz::write_npz(Path::new(o), &arrays)?;
-        eprintln!("wrote {o}");
-    }
-    Ok(())
+    crate::cli::run::report_outputs(
+        &outs,
+        labels.as_deref(),
+        value(args, "--output").map(Path::new),
+    )
 }
 
 /// The first `b` samples of a batch-first tensor (all of it if it has fewer).

@@ -73,16 +73,12 @@ fn synthetic(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn take(t: &Tensor, b: usize) -> anyhow::Result<Tensor> {
-    if t.rank() == 0 || t.shape()[0] < b {
-        anyhow::bail!(
+    t.first_rows(b).ok_or_else(|| {
+        anyhow::anyhow!(
             "input data has {:?}; --batch {b} needs at least {b} samples",
             t.shape()
-        );
-    }
-    let per: usize = t.shape()[1..].iter().product::<usize>() * t.dtype().size();
-    let mut shape = t.shape().to_vec();
-    shape[0] = b;
-    Ok(Tensor::from_raw(t.dtype(), &shape, &t.bytes()[..b * per]).expect("sizes match"))
+        )
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -89,7 +89,23 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         (engine.run(&feeds)?, how)
     };
     let dt = t0.elapsed();
-    for (name, t) in &outs {
+    eprintln!(
+        "ran {} on {how} in {:.1} ms",
+        a.model.display(),
+        dt.as_secs_f64() * 1e3
+    );
+    report_outputs(&outs, labels.as_deref(), a.output.as_deref())
+}
+
+/// Print each output (dtype, shape, first values), the top-1 accuracy of the first output when
+/// the data had labels, and write the outputs to `output` (.npz) if given. Shared by `octet run`
+/// (ONNX and .octet) and compiled executables.
+pub fn report_outputs(
+    outs: &[(String, octet_ir::Tensor)],
+    labels: Option<&[i64]>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    for (name, t) in outs {
         let v = t.to_f64_vec();
         let preview: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
         println!(
@@ -100,7 +116,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             if v.len() > 6 { ", ..." } else { "" }
         );
     }
-    if let (Some(labels), Some((name, t))) = (&labels, outs.first()) {
+    if let (Some(labels), Some((name, t))) = (labels, outs.first()) {
         if let Some(acc) = top1_accuracy(t, labels) {
             println!(
                 "top-1 accuracy of '{name}' against 'label': {:.2}% ({} samples)",
@@ -109,12 +125,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    eprintln!(
-        "ran {} on {how} in {:.1} ms",
-        a.model.display(),
-        dt.as_secs_f64() * 1e3
-    );
-    if let Some(out) = &a.output {
+    if let Some(out) = output {
         let arrays: Vec<(String, &octet_ir::Tensor)> =
             outs.iter().map(|(n, t)| (n.clone(), t)).collect();
         crate::io::npz::write_npz(out, &arrays)?;
@@ -162,22 +173,5 @@ fn run_compiled(a: &RunArgs) -> anyhow::Result<()> {
         );
     }
     let outs = session.run(&feeds)?;
-    for (name, t) in &outs {
-        println!("{name}: {} {:?}", t.dtype(), t.shape());
-    }
-    if let (Some(l), Some((n, t))) = (&labels, outs.first()) {
-        if let Some(acc) = top1_accuracy(t, l) {
-            println!(
-                "top-1 accuracy of '{n}' against 'label': {:.2}% ({} samples)",
-                acc * 100.0,
-                l.len()
-            );
-        }
-    }
-    if let Some(out) = &a.output {
-        let arrays: Vec<(String, &octet_ir::Tensor)> =
-            outs.iter().map(|(n, t)| (n.clone(), t)).collect();
-        crate::io::npz::write_npz(out, &arrays)?;
-    }
-    Ok(())
+    report_outputs(&outs, labels.as_deref(), a.output.as_deref())
 }
