@@ -45,41 +45,10 @@ impl F32Node {
                     return Err("only 2-D convolutions have an fp32 kernel".into());
                 }
                 let xs = x_ty.shape.as_fixed().ok_or("input shape is not static")?;
-                let (c_out, cig, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-                let c_in = xs[1];
-                let pads = octet_ir::infer::resolve_pads(&a.geom, &[kh, kw], &xs[2..]);
-                let st = if a.geom.strides.is_empty() {
-                    vec![1, 1]
-                } else {
-                    a.geom.strides.clone()
-                };
-                let dl = if a.geom.dilations.is_empty() {
-                    vec![1, 1]
-                } else {
-                    a.geom.dilations.clone()
-                };
-                if pads.len() != 4 || st.len() != 2 || dl.len() != 2 || cig * a.group != c_in {
-                    return Err("malformed convolution geometry".into());
-                }
-                let geom = ConvGeometry {
-                    kernel: (kh, kw),
-                    stride: (st[0], st[1]),
-                    dilation: (dl[0], dl[1]),
-                    pads: [pads[0], pads[1], pads[2], pads[3]],
-                    groups: a.group,
-                };
+                let (c_out, c_in) = (w.shape()[0], xs[1]);
+                let geom = super::conv_layout::geometry(a, w.shape(), &xs)?;
                 let wv = w.view::<f32>().map_err(|e| e.to_string())?;
-                let mut ohwi = vec![0f32; wv.len()];
-                for o in 0..c_out {
-                    for i in 0..cig {
-                        for y in 0..kh {
-                            for x in 0..kw {
-                                ohwi[((o * kh + y) * kw + x) * cig + i] =
-                                    wv[((o * cig + i) * kh + y) * kw + x];
-                            }
-                        }
-                    }
-                }
+                let ohwi = super::conv_layout::oihw_to_ohwi(wv, w.shape());
                 let packed =
                     PackedConvF32::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?;
                 let bias = match g.operand(n, 2) {

@@ -9,8 +9,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, ConvGeometry, Epilogue, Kernel, MatrixU8,
-    OutputSlice, PackedB, PackedConv, Scale, TensorU8, WeightLayout,
+    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, Epilogue, Kernel, MatrixU8, OutputSlice, PackedB,
+    PackedConv, Scale, TensorU8, WeightLayout,
 };
 
 pub enum Int8Node {
@@ -213,32 +213,8 @@ fn build_conv(
         d => return Err(format!("activations are {d}")),
     };
     let xs = x_ty.shape.as_fixed().ok_or("input shape is not static")?;
-    let (c_out, cig, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-    let c_in = xs[1];
-    if cig * a.group != c_in {
-        return Err("channel count does not match the groups".into());
-    }
-    let pads = octet_ir::infer::resolve_pads(&a.geom, &[kh, kw], &xs[2..]);
-    let st = if a.geom.strides.is_empty() {
-        vec![1, 1]
-    } else {
-        a.geom.strides.clone()
-    };
-    let dl = if a.geom.dilations.is_empty() {
-        vec![1, 1]
-    } else {
-        a.geom.dilations.clone()
-    };
-    if pads.len() != 4 || st.len() != 2 || dl.len() != 2 {
-        return Err("malformed convolution geometry".into());
-    }
-    let geom = ConvGeometry {
-        kernel: (kh, kw),
-        stride: (st[0], st[1]),
-        dilation: (dl[0], dl[1]),
-        pads: [pads[0], pads[1], pads[2], pads[3]],
-        groups: a.group,
-    };
+    let (c_out, c_in) = (w.shape()[0], xs[1]);
+    let geom = super::conv_layout::geometry(a, w.shape(), &xs)?;
     let x_zp = uniform_zp(g.const_operand(n, xzp_slot))
         .ok_or("activation zero point must be one constant")?;
     if g.operand(n, xzp_slot).is_some() && g.const_operand(n, xzp_slot).is_none() {
@@ -247,17 +223,7 @@ fn build_conv(
     let w_zp = uniform_zp(g.const_operand(n, wzp_slot))
         .ok_or("per-channel weight zero points must all be equal")?;
     let wv = w.view::<i8>().map_err(|e| e.to_string())?;
-    // OIHW -> OHWI
-    let mut ohwi = vec![0i8; wv.len()];
-    for o in 0..c_out {
-        for i in 0..cig {
-            for y in 0..kh {
-                for x in 0..kw {
-                    ohwi[((o * kh + y) * kw + x) * cig + i] = wv[((o * cig + i) * kh + y) * kw + x];
-                }
-            }
-        }
-    }
+    let ohwi = super::conv_layout::oihw_to_ohwi(wv, w.shape());
     let (kernel, note) = choose_kernel(best, wv, w_zp);
     let packed =
         PackedConv::new(geom, c_in, c_out, &ohwi, w_zp as i32).map_err(|e| e.to_string())?;

@@ -17,6 +17,7 @@
 //!
 //! Integer paths give bit-identical results for any thread count (kernels guarantee it).
 
+pub mod conv_layout;
 pub mod fp32;
 pub mod int8;
 mod layout;
