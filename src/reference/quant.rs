@@ -60,6 +60,25 @@ fn zero_points(t: Option<&Tensor>, dt: Option<DType>, what: &str) -> R<Vec<i64>>
     }
 }
 
+/// The (scale, zero point) operands at `slot` and `slot + 1` of a QLinear op, for the quantized
+/// operand `data` (whose dtype the zero point must have); `name` is the operand's ONNX name.
+fn qparams_at(
+    inputs: &[Option<&Tensor>],
+    slot: usize,
+    data: &Tensor,
+    name: &str,
+) -> R<(Vec<f32>, Vec<i64>)> {
+    let s_name = format!("{name}_scale");
+    let z_name = format!("{name}_zero_point");
+    let s = scales(req(inputs, slot, &s_name)?, &s_name)?;
+    let z = zero_points(
+        Some(req(inputs, slot + 1, &z_name)?),
+        Some(data.dtype()),
+        &z_name,
+    )?;
+    Ok((s, z))
+}
+
 /// Saturating requantization of an exact accumulator as onnxruntime does it.
 fn requant(acc: i64, mult: f32, zp: i64, lo: i64, hi: i64) -> i128 {
     let v = (acc as f32 * mult).round_ties_even() as i64 + zp;
@@ -258,18 +277,8 @@ pub fn qlinear_matmul(inputs: &[Option<&Tensor>]) -> R<Tensor> {
     let b = req(inputs, 3, "b")?;
     need_q8(a, "QLinearMatMul a")?;
     need_q8(b, "QLinearMatMul b")?;
-    let a_s = scales(req(inputs, 1, "a_scale")?, "a_scale")?;
-    let azp = zero_points(
-        Some(req(inputs, 2, "a_zero_point")?),
-        Some(a.dtype()),
-        "a_zero_point",
-    )?;
-    let b_s = scales(req(inputs, 4, "b_scale")?, "b_scale")?;
-    let bzp = zero_points(
-        Some(req(inputs, 5, "b_zero_point")?),
-        Some(b.dtype()),
-        "b_zero_point",
-    )?;
+    let (a_s, azp) = qparams_at(inputs, 1, a, "a")?;
+    let (b_s, bzp) = qparams_at(inputs, 4, b, "b")?;
     let y_s = scales(req(inputs, 6, "y_scale")?, "y_scale")?;
     let yz = req(inputs, 7, "y_zero_point")?;
     let yzp = zero_points(Some(yz), None, "y_zero_point")?;
@@ -358,18 +367,8 @@ pub fn conv_integer(a: &ConvAttrs, inputs: &[Option<&Tensor>]) -> R<Tensor> {
 pub fn qlinear_conv(a: &ConvAttrs, inputs: &[Option<&Tensor>]) -> R<Tensor> {
     let x = req(inputs, 0, "x")?;
     let w = req(inputs, 3, "w")?;
-    let x_s = scales(req(inputs, 1, "x_scale")?, "x_scale")?;
-    let xzp = zero_points(
-        Some(req(inputs, 2, "x_zero_point")?),
-        Some(x.dtype()),
-        "x_zero_point",
-    )?;
-    let w_s = scales(req(inputs, 4, "w_scale")?, "w_scale")?;
-    let wzp = zero_points(
-        Some(req(inputs, 5, "w_zero_point")?),
-        Some(w.dtype()),
-        "w_zero_point",
-    )?;
+    let (x_s, xzp) = qparams_at(inputs, 1, x, "x")?;
+    let (w_s, wzp) = qparams_at(inputs, 4, w, "w")?;
     let y_s = scales(req(inputs, 6, "y_scale")?, "y_scale")?;
     let yz = req(inputs, 7, "y_zero_point")?;
     let yzp = zero_points(Some(yz), None, "y_zero_point")?;
@@ -416,12 +415,7 @@ pub fn qlinear_conv(a: &ConvAttrs, inputs: &[Option<&Tensor>]) -> R<Tensor> {
 pub fn qlinear_global_average_pool(channels_last: bool, inputs: &[Option<&Tensor>]) -> R<Tensor> {
     let x = req(inputs, 0, "X")?;
     need_q8(x, "QLinearGlobalAveragePool X")?;
-    let x_s = scales(req(inputs, 1, "x_scale")?, "x_scale")?;
-    let xzp = zero_points(
-        Some(req(inputs, 2, "x_zero_point")?),
-        Some(x.dtype()),
-        "x_zero_point",
-    )?;
+    let (x_s, xzp) = qparams_at(inputs, 1, x, "x")?;
     let y_s = scales(req(inputs, 3, "y_scale")?, "y_scale")?;
     let yz = req(inputs, 4, "y_zero_point")?;
     let yzp = zero_points(Some(yz), None, "y_zero_point")?;
@@ -488,18 +482,8 @@ pub fn qgemm(alpha: f32, trans_a: bool, trans_b: bool, inputs: &[Option<&Tensor>
     let b = req(inputs, 3, "B")?;
     need_q8(a, "QGemm A")?;
     need_q8(b, "QGemm B")?;
-    let a_s = scales(req(inputs, 1, "a_scale")?, "a_scale")?;
-    let azp = zero_points(
-        Some(req(inputs, 2, "a_zero_point")?),
-        Some(a.dtype()),
-        "a_zero_point",
-    )?;
-    let b_s = scales(req(inputs, 4, "b_scale")?, "b_scale")?;
-    let bzp = zero_points(
-        Some(req(inputs, 5, "b_zero_point")?),
-        Some(b.dtype()),
-        "b_zero_point",
-    )?;
+    let (a_s, azp) = qparams_at(inputs, 1, a, "a")?;
+    let (b_s, bzp) = qparams_at(inputs, 4, b, "b")?;
     if a_s.len() != 1 || azp.len() != 1 {
         return Err("QGemm a_scale and a_zero_point must be scalars".into());
     }
