@@ -31,6 +31,23 @@ fn octet(args: &[&str], isa: Option<&str>) -> (bool, String, String) {
     (o.status.success(), so, se)
 }
 
+/// `octet compile MODEL --quantize static --calib digits_calib.npz EXTRA.. -o OUT`, which must succeed.
+fn compile_static(model: &str, extra: &[&str], out: &str) {
+    let calib = fixture("digits_calib.npz");
+    let mut args = vec![
+        "compile",
+        model,
+        "--quantize",
+        "static",
+        "--calib",
+        calib.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", out]);
+    let (ok, _, err) = octet(&args, None);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn executable_runs_elsewhere_without_the_model_and_matches_in_process() {
     let dir = tmpdir("exe");
@@ -38,20 +55,7 @@ fn executable_runs_elsewhere_without_the_model_and_matches_in_process() {
     let model = dir.join("digits_cnn.onnx");
     std::fs::copy(fixture("digits_cnn.onnx"), &model).unwrap();
     let exe = dir.join("digits");
-    let (ok, _, err) = octet(
-        &[
-            "compile",
-            model.to_str().unwrap(),
-            "--quantize",
-            "static",
-            "--calib",
-            fixture("digits_calib.npz").to_str().unwrap(),
-            "-o",
-            exe.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(ok, "{err}");
+    compile_static(model.to_str().unwrap(), &[], exe.to_str().unwrap());
     std::fs::remove_file(&model).unwrap();
     // --help lists inputs and outputs.
     let o = Command::new(&exe).arg("--help").output().unwrap();
@@ -118,22 +122,11 @@ fn executable_runs_elsewhere_without_the_model_and_matches_in_process() {
 fn octet_file_round_trips_and_bad_files_are_clear_errors() {
     let dir = tmpdir("fmt");
     let f = dir.join("digits.octet");
-    let (ok, _, err) = octet(
-        &[
-            "compile",
-            fixture("digits_cnn.onnx").to_str().unwrap(),
-            "--quantize",
-            "static",
-            "--calib",
-            fixture("digits_calib.npz").to_str().unwrap(),
-            "--emit",
-            "octet",
-            "-o",
-            f.to_str().unwrap(),
-        ],
-        None,
+    compile_static(
+        fixture("digits_cnn.onnx").to_str().unwrap(),
+        &["--emit", "octet"],
+        f.to_str().unwrap(),
     );
-    assert!(ok, "{err}");
     let m = CompiledModel::load(&f).unwrap();
     assert_eq!(
         CompiledModel::from_bytes(&m.to_bytes().unwrap(), "again")
@@ -195,22 +188,11 @@ fn a_target_the_cpu_lacks_is_refused_clearly() {
     }
     let dir = tmpdir("isa");
     let exe = dir.join("digits_vnni");
-    let (ok, _, err) = octet(
-        &[
-            "compile",
-            fixture("digits_cnn.onnx").to_str().unwrap(),
-            "--quantize",
-            "static",
-            "--calib",
-            fixture("digits_calib.npz").to_str().unwrap(),
-            "--target",
-            "avx512vnni",
-            "-o",
-            exe.to_str().unwrap(),
-        ],
-        None,
+    compile_static(
+        fixture("digits_cnn.onnx").to_str().unwrap(),
+        &["--target", "avx512vnni"],
+        exe.to_str().unwrap(),
     );
-    assert!(ok, "{err}");
     let o = Command::new(&exe)
         .env("OCTET_ISA", "avx2")
         .args(["--input", fixture("digits_test.npz").to_str().unwrap()])
@@ -222,24 +204,11 @@ fn a_target_the_cpu_lacks_is_refused_clearly() {
         "{e}"
     );
     let f = dir.join("d.octet");
-    let (ok, _, err) = octet(
-        &[
-            "compile",
-            fixture("digits_cnn.onnx").to_str().unwrap(),
-            "--quantize",
-            "static",
-            "--calib",
-            fixture("digits_calib.npz").to_str().unwrap(),
-            "--target",
-            "avx512vnni",
-            "--emit",
-            "octet",
-            "-o",
-            f.to_str().unwrap(),
-        ],
-        None,
+    compile_static(
+        fixture("digits_cnn.onnx").to_str().unwrap(),
+        &["--target", "avx512vnni", "--emit", "octet"],
+        f.to_str().unwrap(),
     );
-    assert!(ok, "{err}");
     let (ok, _, err) = octet(
         &[
             "run",
