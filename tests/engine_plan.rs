@@ -129,7 +129,19 @@ fn tiny_bert_dynamic_int8_close_to_reference() {
         .iter()
         .filter(|s| s.op.starts_with("MatMulInteger+Cast+Mul"))
         .count();
-    assert_eq!(fused, 12, "dynamic MatMul pattern fused into the int8 GEMM");
+    assert_eq!(
+        fused, 16,
+        "dynamic MatMul pattern fused into the int8 GEMM (12 weight MatMuls, 4 attention MatMuls)"
+    );
+    let attention = e
+        .steps()
+        .iter()
+        .filter(|s| s.op == "MatMulInteger+Cast+Mul+Mul" && s.exec == "int8")
+        .count();
+    assert_eq!(
+        attention, 4,
+        "attention's two run-time operands on the int8 kernel"
+    );
     no_reference_on(
         &g,
         &[

@@ -203,9 +203,13 @@ fn octet_quantized_models_on_int8_kernels_match_the_reference_exactly() {
         "tiny_bert dynamic: {mmi} MatMulInteger nodes, {} on int8 kernels",
         r.int8_count()
     );
-    assert_eq!(mmi, 12);
-    assert_eq!(r.int8_count(), 12, "{r}");
+    // 12 weight MatMuls + 4 attention MatMuls of two run-time operands.
+    assert_eq!(mmi, 16);
+    assert_eq!(r.int8_count(), 16, "{r}");
     let oracle = octet::reference::run_graph(engine.graph(), &feeds).unwrap();
     let (d, m) = max_abs_diff(&engine.run(&feeds).unwrap()[0].1, &oracle[0].1);
-    assert!(d <= 2e-6 * m, "tiny_bert dynamic: {d} vs max {m}");
+    // The integer GEMMs are exact; the float ops between them (Softmax, LayerNorm, Erf) run in
+    // f32 here and in f64 in the reference, and since attention's probabilities are quantized at
+    // run time too, one of them can land a quantization step (1/255) apart: observed 6.8e-5.
+    assert!(d <= 1e-3 * m, "tiny_bert dynamic: {d} vs max {m}");
 }

@@ -42,13 +42,18 @@ fn per_token_cosine(a: &Tensor, b: &Tensor) -> (f64, f64) {
 #[test]
 fn tiny_bert_dynamic_int8() {
     let (g, data) = load_bert();
-    let const_matmuls = g
-        .g
-        .node_indices()
-        .filter(|&n| {
-            matches!(g.node(n).op, Op::MatMul | Op::Gemm { .. }) && g.const_operand(n, 1).is_some()
-        })
-        .count();
+    let matmuls =
+        g.g.node_indices()
+            .filter(|&n| matches!(g.node(n).op, Op::MatMul | Op::Gemm { .. }))
+            .count();
+    let attention =
+        g.g.node_indices()
+            .filter(|&n| matches!(g.node(n).op, Op::MatMul) && g.const_operand(n, 1).is_none())
+            .count();
+    assert_eq!(
+        attention, 4,
+        "tiny_bert has two attention MatMuls per layer"
+    );
     let cfg = QuantConfig {
         approach: Approach::Dynamic,
         quiet: true,
@@ -63,17 +68,21 @@ fn tiny_bert_dynamic_int8() {
         .collect();
     assert_eq!(
         int8.len(),
-        const_matmuls,
-        "every MatMul with a constant weight"
+        matmuls,
+        "every MatMul, attention's included, is quantized"
     );
-    let left = q
+    let left =
+        q.g.node_indices()
+            .filter(|&n| matches!(q.node(n).op, Op::MatMul | Op::Gemm { .. }))
+            .count();
+    assert_eq!(left, 0);
+    // Attention's MatMuls quantize both run-time operands.
+    let runtime = q
         .g
         .node_indices()
-        .filter(|&n| {
-            matches!(q.node(n).op, Op::MatMul | Op::Gemm { .. }) && q.const_operand(n, 1).is_some()
-        })
+        .filter(|&n| matches!(q.node(n).op, Op::MatMulInteger) && q.const_operand(n, 1).is_none())
         .count();
-    assert_eq!(left, 0);
+    assert_eq!(runtime, attention);
     let a = octet::reference::run_graph(&g, &data).unwrap();
     let b = octet::reference::run_graph(&q, &data).unwrap();
     let (mean, min) = per_token_cosine(&a[0].1, &b[0].1);

@@ -16,6 +16,8 @@ use octet_kernels::{
 pub enum Int8Node {
     Conv(ConvNode),
     Gemm(GemmNode),
+    /// MatMulInteger of two run-time operands.
+    Runtime(RuntimeMatMul),
 }
 
 pub struct ConvNode {
@@ -51,6 +53,7 @@ pub struct GemmNode {
     note: String,
 }
 
+use super::matmul_runtime::RuntimeMatMul;
 use super::pool::Pool;
 
 type R<T> = Result<T, String>;
@@ -111,6 +114,9 @@ impl Int8Node {
         match &g.node(n).op {
             Op::QLinearConv(a) => build_conv(g, n, best, a, true).map(|c| Some(Int8Node::Conv(c))),
             Op::ConvInteger(a) => build_conv(g, n, best, a, false).map(|c| Some(Int8Node::Conv(c))),
+            Op::MatMulInteger if g.const_operand(n, 1).is_none() => {
+                RuntimeMatMul::build(g, n, best).map(|x| Some(Int8Node::Runtime(x)))
+            }
             Op::QLinearMatMul | Op::QGemm { .. } | Op::MatMulInteger => {
                 build_gemm(g, n, best).map(|x| Some(Int8Node::Gemm(x)))
             }
@@ -122,6 +128,7 @@ impl Int8Node {
         match self {
             Int8Node::Conv(c) => c.kernel,
             Int8Node::Gemm(x) => x.kernel,
+            Int8Node::Runtime(x) => x.kernel(),
         }
     }
 
@@ -155,6 +162,7 @@ impl Int8Node {
                     format!("{s} ({})", x.note)
                 }
             }
+            Int8Node::Runtime(x) => x.describe(),
         }
     }
 
@@ -168,6 +176,7 @@ impl Int8Node {
         match self {
             Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, pool),
             Int8Node::Gemm(x) => x.run(args, None, pool),
+            Int8Node::Runtime(x) => x.run(args, None, pool),
         }
     }
 
@@ -178,6 +187,13 @@ impl Int8Node {
     pub fn gemm(&self) -> Option<&GemmNode> {
         match self {
             Int8Node::Gemm(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    pub fn runtime(&self) -> Option<&RuntimeMatMul> {
+        match self {
+            Int8Node::Runtime(x) => Some(x),
             _ => None,
         }
     }

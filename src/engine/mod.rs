@@ -21,6 +21,7 @@ pub mod conv_layout;
 pub mod fp32;
 pub mod int8;
 mod layout;
+pub mod matmul_runtime;
 pub mod native;
 mod pool;
 pub mod report;
@@ -57,6 +58,9 @@ enum Kind {
         w_scale: Vec<f32>,
         bias: Option<Vec<f32>>,
     },
+    /// MatMulInteger of two run-time operands + `Cast -> Mul(Mul(sa, sb))`: args 0..4 of the
+    /// MatMulInteger, args 4 and 5 the (run-time, scalar) scales.
+    RuntimeDeq(int8::Int8Node),
     F32 {
         node: fp32::F32Node,
         relu: bool,
@@ -185,6 +189,50 @@ fn match_dyn_matmul(
         }
     }
     Some((fused, last, scale, ws, bias))
+}
+
+/// Match `MatMulInteger -> Cast(f32) -> Mul(., Mul(sa, sb))` with `sa`, `sb` one-element f32
+/// values (e.g. the two DynamicQuantizeLinear scales): (fused nodes, final node, [sa, sb]). The
+/// scale product is fused too when the final Mul is its only consumer.
+fn match_runtime_dequant(
+    g: &Graph,
+    m: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, [Outlet; 2])> {
+    let (c, _) = only_consumer(g, Outlet::new(m, 0), outs)?;
+    if !matches!(g.node(c).op, Op::Cast { to: DType::F32 }) {
+        return None;
+    }
+    let (mul, slot) = only_consumer(g, Outlet::new(c, 0), outs)?;
+    if !matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let sm = g.operand(mul, 1 - slot)?;
+    if !matches!(g.node(sm.node).op, Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let scalar = |o: Outlet| {
+        g.ty(o).is_some_and(|t| {
+            t.dtype == DType::F32
+                && t.shape
+                    .as_fixed()
+                    .is_some_and(|s| s.iter().product::<usize>() == 1)
+        })
+    };
+    let (sa, sb) = (g.operand(sm.node, 0)?, g.operand(sm.node, 1)?);
+    if !(scalar(sa) && scalar(sb) && scalar(sm)) {
+        return None;
+    }
+    // The product keeps the MatMul's shape only if the scale does not add dimensions.
+    let (mo, mu) = (g.ty(Outlet::new(m, 0))?, g.ty(Outlet::new(mul, 0))?);
+    if mo.shape.as_fixed()? != mu.shape.as_fixed()? {
+        return None;
+    }
+    let mut fused = vec![c, mul];
+    if only_consumer(g, sm, outs) == Some((mul, 1 - slot)) {
+        fused.insert(1, sm.node);
+    }
+    Some((fused, mul, [sa, sb]))
 }
 
 fn const_scalar(g: &Graph, o: Option<Outlet>) -> Option<f32> {
@@ -395,32 +443,54 @@ impl Engine {
                             k.describe(),
                             k.kernel().isa().name(),
                         ));
+                        // Fused only when the scales are computed before this step.
+                        let runtime = k
+                            .runtime()
+                            .and_then(|_| match_runtime_dequant(g, n, &graph_outs))
+                            .filter(|(_, _, s)| s.iter().all(|o| slot_of.contains_key(o)));
                         let fused = k
                             .gemm()
                             .filter(|x| x.is_integer_out())
                             .and_then(|x| match_dyn_matmul(g, n, x.n(), &graph_outs));
-                        match fused {
-                            Some((more, last, scale, w_scale, bias)) => {
-                                for &f in &more {
-                                    skip.insert(f);
-                                    op_label.push('+');
-                                    op_label.push_str(g.node(f).op.name());
-                                }
-                                while args.len() < 4 {
-                                    args.push(None);
-                                }
-                                args.push(Some(Arg::Slot(slot_of[&scale])));
-                                out_node = last;
-                                (
-                                    Kind::DynGemm {
-                                        node: k,
-                                        w_scale,
-                                        bias,
-                                    },
-                                    "int8",
-                                )
+                        if let Some((more, last, scale)) = runtime {
+                            for &f in &more {
+                                skip.insert(f);
+                                op_label.push('+');
+                                op_label.push_str(g.node(f).op.name());
                             }
-                            None => (Kind::Int8(k), "int8"),
+                            while args.len() < 4 {
+                                args.push(None);
+                            }
+                            args.truncate(4);
+                            for o in scale {
+                                args.push(Some(Arg::Slot(slot_of[&o])));
+                            }
+                            out_node = last;
+                            (Kind::RuntimeDeq(k), "int8")
+                        } else {
+                            match fused {
+                                Some((more, last, scale, w_scale, bias)) => {
+                                    for &f in &more {
+                                        skip.insert(f);
+                                        op_label.push('+');
+                                        op_label.push_str(g.node(f).op.name());
+                                    }
+                                    while args.len() < 4 {
+                                        args.push(None);
+                                    }
+                                    args.push(Some(Arg::Slot(slot_of[&scale])));
+                                    out_node = last;
+                                    (
+                                        Kind::DynGemm {
+                                            node: k,
+                                            w_scale,
+                                            bias,
+                                        },
+                                        "int8",
+                                    )
+                                }
+                                None => (Kind::Int8(k), "int8"),
+                            }
                         }
                     }
                     Err(why) => {
@@ -737,6 +807,18 @@ impl Engine {
                             };
                             let gm = node.gemm().expect("gemm");
                             vec![gm.run(&args[..4], Some(deq), bufs).map_err(node_err)?]
+                        }
+                        Kind::RuntimeDeq(node) => {
+                            let scalar = |i: usize| {
+                                args[i]
+                                    .and_then(|t| t.view::<f32>().ok())
+                                    .and_then(|v| v.first().copied())
+                                    .ok_or_else(|| node_err("dequantization scale missing".into()))
+                            };
+                            // Mul(a_scale, b_scale), as the graph computes it.
+                            let s = scalar(4)? * scalar(5)?;
+                            let rt = node.runtime().expect("runtime matmul");
+                            vec![rt.run(&args[..4], Some(s), bufs).map_err(node_err)?]
                         }
                         Kind::F32 { node, relu } => {
                             vec![node

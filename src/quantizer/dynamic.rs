@@ -8,6 +8,8 @@
 //! y   = Mul(Cast<f32>(acc), Mul(x_scale, <w>_scale))     # <w>_scale: [N] (per column) or scalar
 //! y   = Add(y, beta * C)                                 # Gemm with C only
 //! ```
+//! A MatMul of two run-time tensors (attention) gets both operands quantized at run time (see
+//! [`quantize_runtime_matmul`]).
 //! A MatMul followed by an Add of a bias keeps that Add after the Mul. Gemm's transB is applied to
 //! the stored weight (always [K,N]); alpha is folded into the weight scale. The original output
 //! name moves to the last node, so consumers and graph outputs keep their names.
@@ -26,6 +28,98 @@ fn transpose2(t: &[f32], r: usize, c: usize) -> Vec<f32> {
         }
     }
     o
+}
+
+/// The DynamicQuantizeLinear of `x`, shared by every quantized consumer of `x`.
+fn dynamic_quantize(g: &mut Graph, dql: &mut HashMap<Outlet, NodeIndex>, x: Outlet) -> NodeIndex {
+    if let Some(&d) = dql.get(&x) {
+        return d;
+    }
+    let xn = g.value(x).name.clone();
+    let d = g.add_node(
+        &format!("{xn}_QuantizeLinear"),
+        Op::DynamicQuantizeLinear,
+        vec![
+            format!("{xn}_quantized"),
+            format!("{xn}_scale"),
+            format!("{xn}_zero_point"),
+        ],
+    );
+    g.connect(x, d, 0);
+    dql.insert(x, d);
+    d
+}
+
+/// A MatMul of two run-time f32 tensors (attention's `Q K^T` and `P V`), as onnxruntime's
+/// `quantize_dynamic` writes it: both operands through DynamicQuantizeLinear (u8, per tensor),
+///
+/// ```text
+/// acc = MatMulInteger(a_q, b_q, a_zp, b_zp)          # batched, broadcast like MatMul
+/// y   = Mul(Cast<f32>(acc), Mul(a_scale, b_scale))
+/// ```
+/// Err = why the node stays fp32.
+fn quantize_runtime_matmul(
+    g: &mut Graph,
+    n: NodeIndex,
+    dql: &mut HashMap<Outlet, NodeIndex>,
+) -> Result<(), String> {
+    let (Some(a), Some(b)) = (g.operand(n, 0), g.operand(n, 1)) else {
+        return Err("unsupported pattern: MatMul without two operands".into());
+    };
+    for o in [a, b] {
+        match g.ty(o) {
+            Some(t) if t.dtype == DType::F32 && t.shape.rank() >= 2 => {}
+            Some(t) if t.dtype == DType::F32 => {
+                return Err(format!(
+                    "unsupported pattern: operand of rank {} (int8 MatMul needs rank >= 2)",
+                    t.shape.rank()
+                ))
+            }
+            _ => return Err("unsupported pattern: operand is not an f32 tensor".into()),
+        }
+    }
+    let name = g.node(n).name.clone();
+    let out = Outlet::new(n, 0);
+    let out_name = g.value(out).name.clone();
+    let da = dynamic_quantize(g, dql, a);
+    let db = dynamic_quantize(g, dql, b);
+    // The scale product first, so that a topological order computes it before the MatMul
+    // (the engine then fuses the dequantization into the kernel).
+    let smul = g.add_node(
+        &format!("{name}_scales_mul"),
+        Op::Binary(BinaryOp::Mul),
+        vec![format!("{out_name}_scales_mul_output")],
+    );
+    g.connect(Outlet::new(da, 1), smul, 0);
+    g.connect(Outlet::new(db, 1), smul, 1);
+    let mmi = g.add_node(
+        &format!("{name}_quant"),
+        Op::MatMulInteger,
+        vec![format!("{out_name}_output_quantized")],
+    );
+    g.connect(Outlet::new(da, 0), mmi, 0);
+    g.connect(Outlet::new(db, 0), mmi, 1);
+    g.connect(Outlet::new(da, 2), mmi, 2);
+    g.connect(Outlet::new(db, 2), mmi, 3);
+    let cast = g.add_node(
+        &format!("{name}_output_quantized_cast"),
+        Op::Cast { to: DType::F32 },
+        vec![format!("{out_name}_output_quantized_cast_output")],
+    );
+    g.connect(Outlet::new(mmi, 0), cast, 0);
+    let mul = g.add_node(
+        &format!("{name}_output_scale_mul"),
+        Op::Binary(BinaryOp::Mul),
+        vec![out_name],
+    );
+    g.connect(Outlet::new(cast, 0), mul, 0);
+    g.connect(Outlet::new(smul, 0), mul, 1);
+    g.replace_uses(out, Outlet::new(mul, 0));
+    for s in 0..2 {
+        disconnect(g, n, s);
+    }
+    g.remove_node(n);
+    Ok(())
 }
 
 /// Rewrite `g` in place; returns one report line per MatMul/Gemm/Conv.
@@ -79,10 +173,20 @@ pub fn quantize_dynamic_graph(
             }
         };
         let Some(w) = g.const_operand(n, 1).filter(|w| w.dtype() == DType::F32) else {
-            line(
-                Precision::Fp32,
-                "unsupported pattern: weight is not a constant f32",
-            );
+            if matches!(node.op, Op::MatMul) {
+                match quantize_runtime_matmul(g, n, &mut dql) {
+                    Ok(()) => line(
+                        Precision::Int8,
+                        "default (both operands quantized at run time)",
+                    ),
+                    Err(why) => line(Precision::Fp32, &why),
+                }
+            } else {
+                line(
+                    Precision::Fp32,
+                    "unsupported pattern: weight is not a constant f32",
+                );
+            }
             continue;
         };
         if w.rank() != 2 {
@@ -140,24 +244,7 @@ pub fn quantize_dynamic_graph(
         let out_name = g.value(out).name.clone();
 
         // run-time activation quantization, shared per tensor
-        let d = match dql.get(&x) {
-            Some(&d) => d,
-            None => {
-                let xn = g.value(x).name.clone();
-                let d = g.add_node(
-                    &format!("{xn}_QuantizeLinear"),
-                    Op::DynamicQuantizeLinear,
-                    vec![
-                        format!("{xn}_quantized"),
-                        format!("{xn}_scale"),
-                        format!("{xn}_zero_point"),
-                    ],
-                );
-                g.connect(x, d, 0);
-                dql.insert(x, d);
-                d
-            }
-        };
+        let d = dynamic_quantize(g, &mut dql, x);
         let wq = g.add_const(&format!("{wname}_quantized"), qt);
         if let Some(t) = g.node_mut(wq).outputs[0].ty.as_mut() {
             t.quant = Some(params.clone());

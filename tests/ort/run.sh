@@ -19,3 +19,10 @@ for spec in digits_cnn:digits_calib:digits_test resnet8:resnet8_inputs:resnet8_i
     "$venv/bin/python" tests/ort/check_exports.py "$out/$model.$fmt.onnx" "tests/fixtures/$data.npz" "$out/$model.$fmt.npz"
   done
 done
+# Dynamic quantization (every MatMul, attention's two run-time operands included): float
+# outputs, compared within 1e-3 of the output's largest magnitude (the float ops between the
+# integer GEMMs differ in the last bits between runtimes).
+"$octet" quantize tests/fixtures/tiny_bert.onnx --approach dynamic -o "$out/tiny_bert.dynamic.onnx" > /dev/null
+"$octet" run "$out/tiny_bert.dynamic.onnx" --input tests/fixtures/tiny_bert_inputs.npz -o "$out/tiny_bert.dynamic.npz" > /dev/null 2>&1
+"$venv/bin/python" tests/ort/check_exports.py "$out/tiny_bert.dynamic.onnx" tests/fixtures/tiny_bert_inputs.npz "$out/tiny_bert.dynamic.npz" --rel 1e-3
+
