@@ -131,6 +131,8 @@ pub struct CalibOptions {
     pub parallel: bool,
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     pub quiet: bool,
+    /// Float summation order of the fp32 run (`Mlas`: onnxruntime's, for its preset).
+    pub float_order: crate::reference::FloatOrder,
 }
 
 impl Default for CalibOptions {
@@ -140,6 +142,7 @@ impl Default for CalibOptions {
             batch_size: 16,
             parallel: true,
             quiet: false,
+            float_order: Default::default(),
         }
     }
 }
@@ -296,7 +299,7 @@ pub fn calibrate(
             .map(|(n, t)| (n.clone(), data::rows(t, start, end)))
             .collect();
         let mut err: Option<CalibrateError> = None;
-        crate::reference::run_graph_with(g, &inputs, |n, outs| {
+        crate::reference::run_graph_ordered(g, &inputs, opts.float_order, |n, outs| {
             if err.is_some() {
                 return;
             }

@@ -108,6 +108,16 @@ impl Default for QuantConfig {
 }
 
 impl QuantConfig {
+    /// The float summation order calibration runs in: onnxruntime's MLAS order for the
+    /// `onnxruntime` preset (so the activation ranges, hence the scales, are onnxruntime's to
+    /// the bit), the exact f64 reference otherwise.
+    pub fn calib_float_order(&self) -> crate::reference::FloatOrder {
+        match self.preset {
+            crate::quant::Preset::Onnxruntime => crate::reference::FloatOrder::Mlas,
+            _ => crate::reference::FloatOrder::Exact,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serializes")
     }
@@ -280,6 +290,7 @@ pub fn quantize_static(
         batch_size: cfg.calib_batch_size,
         parallel: cfg.calib_parallel,
         quiet: cfg.quiet,
+        float_order: cfg.calib_float_order(),
     };
     let table = calibrate::calibrate(&g, calib, &opts)?;
     quantize_static_with_table(&g, &table, cfg)

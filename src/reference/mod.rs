@@ -9,6 +9,7 @@ mod cast;
 mod conv;
 mod elementwise;
 mod matmul;
+pub mod mlas_order;
 mod norm;
 mod pool;
 mod quant;
@@ -288,11 +289,35 @@ pub fn run_graph(
     run_graph_with(graph, inputs, |_, _| {})
 }
 
+/// How the interpreter rounds float Conv / Gemm / MatMul sums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatOrder {
+    /// Sum in f64, round once (the reference's own, order-independent result).
+    #[default]
+    Exact,
+    /// f32 fused multiply-adds in onnxruntime's MLAS order ([`mlas_order`]), where covered.
+    Mlas,
+}
+
 /// Like [`run_graph`], and calls `observe(node, outputs)` after every evaluated node (including
 /// inputs and constants), e.g. for calibration observers or debugging dumps.
 pub fn run_graph_with<F>(
     graph: &Graph,
     inputs: &[(String, Tensor)],
+    observe: F,
+) -> Result<Vec<(String, Tensor)>, RunError>
+where
+    F: FnMut(NodeIndex, &[Tensor]),
+{
+    run_graph_ordered(graph, inputs, FloatOrder::Exact, observe)
+}
+
+/// [`run_graph_with`] with a choice of float summation order.
+pub fn run_graph_ordered<F>(
+    graph: &Graph,
+    inputs: &[(String, Tensor)],
+    order_mode: FloatOrder,
     mut observe: F,
 ) -> Result<Vec<(String, Tensor)>, RunError>
 where
@@ -359,7 +384,12 @@ where
                         }
                     }
                 }
-                let res = eval_op(op, &args).map_err(node_err)?;
+                let res = match order_mode {
+                    FloatOrder::Mlas => mlas_order::eval(graph, n, &args),
+                    FloatOrder::Exact => None,
+                }
+                .unwrap_or_else(|| eval_op(op, &args))
+                .map_err(node_err)?;
                 if res.len() != op.num_outputs() {
                     return Err(node_err(format!(
                         "produced {} outputs, expected {}",

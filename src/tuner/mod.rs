@@ -216,6 +216,7 @@ impl<'a> Tuner<'a> {
         let opts = CalibOptions {
             algorithm: m,
             quiet: !self.opts.verbose || self.opts.base.quiet,
+            float_order: self.opts.base.calib_float_order(),
             ..CalibOptions::default()
         };
         let t = calibrate::calibrate(self.graph, self.calib, &opts)?;
