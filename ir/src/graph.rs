@@ -22,6 +22,9 @@ pub struct Node {
     pub name: String,
     pub op: Op,
     pub outputs: Vec<Value>,
+    /// A float Conv/Gemm/MatMul to run in bf16: operands rounded to bfloat16 (round to nearest
+    /// even), products accumulated in f32 (the tuner's middle precision between int8 and fp32).
+    pub bf16: bool,
 }
 
 /// Edge payload: which output of the producer feeds which operand slot of the consumer.
@@ -68,6 +71,7 @@ impl Graph {
             name: name.to_string(),
             op,
             outputs,
+            bf16: false,
         })
     }
 
@@ -80,6 +84,7 @@ impl Graph {
                 name: name.to_string(),
                 ty: Some(ty),
             }],
+            bf16: false,
         });
         self.inputs.push(n);
         n
@@ -95,6 +100,7 @@ impl Graph {
                 name: name.to_string(),
                 ty: Some(ty),
             }],
+            bf16: false,
         })
     }
 

@@ -56,6 +56,9 @@ impl Graph {
                 .map(|v| format!("%{}", v.name))
                 .collect();
             let _ = write!(s, "  {} = {}", outs.join(", "), node.op.name());
+            if node.bf16 {
+                s.push_str(".bf16");
+            }
             match &node.op {
                 Op::Const(t) => {
                     if t.len() <= 8 {

@@ -80,6 +80,9 @@ struct NodeRec {
     outputs: Vec<(String, Option<ValueType>)>,
     /// (slot, producer node index in this list, producer output)
     operands: Vec<(usize, usize, usize)>,
+    /// Float node to run in bf16.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    bf16: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -188,6 +191,7 @@ impl CompiledModel {
                     .map(|v| (v.name.clone(), v.ty.clone()))
                     .collect(),
                 operands,
+                bf16: node.bf16,
             });
         }
         let header = Header {
@@ -307,6 +311,7 @@ impl CompiledModel {
                 op,
                 rec.outputs.iter().map(|(n, _)| n.clone()).collect(),
             );
+            g.node_mut(n).bf16 = rec.bf16;
             for (k, (_, ty)) in rec.outputs.iter().enumerate() {
                 g.node_mut(n)
                     .outputs

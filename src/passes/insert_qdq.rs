@@ -39,6 +39,19 @@ pub struct QdqOptions {
     pub per_channel: bool,
     /// Nodes that stay fp32, with the reason (excluded by name, op type, precision map).
     pub fp32: BTreeMap<String, String>,
+    /// Per-node recipe overrides, by node name (the tuner's per-node / per-op-type knobs).
+    pub recipes: HashMap<String, NodeRecipe>,
+}
+
+/// How one node is quantized when it differs from the defaults: its activation scheme (for the
+/// tensors it reads and writes, unless another node planned them first), per-channel weights,
+/// and the calibration table its ranges come from.
+#[derive(Debug, Clone)]
+pub struct NodeRecipe {
+    pub activation: QScheme,
+    pub per_channel: bool,
+    /// None: the default table.
+    pub table: Option<std::sync::Arc<CalibrationTable>>,
 }
 
 /// The decision taken for one quantizable node.
@@ -96,12 +109,22 @@ pub fn insert_qdq(
         pass: PASS,
         source: octet_ir::IrError::Cycle { node },
     })?;
-    let range = |g: &Graph, x: Outlet| table.range(&g.value(x).name);
-    let act_params = |r: (f32, f32), name: &str| {
-        o.activation
+    // Ranges and activation parameters as seen by node `by` (its recipe, if any).
+    let range = |g: &Graph, x: Outlet, by: &str| {
+        o.recipes
+            .get(by)
+            .and_then(|r| r.table.as_deref())
+            .unwrap_or(table)
+            .range(&g.value(x).name)
+    };
+    let act_params = |r: (f32, f32), name: &str, by: &str| {
+        o.recipes
+            .get(by)
+            .map_or(o.activation, |r| r.activation)
             .qparams(&[r.0], &[r.1])
             .map_err(|e| err(name, "QuantizeLinear", e.to_string()))
     };
+    let per_channel = |by: &str| o.recipes.get(by).map_or(o.per_channel, |r| r.per_channel);
 
     // A. decisions
     let mut decisions = vec![];
@@ -154,7 +177,7 @@ pub fn insert_qdq(
             );
             continue;
         };
-        if range(g, x).is_none() {
+        if range(g, x, &name).is_none() {
             decide(
                 false,
                 format!("no calibration range for input '{}'", g.value(x).name),
@@ -172,6 +195,7 @@ pub fn insert_qdq(
     };
     let dq_max = dq_min + 255;
     let mut out_tensor: HashMap<NodeIndex, Outlet> = HashMap::new();
+    let mut act_after: HashMap<NodeIndex, Outlet> = HashMap::new();
     for &n in &int8 {
         let out = Outlet::new(n, 0);
         out_tensor.insert(n, out);
@@ -194,14 +218,25 @@ pub fn insert_qdq(
             continue;
         }
         let aout = Outlet::new(a, 0);
-        let Some(r) = range(g, aout) else { continue };
-        let p = act_params(r, &g.node(a).name)?;
+        let by = g.node(n).name.clone();
+        let Some(r) = range(g, aout, &by) else {
+            continue;
+        };
+        let p = act_params(r, &g.node(a).name, &by)?;
         let (s, zp) = (p.scale[0] as f64, p.zero_point[0]);
         let top = s * (dq_max - zp) as f64;
         let subsumed =
             zp == dq_min && lo == Some(0.0) && hi.is_none_or(|h| top <= h * (1.0 + 1e-6));
         if !subsumed {
-            out_tensor.insert(n, aout);
+            // The activation stays a node of its own: quantize the conv's output too (when
+            // calibrated), so the conv lowers to an int8 node and the activation runs on
+            // quantized values (DequantizeLinear -> Relu/Clip -> QuantizeLinear); otherwise
+            // quantize after the activation only.
+            if range(g, out, &by).is_some() {
+                act_after.insert(n, aout);
+            } else {
+                out_tensor.insert(n, aout);
+            }
             continue;
         }
         let v = g.value(aout).clone();
@@ -229,16 +264,17 @@ pub fn insert_qdq(
     let mut planned: HashMap<Outlet, usize> = HashMap::new();
     let ensure = |g: &Graph,
                   x: Outlet,
+                  by: &str,
                   plan: &mut Vec<(Outlet, QuantParams, Option<Outlet>)>,
                   planned: &mut HashMap<Outlet, usize>|
      -> Result<bool, PassError> {
         if planned.contains_key(&x) {
             return Ok(true);
         }
-        let Some(r) = range(g, x) else {
+        let Some(r) = range(g, x, by) else {
             return Ok(false);
         };
-        let p = act_params(r, &g.value(x).name)?;
+        let p = act_params(r, &g.value(x).name, by)?;
         planned.insert(x, plan.len());
         plan.push((x, p, None));
         Ok(true)
@@ -251,10 +287,13 @@ pub fn insert_qdq(
         }
         if int8_set.contains(&n) {
             let x = g.operand(n, 0).expect("checked");
-            ensure(g, x, &mut plan, &mut planned)?;
+            ensure(g, x, &node.name, &mut plan, &mut planned)?;
             let out = out_tensor[&n];
             if is_act(g, out) {
-                ensure(g, out, &mut plan, &mut planned)?;
+                ensure(g, out, &node.name, &mut plan, &mut planned)?;
+            }
+            if let Some(&a) = act_after.get(&n) {
+                ensure(g, a, &node.name, &mut plan, &mut planned)?;
             }
             continue;
         }
@@ -280,13 +319,16 @@ pub fn insert_qdq(
             | Op::Binary(BinaryOp::Add)
             | Op::Concat { .. } => {
                 let ins: Vec<Outlet> = g.operands(n).into_iter().flatten().collect();
-                let all = ins.iter().all(|x| is_act(g, *x) && range(g, *x).is_some());
+                let by = node.name.as_str();
+                let all = ins
+                    .iter()
+                    .all(|x| is_act(g, *x) && range(g, *x, by).is_some());
                 let any = ins.iter().any(|x| planned.contains_key(x));
-                if all && any && is_act(g, out) && range(g, out).is_some() {
+                if all && any && is_act(g, out) && range(g, out, by).is_some() {
                     for x in ins {
-                        ensure(g, x, &mut plan, &mut planned)?;
+                        ensure(g, x, by, &mut plan, &mut planned)?;
                     }
-                    ensure(g, out, &mut plan, &mut planned)?;
+                    ensure(g, out, by, &mut plan, &mut planned)?;
                 }
             }
             _ => {}
@@ -301,12 +343,13 @@ pub fn insert_qdq(
         let w = g.const_operand(n, 1).expect("checked").clone();
         let op = g.node(n).op.clone();
         let axis = weight_axis(&op, w.rank());
-        let key = (wo.node, if o.per_channel { axis } else { usize::MAX });
+        let pc = per_channel(&g.node(n).name);
+        let key = (wo.node, if pc { axis } else { usize::MAX });
         let dq = match wdq.get(&key) {
             Some(d) => *d,
             None => {
                 let name = g.value(wo).name.clone();
-                let d = quantize_weight(g, &name, &w, axis, o)?;
+                let d = quantize_weight(g, &name, &w, axis, pc, o)?;
                 wdq.insert(key, d);
                 d
             }
@@ -398,11 +441,12 @@ fn quantize_weight(
     name: &str,
     w: &Tensor,
     axis: usize,
+    per_channel: bool,
     o: &QdqOptions,
 ) -> Result<Outlet, PassError> {
     let e = |m: String| err(name, "DequantizeLinear", m);
     let data = w.view::<f32>().map_err(|x| e(x.to_string()))?;
-    let (scheme, (mins, maxs)) = if o.per_channel {
+    let (scheme, (mins, maxs)) = if per_channel {
         let s = o.weight.with_axis(axis);
         (
             s,
@@ -422,7 +466,7 @@ fn quantize_weight(
     if let Some(t) = g.node_mut(qc).outputs[0].ty.as_mut() {
         t.quant = Some(params.clone());
     }
-    let (st, zt) = if o.per_channel {
+    let (st, zt) = if per_channel {
         let c = params.scale.len();
         (
             Tensor::from_vec(&[c], params.scale.clone()),
@@ -446,7 +490,7 @@ fn quantize_weight(
     let dq = g.add_node(
         &format!("{name}_DequantizeLinear"),
         Op::DequantizeLinear {
-            axis: if o.per_channel { axis as i64 } else { 1 },
+            axis: if per_channel { axis as i64 } else { 1 },
         },
         vec![format!("{name}_DequantizeLinear_Output")],
     );
@@ -499,6 +543,7 @@ mod tests {
             weight: QScheme::new(Preset::Octet, QDType::I8, true, false),
             per_channel: true,
             fp32: BTreeMap::new(),
+            recipes: HashMap::new(),
         }
     }
 

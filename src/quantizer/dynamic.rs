@@ -122,12 +122,14 @@ fn quantize_runtime_matmul(
     Ok(())
 }
 
-/// Rewrite `g` in place; returns one report line per MatMul/Gemm/Conv.
+/// Rewrite `g` in place; returns one report line per MatMul/Gemm/Conv (only those in `only`, if
+/// given: the static quantizer's per-node dynamic MatMuls).
 pub fn quantize_dynamic_graph(
     g: &mut Graph,
     weight: QScheme,
     per_channel: bool,
     fp32: &BTreeMap<String, String>,
+    only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Vec<NodeReport>, QuantizeError> {
     let order = g
         .topo_order()
@@ -136,7 +138,7 @@ pub fn quantize_dynamic_graph(
     let mut dql: HashMap<Outlet, NodeIndex> = HashMap::new();
     for n in order {
         let node = g.node(n);
-        if !node.op.is_quantizable_compute() {
+        if !node.op.is_quantizable_compute() || only.is_some_and(|o| !o.contains(&node.name)) {
             continue;
         }
         let (name, opn) = (node.name.clone(), node.op.name().to_string());

@@ -10,12 +10,12 @@ pub mod dynamic;
 pub mod export_onnx;
 
 use crate::calibrate::{self, CalibAlgorithm, CalibOptions, CalibrateError, CalibrationTable};
-use crate::passes::insert_qdq::{insert_qdq, QdqOptions};
+use crate::passes::insert_qdq::{insert_qdq, NodeRecipe, QdqOptions};
 use crate::passes::{fold_batchnorm::FoldBatchNorm, Pass, PassError};
 use crate::quant::{Preset, QDType, QScheme, QuantError};
 use octet_ir::{Graph, Tensor};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -36,11 +36,71 @@ pub enum ReduceRange {
     Off,
 }
 
+/// Per-node precision: the tuner's knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// int8 with the approach's activation quantization (static: calibrated).
     Int8,
+    /// MatMul/Gemm: int8 weights, activations quantized at run time, inside a static model.
+    Dynamic,
+    /// Float node run with bfloat16 operands and f32 accumulation (AVX512-BF16 kernels).
+    Bf16,
     Fp32,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::Dynamic => "int8-dyn",
+            Precision::Bf16 => "bf16",
+            Precision::Fp32 => "fp32",
+        }
+    }
+}
+
+/// Recipe overrides for an op type or a node; unset fields keep the config-wide choice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Recipe {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calib_method: Option<CalibAlgorithm>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_channel: Option<bool>,
+    /// Symmetric activations (uint8 with zero point 128, int8 with 0) instead of the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symmetric_activations: Option<bool>,
+}
+
+impl Recipe {
+    fn over(&self, base: &Recipe) -> Recipe {
+        Recipe {
+            calib_method: self.calib_method.or(base.calib_method),
+            per_channel: self.per_channel.or(base.per_channel),
+            symmetric_activations: self.symmetric_activations.or(base.symmetric_activations),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        *self == Recipe::default()
+    }
+    /// e.g. "calibration entropy, per-tensor weights, symmetric activations".
+    pub fn describe(&self) -> String {
+        let mut v = vec![];
+        if let Some(m) = self.calib_method {
+            v.push(format!("calibration {}", m.name()));
+        }
+        if let Some(p) = self.per_channel {
+            v.push(format!(
+                "per-{} weights",
+                if p { "channel" } else { "tensor" }
+            ));
+        }
+        if let Some(s) = self.symmetric_activations {
+            v.push(format!("{}symmetric activations", if s { "" } else { "a" }));
+        }
+        v.join(", ")
+    }
 }
 
 mod preset_serde {
@@ -75,6 +135,10 @@ pub struct QuantConfig {
     pub exclude_op_types: Vec<String>,
     /// Per-node precision (the tuner's knob); overrides exclusions and defaults.
     pub precision: BTreeMap<String, Precision>,
+    /// Recipe overrides per op type (ONNX name, e.g. "MatMul"); static quantization.
+    pub op_recipes: BTreeMap<String, Recipe>,
+    /// Recipe overrides per node (win over the op type's); static quantization.
+    pub node_recipes: BTreeMap<String, Recipe>,
     /// Samples per calibration run.
     pub calib_batch_size: usize,
     /// Calibrate batches in parallel.
@@ -98,6 +162,8 @@ impl Default for QuantConfig {
             exclude_nodes: vec![],
             exclude_op_types: vec![],
             precision: BTreeMap::new(),
+            op_recipes: BTreeMap::new(),
+            node_recipes: BTreeMap::new(),
             calib_batch_size: 16,
             calib_parallel: true,
             quiet: false,
@@ -167,6 +233,8 @@ impl QuantConfig {
             let node = g.node(n);
             let reason = match self.precision.get(&node.name) {
                 Some(Precision::Fp32) => Some("precision map: fp32".to_string()),
+                Some(Precision::Bf16) => Some("precision map: bf16".to_string()),
+                Some(Precision::Dynamic) => Some("precision map: dynamic int8".to_string()),
                 Some(Precision::Int8) => None,
                 None if self.exclude_nodes.contains(&node.name) => {
                     Some("excluded by name".to_string())
@@ -187,11 +255,68 @@ impl QuantConfig {
         m
     }
 
+    /// The recipe of node `name` (op type `op`): its own overrides over its op type's.
+    pub fn recipe(&self, name: &str, op: &str) -> Recipe {
+        let by_op = self
+            .op_recipes
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(op))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        self.node_recipes
+            .get(name)
+            .map_or(by_op.clone(), |r| r.over(&by_op))
+    }
+
+    /// Every calibration method the config uses (the default first).
+    pub fn calib_methods(&self) -> Vec<CalibAlgorithm> {
+        let mut v = vec![self.calib_method];
+        for r in self.op_recipes.values().chain(self.node_recipes.values()) {
+            if let Some(m) = r.calib_method {
+                if !v.contains(&m) {
+                    v.push(m);
+                }
+            }
+        }
+        v
+    }
+
     fn check(&self, g: &Graph) -> Result<(), QuantizeError> {
-        for name in self.exclude_nodes.iter().chain(self.precision.keys()) {
+        for name in self
+            .exclude_nodes
+            .iter()
+            .chain(self.precision.keys())
+            .chain(self.node_recipes.keys())
+        {
             if g.find(name).is_none() {
                 return Err(QuantizeError::Config(format!(
-                    "node '{name}' (in exclude_nodes or precision) is not in the model"
+                    "node '{name}' (in exclude_nodes, precision or node_recipes) is not in the model"
+                )));
+            }
+        }
+        for (name, p) in &self.precision {
+            let n = g.find(name).expect("checked");
+            let op = &g.node(n).op;
+            let ok = match p {
+                Precision::Dynamic => {
+                    matches!(op, octet_ir::Op::MatMul | octet_ir::Op::Gemm { .. })
+                }
+                Precision::Bf16 => matches!(
+                    op,
+                    octet_ir::Op::MatMul | octet_ir::Op::Gemm { .. } | octet_ir::Op::Conv(_)
+                ),
+                _ => true,
+            };
+            if !ok {
+                return Err(QuantizeError::Config(format!(
+                    "node '{name}' is {}: precision {} applies to {}",
+                    op.name(),
+                    p.name(),
+                    if *p == Precision::Dynamic {
+                        "MatMul and Gemm"
+                    } else {
+                        "Conv, MatMul and Gemm"
+                    }
                 )));
             }
         }
@@ -238,10 +363,11 @@ pub struct QuantReport {
 }
 
 impl QuantReport {
+    /// Nodes on int8 kernels (static or dynamic activation quantization).
     pub fn int8_count(&self) -> usize {
         self.nodes
             .iter()
-            .filter(|n| n.precision == Precision::Int8)
+            .filter(|n| matches!(n.precision, Precision::Int8 | Precision::Dynamic))
             .count()
     }
 }
@@ -264,13 +390,10 @@ impl fmt::Display for QuantReport {
             self.int8_count(),
             self.nodes.len()
         )?;
-        writeln!(f, "{:<w$}  {:<12} {:<6} reason", "node", "op", "prec")?;
+        writeln!(f, "{:<w$}  {:<12} {:<8} reason", "node", "op", "prec")?;
         for n in &self.nodes {
-            let p = match n.precision {
-                Precision::Int8 => "int8",
-                Precision::Fp32 => "fp32",
-            };
-            writeln!(f, "{:<w$}  {:<12} {:<6} {}", n.name, n.op_type, p, n.reason)?;
+            let p = n.precision.name();
+            writeln!(f, "{:<w$}  {:<12} {:<8} {}", n.name, n.op_type, p, n.reason)?;
         }
         Ok(())
     }
@@ -285,15 +408,18 @@ pub fn quantize_static(
 ) -> Result<(Graph, QuantReport), QuantizeError> {
     let g = prepare_graph(graph, cfg)?;
     cfg.check(&g)?;
-    let opts = CalibOptions {
-        algorithm: cfg.calib_method,
-        batch_size: cfg.calib_batch_size,
-        parallel: cfg.calib_parallel,
-        quiet: cfg.quiet,
-        float_order: cfg.calib_float_order(),
-    };
-    let table = calibrate::calibrate(&g, calib, &opts)?;
-    quantize_static_with_table(&g, &table, cfg)
+    let mut tables = vec![];
+    for m in cfg.calib_methods() {
+        let opts = CalibOptions {
+            algorithm: m,
+            batch_size: cfg.calib_batch_size,
+            parallel: cfg.calib_parallel,
+            quiet: cfg.quiet,
+            float_order: cfg.calib_float_order(),
+        };
+        tables.push(calibrate::calibrate(&g, calib, &opts)?);
+    }
+    quantize_static_with_tables(&g, &tables, cfg)
 }
 
 fn prepare_graph(graph: &Graph, cfg: &QuantConfig) -> Result<Graph, QuantizeError> {
@@ -310,18 +436,70 @@ pub fn quantize_static_with_table(
     table: &CalibrationTable,
     cfg: &QuantConfig,
 ) -> Result<(Graph, QuantReport), QuantizeError> {
+    quantize_static_with_tables(graph, std::slice::from_ref(table), cfg)
+}
+
+/// Static quantization with earlier calibrations: one table per calibration method the config
+/// uses (`QuantConfig::calib_methods`; extra tables are ignored).
+pub fn quantize_static_with_tables(
+    graph: &Graph,
+    tables: &[CalibrationTable],
+    cfg: &QuantConfig,
+) -> Result<(Graph, QuantReport), QuantizeError> {
     let mut g = prepare_graph(graph, cfg)?;
     cfg.check(&g)?;
+    let find = |m: CalibAlgorithm| {
+        tables.iter().find(|t| t.method == m).ok_or_else(|| {
+            QuantizeError::Config(format!("no calibration table for method {}", m.name()))
+        })
+    };
+    let table = find(cfg.calib_method)?;
     let (activation, weight) = cfg.schemes();
+    let mut recipes = std::collections::HashMap::new();
+    let mut shared: Vec<std::sync::Arc<CalibrationTable>> = vec![];
+    for n in g.g.node_indices() {
+        let node = g.node(n);
+        let r = cfg.recipe(&node.name, node.op.name());
+        if r.is_empty() {
+            continue;
+        }
+        let mut act = activation;
+        if let Some(sym) = r.symmetric_activations {
+            act.symmetric = sym;
+        }
+        let t = match r.calib_method {
+            Some(m) if m != cfg.calib_method => {
+                let t = find(m)?;
+                Some(match shared.iter().find(|s| s.method == m) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = std::sync::Arc::new(t.clone());
+                        shared.push(s.clone());
+                        s
+                    }
+                })
+            }
+            _ => None,
+        };
+        recipes.insert(
+            node.name.clone(),
+            NodeRecipe {
+                activation: act,
+                per_channel: r.per_channel.unwrap_or(cfg.per_channel),
+                table: t,
+            },
+        );
+    }
     let o = QdqOptions {
         activation,
         weight,
         per_channel: cfg.per_channel,
         fp32: cfg.fp32_nodes(&g),
+        recipes,
     };
     let decisions = insert_qdq(&mut g, table, &o)?;
     g.verify()?;
-    let nodes = decisions
+    let mut nodes: Vec<NodeReport> = decisions
         .into_iter()
         .map(|d| NodeReport {
             name: d.node,
@@ -334,6 +512,42 @@ pub fn quantize_static_with_table(
             reason: d.reason,
         })
         .collect();
+    for l in nodes.iter_mut().filter(|l| l.precision == Precision::Int8) {
+        let r = cfg.recipe(&l.name, &l.op_type);
+        if !r.is_empty() {
+            l.reason = format!("recipe: {}", r.describe());
+        }
+    }
+    // MatMul/Gemm nodes the precision map asks to quantize dynamically.
+    let dynamic: BTreeSet<String> = cfg
+        .precision
+        .iter()
+        .filter(|(_, p)| **p == Precision::Dynamic)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !dynamic.is_empty() {
+        let (_, dw) = cfg.schemes();
+        let lines = dynamic::quantize_dynamic_graph(
+            &mut g,
+            dw,
+            cfg.per_channel,
+            &BTreeMap::new(),
+            Some(&dynamic),
+        )?;
+        let lines = lines
+            .into_iter()
+            .map(|mut l| {
+                if l.precision == Precision::Int8 {
+                    l.precision = Precision::Dynamic;
+                    l.reason = format!("precision map: dynamic int8 ({})", l.reason);
+                }
+                l
+            })
+            .collect();
+        merge_lines(&mut nodes, lines);
+        g.verify()?;
+    }
+    apply_bf16(&mut g, cfg, &mut nodes);
     Ok((
         g,
         QuantReport {
@@ -346,6 +560,44 @@ pub fn quantize_static_with_table(
     ))
 }
 
+/// Replace report lines by node name.
+fn merge_lines(nodes: &mut [NodeReport], lines: Vec<NodeReport>) {
+    for l in lines {
+        if let Some(n) = nodes.iter_mut().find(|n| n.name == l.name) {
+            *n = l;
+        }
+    }
+}
+
+/// Mark the precision map's bf16 nodes (float Conv/Gemm/MatMul with a constant f32 weight) and
+/// report them; a node that cannot run bf16 stays fp32 with the reason.
+fn apply_bf16(g: &mut Graph, cfg: &QuantConfig, nodes: &mut [NodeReport]) {
+    for (name, p) in &cfg.precision {
+        if *p != Precision::Bf16 {
+            continue;
+        }
+        let Some(n) = g.find(name) else { continue };
+        let ok = g
+            .const_operand(n, 1)
+            .is_some_and(|w| w.dtype() == octet_ir::DType::F32)
+            && g.operand(n, 0)
+                .and_then(|x| g.ty(x))
+                .is_some_and(|t| t.dtype == octet_ir::DType::F32);
+        let line = nodes.iter_mut().find(|l| &l.name == name);
+        if ok {
+            g.node_mut(n).bf16 = true;
+            if let Some(l) = line {
+                l.precision = Precision::Bf16;
+                l.reason = "precision map: bf16".into();
+            }
+        } else if let Some(l) = line {
+            l.precision = Precision::Fp32;
+            l.reason =
+                "precision map: bf16, but the weight is not a constant f32 (runs fp32)".into();
+        }
+    }
+}
+
 /// Dynamic quantization of MatMul/Gemm with constant weights (see `dynamic`).
 pub fn quantize_dynamic(
     graph: &Graph,
@@ -354,8 +606,14 @@ pub fn quantize_dynamic(
     let mut g = graph.clone();
     cfg.check(&g)?;
     let (_, weight) = cfg.schemes();
-    let fp32 = cfg.fp32_nodes(&g);
-    let nodes = dynamic::quantize_dynamic_graph(&mut g, weight, cfg.per_channel, &fp32)?;
+    // Dynamic is this approach's int8.
+    let fp32: BTreeMap<String, String> = cfg
+        .fp32_nodes(&g)
+        .into_iter()
+        .filter(|(n, _)| cfg.precision.get(n) != Some(&Precision::Dynamic))
+        .collect();
+    let mut nodes = dynamic::quantize_dynamic_graph(&mut g, weight, cfg.per_channel, &fp32, None)?;
+    apply_bf16(&mut g, cfg, &mut nodes);
     g.verify()?;
     Ok((
         g,

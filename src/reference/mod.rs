@@ -384,6 +384,19 @@ where
                         }
                     }
                 }
+                // A bf16 node sees its data operands (input and weight) rounded to bfloat16.
+                let rounded: Vec<Tensor> = if node.bf16 {
+                    args.iter()
+                        .take(2)
+                        .flatten()
+                        .map(|t| round_to_bf16(t))
+                        .collect()
+                } else {
+                    vec![]
+                };
+                for (i, t) in rounded.iter().enumerate() {
+                    args[i] = Some(t);
+                }
                 let res = match order_mode {
                     FloatOrder::Mlas => mlas_order::eval(graph, n, &args),
                     FloatOrder::Exact => None,
@@ -436,6 +449,19 @@ where
                 .ok_or_else(|| graph_err(format!("graph output '{name}' was not computed")))
         })
         .collect()
+}
+
+/// f32 values rounded to the nearest bfloat16 (ties to even), kept as f32; other dtypes as is.
+pub fn round_to_bf16(t: &Tensor) -> Tensor {
+    match t.view::<f32>() {
+        Ok(v) if t.dtype() == octet_ir::DType::F32 => Tensor::from_vec(
+            t.shape(),
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32())
+                .collect::<Vec<f32>>(),
+        ),
+        _ => t.clone(),
+    }
 }
 
 /// Check a fed input against its declared type: dtype, rank and fixed extents.
