@@ -18,6 +18,8 @@
 //!   dilation, dedicated depthwise kernel), [`TensorU8`].
 //! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
 //!   [`conv2d_f32`] (NHWC, im2col + GEMM).
+//! - bf16 ([`Kernel::has_bf16_dot`]): the AVX512-BF16 instruction semantics as scalar functions:
+//!   [`f32_to_bf16`], [`bf16_to_f32`], [`dpbf16_step`], [`dpbf16ps_emulated`].
 //! - fp32 element-wise: [`add`], [`mul`], [`relu_inplace`], [`exp_inplace`], [`erf_inplace`],
 //!   [`gelu_inplace`], [`softmax_rows`], [`layer_norm_rows`].
 //! - Element-wise int8: [`quantize_u8`], [`quantize_i8`], [`dequantize_u8`], [`dequantize_i8`],
@@ -62,6 +64,7 @@
 #![warn(missing_docs)]
 
 mod aligned;
+mod bf16;
 mod conv;
 mod conv_f32;
 mod depthwise;
@@ -74,6 +77,7 @@ mod quantize;
 pub mod reference;
 mod simd;
 
+pub use bf16::{bf16_to_f32, dpbf16_step, dpbf16ps_emulated, f32_to_bf16};
 pub use conv::{conv2d_u8s8, ConvGeometry, PackedConv, TensorU8};
 pub use conv_f32::{conv2d_f32, PackedConvF32};
 pub use elementwise::{
