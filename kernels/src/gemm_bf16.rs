@@ -1,0 +1,490 @@
+//! bf16 GEMM `C = A * B (+ bias) (ReLU)`: f32 operands rounded to bf16 (nearest even), products
+//! summed in f32 by AVX512-BF16 `vdpbf16ps` (6 x 64 tile, 24 zmm accumulators, bias and ReLU
+//! applied from registers), or by an emulation of that instruction (AVX2 FMA with a per-tile
+//! exact fallback, or scalar) that gives the same bits. Owns the bf16 GEMM only; the arithmetic
+//! rules live in `bf16.rs`.
+//!
+//! Packed layout: N in panels of 64 columns (last one zero-padded); K in pairs (`kp = ceil(K/2)`,
+//! an odd K padded with a zero row). Panel `p` is `kp` rows of 64 `u32`; lane `j` of row `g`
+//! holds `bf16(b[2g][64p+j])` in its low half and `bf16(b[2g+1][64p+j])` in its high half, so a
+//! 64-byte load is one `vdpbf16ps` operand for 16 columns. A is converted per work item into
+//! rows of `2*kp` bf16 (zero-padded), from which each row's pair `g` is broadcast as one `u32`.
+//! Every output element is the fixed sequence `acc = step(step(acc, a[2g+1], b[2g+1]), a[2g],
+//! b[2g])` for g = 0..kp from `acc = +0`, then `acc + bias`, then ReLU, computed by one
+//! micro-kernel call whatever the thread count, so all paths and thread counts give the same bits.
+
+use crate::aligned::AlignedBytes;
+use crate::bf16::{convert_slice, dpbf16ps_emulated, f32_to_bf16};
+use crate::error::{bad, check_matrix, KernelError};
+use crate::isa::{Isa, Kernel};
+use rayon::prelude::*;
+
+/// Columns per packed panel.
+const NRB: usize = 64;
+/// Rows per micro-kernel tile.
+const MR: usize = 6;
+
+/// Weights converted once to bf16 and packed in K pairs for [`gemm_bf16`].
+#[derive(Clone)]
+pub struct PackedBBf16 {
+    k: usize,
+    n: usize,
+    kp: usize,
+    data: AlignedBytes,
+}
+
+impl std::fmt::Debug for PackedBBf16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedBBf16")
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
+impl PackedBBf16 {
+    /// Converts (round to nearest even, as `vcvtne2ps2bf16`) and packs a `k` x `n` f32 matrix
+    /// given in `layout` (`KxN` row-major, or `NxK` = transposed).
+    pub fn new(
+        k: usize,
+        n: usize,
+        b: &[f32],
+        layout: crate::WeightLayout,
+    ) -> Result<Self, KernelError> {
+        if k.checked_mul(n) != Some(b.len()) {
+            return Err(bad(format!(
+                "PackedBBf16: weights have {} elements, expected {k}*{n}",
+                b.len()
+            )));
+        }
+        let kp = k.div_ceil(2);
+        let panels = n.div_ceil(NRB);
+        let bytes = panels
+            .checked_mul(kp * NRB * 4)
+            .ok_or_else(|| bad("PackedBBf16: size overflows usize"))?;
+        let mut data = AlignedBytes::zeroed(bytes);
+        let at = |kk: usize, col: usize| -> u32 {
+            if kk >= k {
+                return 0;
+            }
+            f32_to_bf16(match layout {
+                crate::WeightLayout::KxN => b[kk * n + col],
+                crate::WeightLayout::NxK => b[col * k + kk],
+            }) as u32
+        };
+        let d = data.as_mut_slice();
+        for p in 0..panels {
+            for g in 0..kp {
+                for j in 0..NRB.min(n - p * NRB) {
+                    let col = p * NRB + j;
+                    let pair = at(2 * g, col) | (at(2 * g + 1, col) << 16);
+                    let o = ((p * kp + g) * NRB + j) * 4;
+                    d[o..o + 4].copy_from_slice(&pair.to_le_bytes());
+                }
+            }
+        }
+        Ok(PackedBBf16 { k, n, kp, data })
+    }
+    /// K.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// N.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    fn panel_ptr(&self, p: usize) -> *const u32 {
+        self.data.as_slice()[p * self.kp * NRB * 4..].as_ptr() as *const u32
+    }
+}
+
+/// `out[i][j] = act(sum_k bf16(a[i][k]) * bf16(b[k][j]) + bias[j])`, `act` = ReLU if `relu`,
+/// with the K sum done in f32 exactly as `vdpbf16ps` does it (see the module docs and
+/// `DESIGN.md`). A is `m` x K row-major f32 with stride `lda` (converted to bf16 per call);
+/// `out` has stride `ldc`. Runs on the current rayon pool; same bits on every ISA and thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    kernel: &Kernel,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedBBf16,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    ldc: usize,
+) -> Result<(), KernelError> {
+    check_matrix("gemm_bf16 A", a.len(), m, b.k, lda)?;
+    gemm_core(kernel, m, ASrc::F32(a, lda), b, bias, relu, out, ldc)
+}
+
+/// Where the micro-kernels read A from.
+#[derive(Clone, Copy)]
+pub(crate) enum ASrc<'a> {
+    /// f32 rows with this stride (checked by the caller); converted per work item.
+    F32(&'a [f32], usize),
+    /// bf16 rows with this stride, each with `2 * kp` readable values; when K is odd the value
+    /// at index K of each row must be +0 (bits 0), as the reference pads with +0.
+    Bf16(&'a [u16], usize),
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_core(
+    kernel: &Kernel,
+    m: usize,
+    a: ASrc<'_>,
+    b: &PackedBBf16,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    ldc: usize,
+) -> Result<(), KernelError> {
+    let (n, k, kp) = (b.n, b.k, b.kp);
+    check_matrix("gemm_bf16 output", out.len(), m, n, ldc)?;
+    if let Some(bb) = bias {
+        if bb.len() != n {
+            return Err(bad(format!(
+                "gemm_bf16: bias has {} values, N = {n}",
+                bb.len()
+            )));
+        }
+    }
+    if let ASrc::Bf16(ab, lda) = a {
+        check_matrix("gemm_bf16 bf16 A", ab.len(), m, 2 * kp, lda)?;
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let zeros;
+    let bias = match bias {
+        Some(bb) => bb,
+        None => {
+            zeros = vec![0f32; n];
+            &zeros
+        }
+    };
+    let native = kernel.has_bf16_dot();
+    let isa = kernel.isa();
+    let panels = n.div_ceil(NRB);
+    let threads = rayon::current_num_threads();
+    let l2_rows = ((256 * 1024) / (4 * kp.max(1))).max(MR) / MR * MR;
+    let mut m_blocks = m.div_ceil(l2_rows).max(1);
+    let mut n_chunks = 1;
+    if threads > 1 {
+        n_chunks = panels.min(threads);
+        let want = (2 * threads).div_ceil(n_chunks);
+        m_blocks = m_blocks.max(want).min(m.div_ceil(MR));
+    }
+    let mc = m.div_ceil(m_blocks).div_ceil(MR) * MR;
+    let pc = panels.div_ceil(n_chunks);
+    let mut items = Vec::new();
+    for p0 in (0..panels).step_by(pc) {
+        for m0 in (0..m).step_by(mc) {
+            items.push((m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels)));
+        }
+    }
+    #[derive(Clone, Copy)]
+    struct SendPtr(*mut f32);
+    // SAFETY: work items cover disjoint output blocks.
+    unsafe impl Send for SendPtr {}
+    unsafe impl Sync for SendPtr {}
+    let outp = SendPtr(out.as_mut_ptr());
+    let run = |&(m0, m1, p0, p1): &(usize, usize, usize, usize)| {
+        #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
+        let outp = outp;
+        let k2 = 2 * kp;
+        let converted: Vec<u16>;
+        let (abase, a_rs) = match a {
+            ASrc::F32(af, lda) => {
+                let mut buf = vec![0u16; (m1 - m0) * k2];
+                for i in m0..m1 {
+                    let d = &mut buf[(i - m0) * k2..(i - m0) * k2 + k];
+                    convert_slice(kernel, &af[i * lda..i * lda + k], d);
+                }
+                converted = buf;
+                (converted.as_ptr(), k2)
+            }
+            // wrapping_add: with K == 0 nothing is read and the offset may pass the end.
+            ASrc::Bf16(ab, lda) => (ab.as_ptr().wrapping_add(m0 * lda), lda),
+        };
+        #[repr(C, align(64))]
+        struct Tile([f32; MR * NRB]);
+        let mut tile = Tile([0.0; MR * NRB]);
+        for p in p0..p1 {
+            let bp = b.panel_ptr(p);
+            let j0 = p * NRB;
+            let nc = NRB.min(n - j0);
+            let mut i = m0;
+            while i < m1 {
+                let rows = MR.min(m1 - i);
+                // SAFETY: the Kernel proves the ISA (and `native` the BF16 instructions); A rows
+                // i..i+rows have 2*kp readable bf16 (the converted buffer, or checked above);
+                // the panel holds kp x 64 u32; the tile holds 6 x 64; output rows i..i+rows
+                // have nc writable columns from j0 (check_matrix), and items are disjoint.
+                unsafe {
+                    let a_tile = abase.wrapping_add((i - m0) * a_rs);
+                    let o = outp.0.add(i * ldc + j0);
+                    if native {
+                        #[cfg(target_arch = "x86_64")]
+                        native_micro(
+                            rows,
+                            nc,
+                            kp,
+                            a_tile,
+                            a_rs,
+                            bp,
+                            bias[j0..].as_ptr(),
+                            relu,
+                            o,
+                            ldc,
+                        );
+                    } else {
+                        emulated_micro(isa, rows, nc, kp, a_tile, a_rs, bp, tile.0.as_mut_ptr());
+                        for r in 0..rows {
+                            let orow = o.add(r * ldc);
+                            for c in 0..nc {
+                                let mut v = tile.0[r * NRB + c] + bias[j0 + c];
+                                if relu {
+                                    v = relu1(v);
+                                }
+                                *orow.add(c) = v;
+                            }
+                        }
+                    }
+                }
+                i += rows;
+            }
+        }
+    };
+    if threads > 1 && items.len() > 1 {
+        items.par_iter().for_each(run);
+    } else {
+        items.iter().for_each(run);
+    }
+    Ok(())
+}
+
+/// ReLU as `vmaxps(v, 0)` computes it: `v` if `v > 0`, else +0 (so -0 and NaN give +0).
+#[inline(always)]
+pub(crate) fn relu1(v: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// The native tile: `rows` x `nc` outputs written with bias and ReLU applied.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn native_micro(
+    rows: usize,
+    nc: usize,
+    kp: usize,
+    a: *const u16,
+    lda: usize,
+    b: *const u32,
+    bias: *const f32,
+    relu: bool,
+    out: *mut f32,
+    ldc: usize,
+) {
+    use x86::native;
+    // Only the 16-column vectors a partial panel needs.
+    macro_rules! go {
+        ($($r:literal),*) => {
+            match (rows, nc.div_ceil(16)) {
+                $(
+                    ($r, 1) => native::<$r, 1>(kp, a, lda, b, bias, relu, nc, out, ldc),
+                    ($r, 2) => native::<$r, 2>(kp, a, lda, b, bias, relu, nc, out, ldc),
+                    ($r, 3) => native::<$r, 3>(kp, a, lda, b, bias, relu, nc, out, ldc),
+                    ($r, _) => native::<$r, 4>(kp, a, lda, b, bias, relu, nc, out, ldc),
+                )*
+                (_, _) => unreachable!("rows {rows}"),
+            }
+        };
+    }
+    go!(1, 2, 3, 4, 5, 6)
+}
+
+/// The emulated tile: `rows` x `nc` raw sums into `tile` (row stride 64). AVX2 first; if it saw
+/// a NaN or a result that needs the exact FTZ rule, the tile is recomputed by the scalar kernel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn emulated_micro(
+    isa: Isa,
+    rows: usize,
+    nc: usize,
+    kp: usize,
+    a: *const u16,
+    lda: usize,
+    b: *const u32,
+    tile: *mut f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2 {
+        use x86::avx2;
+        let ok = match rows {
+            1 => avx2::<1>(kp, nc, a, lda, b, tile),
+            2 => avx2::<2>(kp, nc, a, lda, b, tile),
+            3 => avx2::<3>(kp, nc, a, lda, b, tile),
+            4 => avx2::<4>(kp, nc, a, lda, b, tile),
+            5 => avx2::<5>(kp, nc, a, lda, b, tile),
+            _ => avx2::<6>(kp, nc, a, lda, b, tile),
+        };
+        if ok {
+            return;
+        }
+    }
+    let _ = isa;
+    scalar(rows, nc, kp, a, lda, b, tile);
+}
+
+/// The specification, one output at a time ([`dpbf16ps_emulated`] per pair, A as `src1`).
+unsafe fn scalar(
+    rows: usize,
+    nc: usize,
+    kp: usize,
+    a: *const u16,
+    lda: usize,
+    b: *const u32,
+    tile: *mut f32,
+) {
+    for r in 0..rows {
+        for c in 0..nc {
+            *tile.add(r * NRB + c) = 0.0;
+        }
+    }
+    for g in 0..kp {
+        let brow = std::slice::from_raw_parts(b.add(g * NRB), nc);
+        for r in 0..rows {
+            let ap = (a.add(r * lda + 2 * g) as *const u32).read_unaligned();
+            let trow = std::slice::from_raw_parts_mut(tile.add(r * NRB), nc);
+            for (t, &bp) in trow.iter_mut().zip(brow) {
+                *t = dpbf16ps_emulated(*t, ap, bp);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::NRB;
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn bh(v: __m512i) -> __m512bh {
+        std::mem::transmute(v)
+    }
+
+    /// `vdpbf16ps` tile, R rows x C 16-column vectors, with the epilogue fused.
+    ///
+    /// SAFETY: the caller holds a Kernel with `has_bf16_dot`; A rows have 2*kp readable bf16 at
+    /// stride `lda`; `b` holds kp rows of 64 u32; `bias` has `nc` values, `out` R rows of `nc`
+    /// writable floats at stride `ldc`; `16 * (C - 1) < nc <= 16 * C`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn native<const R: usize, const C: usize>(
+        kp: usize,
+        a: *const u16,
+        lda: usize,
+        b: *const u32,
+        bias: *const f32,
+        relu: bool,
+        nc: usize,
+        out: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let mut bp = b;
+        for g in 0..kp {
+            let mut bv = [_mm512_setzero_si512(); C];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(bp.add(16 * c) as *const _);
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // src1 = the A pair broadcast, src2 = 16 B pairs (the emulation's order).
+                let av = _mm512_set1_epi32((a.add(r * lda + 2 * g) as *const i32).read_unaligned());
+                for c in 0..C {
+                    acc_r[c] = _mm512_dpbf16_ps(acc_r[c], bh(av), bh(bv[c]));
+                }
+            }
+            bp = bp.add(NRB);
+        }
+        let mut mask: [__mmask16; C] = [0xffff; C];
+        let last = nc - 16 * (C - 1);
+        if last < 16 {
+            mask[C - 1] = ((1u32 << last) - 1) as __mmask16;
+        }
+        let mut bias_v = [_mm512_setzero_ps(); C];
+        for (c, v) in bias_v.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_ps(mask[c], bias.add(16 * c));
+        }
+        let zero = _mm512_setzero_ps();
+        for (r, acc_r) in acc.iter().enumerate() {
+            for c in 0..C {
+                let mut v = _mm512_add_ps(acc_r[c], bias_v[c]);
+                if relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                _mm512_mask_storeu_ps(out.add(r * ldc + 16 * c), mask[c], v);
+            }
+        }
+    }
+
+    /// Emulation of the native tile's sums with AVX2 FMA, 8 columns per pass: each `vdpbf16ps`
+    /// lane is two FMAs (high halves, then low halves; a bf16 is an f32 with a zero low half).
+    /// An FMA equals the instruction's step whenever its result is zero or a normal number
+    /// above 2^-126 in magnitude (inputs are never denormal: they come from `f32_to_bf16`). The
+    /// other outcomes (a denormal, exactly 2^-126, NaN) are recorded, and then `false` is
+    /// returned so the caller recomputes the tile with the exact scalar rule.
+    ///
+    /// SAFETY: AVX2+FMA present; pointers as for `native`, `tile` holds R rows of 64 floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn avx2<const R: usize>(
+        kp: usize,
+        nc: usize,
+        a: *const u16,
+        lda: usize,
+        b: *const u32,
+        tile: *mut f32,
+    ) -> bool {
+        let hi_mask = _mm256_set1_epi32(0xffff_0000u32 as i32);
+        let abs_mask = _mm256_set1_epi32(0x7fff_ffff);
+        let one = _mm256_set1_epi32(1);
+        // Unsigned minimum of (|result| bits - 1): below 0x0080_0000 iff some result was a
+        // denormal or +-2^-126 (zero wraps to the maximum).
+        let mut low = _mm256_set1_epi32(-1);
+        let mut nan = _mm256_setzero_ps();
+        for pass in 0..nc.div_ceil(8) {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut bp = b.add(8 * pass);
+            for g in 0..kp {
+                let bv = _mm256_loadu_si256(bp as *const __m256i);
+                let b_hi = _mm256_castsi256_ps(_mm256_and_si256(bv, hi_mask));
+                let b_lo = _mm256_castsi256_ps(_mm256_slli_epi32(bv, 16));
+                let mut step_low = _mm256_set1_epi32(-1);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let pair = (a.add(r * lda + 2 * g) as *const u32).read_unaligned();
+                    let a_hi = _mm256_set1_ps(f32::from_bits(pair & 0xffff_0000));
+                    let a_lo = _mm256_set1_ps(f32::from_bits(pair << 16));
+                    let t = _mm256_fmadd_ps(a_hi, b_hi, *acc_r);
+                    let t2 = _mm256_fmadd_ps(a_lo, b_lo, t);
+                    let y1 =
+                        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), abs_mask), one);
+                    let y2 =
+                        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t2), abs_mask), one);
+                    step_low = _mm256_min_epu32(step_low, _mm256_min_epu32(y1, y2));
+                    *acc_r = t2;
+                }
+                low = _mm256_min_epu32(low, step_low);
+                bp = bp.add(NRB);
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                nan = _mm256_or_ps(nan, _mm256_cmp_ps(*acc_r, *acc_r, _CMP_UNORD_Q));
+                _mm256_storeu_ps(tile.add(r * NRB + 8 * pass), *acc_r);
+            }
+        }
+        let small = _mm256_cmpeq_epi32(_mm256_min_epu32(low, _mm256_set1_epi32(0x007f_ffff)), low);
+        _mm256_movemask_epi8(small) == 0 && _mm256_movemask_ps(nan) == 0
+    }
+}
