@@ -193,8 +193,13 @@ pub(crate) fn gemm_core(
         #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
         let k2 = 2 * kp;
+        // f32 A is converted once per item into a bf16 block that every panel reads, except
+        // for single-panel items on the native path: there the micro-kernel converts it on the
+        // fly, overlapping A's loads with the products instead of a separate pass over A.
+        let fused = native && p1 - p0 == 1;
         let converted: Vec<u16>;
         let (abase, a_rs) = match a {
+            ASrc::F32(..) if fused => (std::ptr::null(), 0),
             ASrc::F32(af, lda) => {
                 let mut buf = vec![0u16; (m1 - m0) * k2];
                 for i in m0..m1 {
@@ -225,19 +230,16 @@ pub(crate) fn gemm_core(
                     let a_tile = abase.wrapping_add((i - m0) * a_rs);
                     let o = outp.0.add(i * ldc + j0);
                     if native {
+                        let a_in = match a {
+                            ASrc::F32(af, lda) if fused => {
+                                NativeA::F32(af.as_ptr().wrapping_add(i * lda), lda, k)
+                            }
+                            _ => NativeA::Bf16(a_tile, a_rs),
+                        };
                         #[cfg(target_arch = "x86_64")]
-                        native_micro(
-                            rows,
-                            nc,
-                            kp,
-                            a_tile,
-                            a_rs,
-                            bp,
-                            bias[j0..].as_ptr(),
-                            relu,
-                            o,
-                            ldc,
-                        );
+                        native_micro(rows, nc, kp, a_in, bp, bias[j0..].as_ptr(), relu, o, ldc);
+                        #[cfg(not(target_arch = "x86_64"))]
+                        let _ = a_in;
                     } else {
                         emulated_micro(isa, rows, nc, kp, a_tile, a_rs, bp, tile.0.as_mut_ptr());
                         for r in 0..rows {
@@ -274,6 +276,14 @@ pub(crate) fn relu1(v: f32) -> f32 {
     }
 }
 
+/// A as the native kernel reads it: f32 rows (pointer, stride, K) converted in the kernel, or
+/// bf16 rows (pointer, stride) already holding `2 * kp` values.
+#[derive(Clone, Copy)]
+enum NativeA {
+    F32(*const f32, usize, usize),
+    Bf16(*const u16, usize),
+}
+
 /// The native tile: `rows` x `nc` outputs written with bias and ReLU applied.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
@@ -281,30 +291,46 @@ unsafe fn native_micro(
     rows: usize,
     nc: usize,
     kp: usize,
-    a: *const u16,
-    lda: usize,
+    a: NativeA,
     b: *const u32,
     bias: *const f32,
     relu: bool,
     out: *mut f32,
     ldc: usize,
 ) {
-    use x86::native;
+    use x86::{native, native_f32};
     // Only the 16-column vectors a partial panel needs.
     macro_rules! go {
-        ($($r:literal),*) => {
+        ($call:ident, $($r:literal),*) => {
             match (rows, nc.div_ceil(16)) {
                 $(
-                    ($r, 1) => native::<$r, 1>(kp, a, lda, b, bias, relu, nc, out, ldc),
-                    ($r, 2) => native::<$r, 2>(kp, a, lda, b, bias, relu, nc, out, ldc),
-                    ($r, 3) => native::<$r, 3>(kp, a, lda, b, bias, relu, nc, out, ldc),
-                    ($r, _) => native::<$r, 4>(kp, a, lda, b, bias, relu, nc, out, ldc),
+                    ($r, 1) => $call!($r, 1),
+                    ($r, 2) => $call!($r, 2),
+                    ($r, 3) => $call!($r, 3),
+                    ($r, _) => $call!($r, 4),
                 )*
                 (_, _) => unreachable!("rows {rows}"),
             }
         };
     }
-    go!(1, 2, 3, 4, 5, 6)
+    match a {
+        NativeA::F32(a, lda, k) => {
+            macro_rules! f32a {
+                ($r:literal, $c:literal) => {
+                    native_f32::<$r, $c>(a, lda, k, kp, b, bias, relu, nc, out, ldc)
+                };
+            }
+            go!(f32a, 1, 2, 3, 4, 5, 6)
+        }
+        NativeA::Bf16(a, lda) => {
+            macro_rules! bf16a {
+                ($r:literal, $c:literal) => {
+                    native::<$r, $c>(a, lda, kp, b, bias, relu, nc, out, ldc)
+                };
+            }
+            go!(bf16a, 1, 2, 3, 4, 5, 6)
+        }
+    }
 }
 
 /// The emulated tile: `rows` x `nc` raw sums into `tile` (row stride 64). AVX2 first; if it saw
@@ -376,27 +402,18 @@ mod x86 {
         std::mem::transmute(v)
     }
 
-    /// `vdpbf16ps` tile, R rows x C 16-column vectors, with the epilogue fused.
-    ///
-    /// SAFETY: the caller holds a Kernel with `has_bf16_dot`; A rows have 2*kp readable bf16 at
-    /// stride `lda`; `b` holds kp rows of 64 u32; `bias` has `nc` values, `out` R rows of `nc`
-    /// writable floats at stride `ldc`; `16 * (C - 1) < nc <= 16 * C`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn native<const R: usize, const C: usize>(
-        kp: usize,
+    /// `acc += A[.., 2g..2g+2] * B[2g..2g+2, ..]` for g in 0..n: per pair, C loads of B, R
+    /// broadcasts of an A pair, R * C `vdpbf16ps`.
+    #[inline(always)]
+    unsafe fn pairs<const R: usize, const C: usize>(
+        acc: &mut [[__m512; C]; R],
+        n: usize,
         a: *const u16,
         lda: usize,
         b: *const u32,
-        bias: *const f32,
-        relu: bool,
-        nc: usize,
-        out: *mut f32,
-        ldc: usize,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
         let mut bp = b;
-        for g in 0..kp {
+        for g in 0..n {
             let mut bv = [_mm512_setzero_si512(); C];
             for (c, v) in bv.iter_mut().enumerate() {
                 *v = _mm512_loadu_si512(bp.add(16 * c) as *const _);
@@ -410,6 +427,120 @@ mod x86 {
             }
             bp = bp.add(NRB);
         }
+    }
+
+    /// `vdpbf16ps` tile on bf16 A, R rows x C 16-column vectors, with the epilogue fused.
+    ///
+    /// SAFETY: the caller holds a Kernel with `has_bf16_dot`; A rows have 2*kp readable bf16 at
+    /// stride `lda`; `b` holds kp rows of 64 u32; `bias` has `nc` values, `out` R rows of `nc`
+    /// writable floats at stride `ldc`; `16 * (C - 1) < nc <= 16 * C`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn native<const R: usize, const C: usize>(
+        a: *const u16,
+        lda: usize,
+        kp: usize,
+        b: *const u32,
+        bias: *const f32,
+        relu: bool,
+        nc: usize,
+        out: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        pairs(&mut acc, kp, a, lda, b);
+        epilogue(&acc, bias, relu, nc, out, ldc);
+    }
+
+    /// As `native`, on f32 A rows (`k` values each, stride `lda`): every 16 pairs, the R rows'
+    /// next 32 values are converted (`vcvtne2ps2bf16`, zeros past K) into a 64-byte-per-row
+    /// stack buffer, which `pairs` then reads. Interleaving the conversion with the products
+    /// lets A's loads overlap the arithmetic (a separate conversion pass cost 17% on N = 64).
+    ///
+    /// SAFETY: as `native`, with A rows of `k` readable f32 and `kp = ceil(k / 2)`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn native_f32<const R: usize, const C: usize>(
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        kp: usize,
+        b: *const u32,
+        bias: *const f32,
+        relu: bool,
+        nc: usize,
+        out: *mut f32,
+        ldc: usize,
+    ) {
+        #[repr(C, align(64))]
+        struct Buf<const R: usize>([[[u16; 32]; R]; 2]);
+        let mut buf = Buf::<R>([[[0; 32]; R]; 2]);
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        // Double-buffered: chunk c+1 is converted before chunk c's products, so its stores
+        // are long retired when `pairs` broadcasts from them.
+        convert_chunk(&mut buf.0[0], a, lda, k, 0);
+        let mut g0 = 0;
+        let mut cur = 0;
+        while g0 < kp {
+            let len = (kp - g0).min(16);
+            if g0 + 16 < kp {
+                convert_chunk(&mut buf.0[cur ^ 1], a, lda, k, g0 + 16);
+            }
+            pairs(
+                &mut acc,
+                len,
+                buf.0[cur].as_ptr() as *const u16,
+                32,
+                b.add(g0 * NRB),
+            );
+            g0 += len;
+            cur ^= 1;
+        }
+        epilogue(&acc, bias, relu, nc, out, ldc);
+    }
+
+    /// Converts 32 values (pairs g0..g0+16) of R f32 rows to bf16 rows of `dst`, +0 past K.
+    #[inline(always)]
+    unsafe fn convert_chunk<const R: usize>(
+        dst: &mut [[u16; 32]; R],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        g0: usize,
+    ) {
+        let rem = k - 2 * g0;
+        let m_lo = low_mask(rem);
+        let m_hi = low_mask(rem.saturating_sub(16));
+        for (r, row) in dst.iter_mut().enumerate() {
+            // Masked-off lanes are not read (no fault), so the pointers may pass A's end.
+            let src = a.wrapping_add(r * lda + 2 * g0);
+            let lo = _mm512_maskz_loadu_ps(m_lo, src);
+            let hi = _mm512_maskz_loadu_ps(m_hi, src.wrapping_add(16));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_store_si512(row.as_mut_ptr() as *mut _, v);
+        }
+    }
+
+    /// Mask of the first `min(n, 16)` lanes.
+    #[inline(always)]
+    fn low_mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// `out = act(acc + bias)` for R rows x `nc` columns (the last vector masked).
+    #[inline(always)]
+    unsafe fn epilogue<const R: usize, const C: usize>(
+        acc: &[[__m512; C]; R],
+        bias: *const f32,
+        relu: bool,
+        nc: usize,
+        out: *mut f32,
+        ldc: usize,
+    ) {
         let mut mask: [__mmask16; C] = [0xffff; C];
         let last = nc - 16 * (C - 1);
         if last < 16 {
