@@ -1,7 +1,9 @@
 //! bf16 convolution, NHWC f32 activations with OHWI f32 weights, lowered to the bf16 GEMM
 //! (`gemm_bf16.rs`): the input is converted to bf16 once per call, then 1x1 stride-1 layers with
-//! an even channel count per group read it in place, and everything else goes through a bf16
-//! im2col in row chunks; one GEMM per group. Owns the bf16 lowering only.
+//! an even channel count per group read it in place, other layers with an even channel count
+//! per group are read through an indirection buffer (offset of each output pixel's input
+//! segment per tap, padding taps pointing at a zero segment), and odd channel counts go through
+//! a bf16 im2col in row chunks; one GEMM per group. Owns the bf16 lowering only.
 //!
 //! K order (what the bit-exact reference must follow): `(ky, kx, c)` with padding taps as +0,
 //! K padded to even with +0, summed in pairs from +0 as `gemm_bf16` does.
@@ -121,35 +123,97 @@ pub fn conv2d_bf16(
         return Ok((oh, ow));
     }
     let threads = rayon::current_num_threads();
-    // The whole input to bf16, once (element-wise, so converting before gathering is the same).
-    let mut xb = vec![0u16; in_len];
+    let g = geom.groups;
+    let (cig, cog) = (c_in / g, c_out / g);
+    // The whole input to bf16, once (element-wise, so converting before gathering is the same),
+    // followed by one segment of zeros that padding taps point at.
+    let mut xb = vec![0u16; in_len + cig];
     const CONV_CHUNK: usize = 1 << 16;
     if threads > 1 && in_len > CONV_CHUNK {
-        xb.par_chunks_mut(CONV_CHUNK)
+        xb[..in_len]
+            .par_chunks_mut(CONV_CHUNK)
             .zip(x[..in_len].par_chunks(CONV_CHUNK))
             .for_each(|(d, s)| convert_slice(kernel, s, d));
     } else {
-        convert_slice(kernel, &x[..in_len], &mut xb);
+        convert_slice(kernel, &x[..in_len], &mut xb[..in_len]);
     }
 
-    let g = geom.groups;
-    let (cig, cog) = (c_in / g, c_out / g);
     let (kh, kw) = geom.kernel;
     let kk = kh * kw * cig;
     let k2 = kk.div_ceil(2) * 2;
     let pointwise = geom.kernel == (1, 1) && geom.stride == (1, 1) && geom.pads == [0; 4];
     // In place needs each row's pair reads to stay inside the group's channels.
     let in_place = pointwise && cig.is_multiple_of(2);
-    let chunk = 1024.min(rows);
+    // With an even channel count per group, pairs never straddle two taps: the GEMM follows an
+    // indirection buffer (per output pixel and tap, the offset of its input segment) instead
+    // of an im2col copy.
+    let indirect = !in_place && cig.is_multiple_of(2);
+    let taps = kh * kw;
+    let chunk = if indirect { 8192 } else { 1024 }.min(rows);
     // Zero-initialised: when K is odd the pad value at index kk stays +0 in every row.
-    let mut buf = if in_place {
+    let mut buf = if in_place || indirect {
         Vec::new()
     } else {
         vec![0u16; chunk * k2]
     };
+    let mut offs = if indirect {
+        vec![0usize; chunk * taps]
+    } else {
+        Vec::new()
+    };
     for (gi, pack) in wts.packs.iter().enumerate() {
         let (ci0, co0) = (gi * cig, gi * cog);
         let gb = bias.map(|b| &b[co0..co0 + cog]);
+        if indirect {
+            let mut r0 = 0;
+            while r0 < rows {
+                let r1 = (r0 + chunk).min(rows);
+                let fill = |(ri, dst): (usize, &mut [usize])| {
+                    let r = r0 + ri;
+                    let (b, oy, ox) = (r / (oh * ow), (r / ow) % oh, r % ow);
+                    for ky in 0..kh {
+                        let iy = (oy * geom.stride.0 + ky * geom.dilation.0) as isize
+                            - geom.pads[0] as isize;
+                        for kx in 0..kw {
+                            let ix = (ox * geom.stride.1 + kx * geom.dilation.1) as isize
+                                - geom.pads[1] as isize;
+                            dst[ky * kw + kx] =
+                                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                                    ((b * h + iy as usize) * w + ix as usize) * c_in + ci0
+                                } else {
+                                    in_len
+                                };
+                        }
+                    }
+                };
+                let part = &mut offs[..(r1 - r0) * taps];
+                if threads > 1 {
+                    part.par_chunks_mut(taps)
+                        .with_min_len(256)
+                        .enumerate()
+                        .for_each(fill);
+                } else {
+                    part.chunks_mut(taps).enumerate().for_each(fill);
+                }
+                gemm_core(
+                    kernel,
+                    r1 - r0,
+                    ASrc::Segments {
+                        data: &xb,
+                        offs: &offs[..(r1 - r0) * taps],
+                        taps,
+                        seg: cig,
+                    },
+                    pack,
+                    gb,
+                    relu,
+                    &mut out[r0 * c_out + co0..],
+                    c_out,
+                )?;
+                r0 = r1;
+            }
+            continue;
+        }
         if in_place {
             gemm_core(
                 kernel,

@@ -126,6 +126,15 @@ pub(crate) enum ASrc<'a> {
     /// bf16 rows with this stride, each with `2 * kp` readable values; when K is odd the value
     /// at index K of each row must be +0 (bits 0), as the reference pads with +0.
     Bf16(&'a [u16], usize),
+    /// bf16 rows given as `taps` segments of `seg` (even) values, `taps * seg == K`: segment
+    /// `t` of row `i` is `data[offs[i * taps + t]..][..seg]` (an indirection buffer: convolution
+    /// without im2col).
+    Segments {
+        data: &'a [u16],
+        offs: &'a [usize],
+        taps: usize,
+        seg: usize,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -149,8 +158,27 @@ pub(crate) fn gemm_core(
             )));
         }
     }
-    if let ASrc::Bf16(ab, lda) = a {
-        check_matrix("gemm_bf16 bf16 A", ab.len(), m, 2 * kp, lda)?;
+    match a {
+        ASrc::F32(..) => {}
+        ASrc::Bf16(ab, lda) => check_matrix("gemm_bf16 bf16 A", ab.len(), m, 2 * kp, lda)?,
+        ASrc::Segments {
+            data,
+            offs,
+            taps,
+            seg,
+        } => {
+            if seg % 2 != 0
+                || taps.checked_mul(seg) != Some(k)
+                || offs.len() < m.saturating_mul(taps)
+                || offs[..m * taps]
+                    .iter()
+                    .any(|&o| o.checked_add(seg).is_none_or(|e| e > data.len()))
+            {
+                return Err(bad(format!(
+                    "gemm_bf16: bad A segments (taps {taps}, seg {seg}, K {k})"
+                )));
+            }
+        }
     }
     if m == 0 || n == 0 {
         return Ok(());
@@ -211,6 +239,25 @@ pub(crate) fn gemm_core(
             }
             // wrapping_add: with K == 0 nothing is read and the offset may pass the end.
             ASrc::Bf16(ab, lda) => (ab.as_ptr().wrapping_add(m0 * lda), lda),
+            // The native kernel follows the segment offsets itself.
+            ASrc::Segments { .. } if native => (std::ptr::null(), 0),
+            ASrc::Segments {
+                data,
+                offs,
+                taps,
+                seg,
+            } => {
+                // Gather (im2col) this item's rows; K is even here, so no pad value.
+                let mut buf = vec![0u16; (m1 - m0) * k2];
+                for (ri, row) in buf.chunks_exact_mut(k2.max(1)).enumerate() {
+                    let o = &offs[(m0 + ri) * taps..(m0 + ri + 1) * taps];
+                    for (d, &off) in row.chunks_exact_mut(seg.max(1)).zip(o) {
+                        d.copy_from_slice(&data[off..off + seg]);
+                    }
+                }
+                converted = buf;
+                (converted.as_ptr(), k2)
+            }
         };
         #[repr(C, align(64))]
         struct Tile([f32; MR * NRB]);
@@ -234,6 +281,17 @@ pub(crate) fn gemm_core(
                             ASrc::F32(af, lda) if fused => {
                                 NativeA::F32(af.as_ptr().wrapping_add(i * lda), lda, k)
                             }
+                            ASrc::Segments {
+                                data,
+                                offs,
+                                taps,
+                                seg,
+                            } => NativeA::Segments(
+                                data.as_ptr(),
+                                offs[i * taps..].as_ptr(),
+                                taps,
+                                seg / 2,
+                            ),
                             _ => NativeA::Bf16(a_tile, a_rs),
                         };
                         #[cfg(target_arch = "x86_64")]
@@ -282,6 +340,8 @@ pub(crate) fn relu1(v: f32) -> f32 {
 enum NativeA {
     F32(*const f32, usize, usize),
     Bf16(*const u16, usize),
+    /// (data, the tile's first offsets row, taps, pairs per segment)
+    Segments(*const u16, *const usize, usize, usize),
 }
 
 /// The native tile: `rows` x `nc` outputs written with bias and ReLU applied.
@@ -298,7 +358,7 @@ unsafe fn native_micro(
     out: *mut f32,
     ldc: usize,
 ) {
-    use x86::{native, native_f32};
+    use x86::{native, native_f32, native_seg};
     // Only the 16-column vectors a partial panel needs.
     macro_rules! go {
         ($call:ident, $($r:literal),*) => {
@@ -329,6 +389,14 @@ unsafe fn native_micro(
                 };
             }
             go!(bf16a, 1, 2, 3, 4, 5, 6)
+        }
+        NativeA::Segments(data, offs, taps, seg_pairs) => {
+            macro_rules! seg {
+                ($r:literal, $c:literal) => {
+                    native_seg::<$r, $c>(data, offs, taps, seg_pairs, b, bias, relu, nc, out, ldc)
+                };
+            }
+            go!(seg, 1, 2, 3, 4, 5, 6)
         }
     }
 }
@@ -427,6 +495,61 @@ mod x86 {
             }
             bp = bp.add(NRB);
         }
+    }
+
+    /// As `pairs`, with one pointer per A row.
+    #[inline(always)]
+    unsafe fn pairs_rows<const R: usize, const C: usize>(
+        acc: &mut [[__m512; C]; R],
+        n: usize,
+        a: &[*const u16; R],
+        b: *const u32,
+    ) {
+        let mut bp = b;
+        for g in 0..n {
+            let mut bv = [_mm512_setzero_si512(); C];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(bp.add(16 * c) as *const _);
+            }
+            for (acc_r, a_r) in acc.iter_mut().zip(a) {
+                let av = _mm512_set1_epi32((a_r.add(2 * g) as *const i32).read_unaligned());
+                for c in 0..C {
+                    acc_r[c] = _mm512_dpbf16_ps(acc_r[c], bh(av), bh(bv[c]));
+                }
+            }
+            bp = bp.add(NRB);
+        }
+    }
+
+    /// `vdpbf16ps` tile on A given as segments (convolution taps): for each tap, the R rows'
+    /// segment pointers are read from `offs` (row stride `taps`) and `seg_pairs` pairs run.
+    ///
+    /// SAFETY: as `native`; every offset + 2 * seg_pairs is within `data` (checked by gemm_core).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn native_seg<const R: usize, const C: usize>(
+        data: *const u16,
+        offs: *const usize,
+        taps: usize,
+        seg_pairs: usize,
+        b: *const u32,
+        bias: *const f32,
+        relu: bool,
+        nc: usize,
+        out: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let mut bp = b;
+        for t in 0..taps {
+            let mut rows = [data; R];
+            for (r, p) in rows.iter_mut().enumerate() {
+                *p = data.add(*offs.add(r * taps + t));
+            }
+            pairs_rows(&mut acc, seg_pairs, &rows, bp);
+            bp = bp.add(seg_pairs * NRB);
+        }
+        epilogue(&acc, bias, relu, nc, out, ldc);
     }
 
     /// `vdpbf16ps` tile on bf16 A, R rows x C 16-column vectors, with the epilogue fused.
