@@ -14,7 +14,7 @@
 //! micro-kernel call whatever the thread count, so all paths and thread counts give the same bits.
 
 use crate::aligned::AlignedBytes;
-use crate::bf16::{convert_slice, dpbf16ps_emulated, f32_to_bf16};
+use crate::bf16::{bf16_to_f32, convert_slice, dpbf16ps_emulated, f32_to_bf16};
 use crate::error::{bad, check_matrix, KernelError};
 use crate::isa::{Isa, Kernel};
 use rayon::prelude::*;
@@ -31,6 +31,8 @@ pub struct PackedBBf16 {
     n: usize,
     kp: usize,
     data: AlignedBytes,
+    /// Smallest biased exponent of the nonzero weights (255 if none), for `emulated_micro`.
+    min_exp: u32,
 }
 
 impl std::fmt::Debug for PackedBBf16 {
@@ -73,17 +75,25 @@ impl PackedBBf16 {
             }) as u32
         };
         let d = data.as_mut_slice();
+        let mut min_exp = 255;
         for p in 0..panels {
             for g in 0..kp {
                 for j in 0..NRB.min(n - p * NRB) {
                     let col = p * NRB + j;
                     let pair = at(2 * g, col) | (at(2 * g + 1, col) << 16);
+                    min_exp = min_exp.min(min_exponent(&[pair as u16, (pair >> 16) as u16]));
                     let o = ((p * kp + g) * NRB + j) * 4;
                     d[o..o + 4].copy_from_slice(&pair.to_le_bytes());
                 }
             }
         }
-        Ok(PackedBBf16 { k, n, kp, data })
+        Ok(PackedBBf16 {
+            k,
+            n,
+            kp,
+            data,
+            min_exp,
+        })
     }
     /// K.
     pub fn k(&self) -> usize {
@@ -225,7 +235,7 @@ pub(crate) fn gemm_core(
         // for single-panel items on the native path: there the micro-kernel converts it on the
         // fly, overlapping A's loads with the products instead of a separate pass over A.
         let fused = native && p1 - p0 == 1;
-        let converted: Vec<u16>;
+        let mut converted: Vec<u16> = Vec::new();
         let (abase, a_rs) = match a {
             ASrc::F32(..) if fused => (std::ptr::null(), 0),
             ASrc::F32(af, lda) => {
@@ -258,6 +268,16 @@ pub(crate) fn gemm_core(
                 converted = buf;
                 (converted.as_ptr(), k2)
             }
+        };
+        let no_tiny = !native && {
+            let a_min = match a {
+                ASrc::Bf16(ab, lda) => (m0..m1)
+                    .map(|i| min_exponent(&ab[i * lda..i * lda + k2]))
+                    .min()
+                    .unwrap_or(255),
+                _ => min_exponent(&converted),
+            };
+            a_min + b.min_exp >= 143
         };
         #[repr(C, align(64))]
         struct Tile([f32; MR * NRB]);
@@ -299,7 +319,17 @@ pub(crate) fn gemm_core(
                         #[cfg(not(target_arch = "x86_64"))]
                         let _ = a_in;
                     } else {
-                        emulated_micro(isa, rows, nc, kp, a_tile, a_rs, bp, tile.0.as_mut_ptr());
+                        emulated_micro(
+                            isa,
+                            rows,
+                            nc,
+                            kp,
+                            a_tile,
+                            a_rs,
+                            bp,
+                            tile.0.as_mut_ptr(),
+                            no_tiny,
+                        );
                         for r in 0..rows {
                             let orow = o.add(r * ldc);
                             for c in 0..nc {
@@ -402,7 +432,13 @@ unsafe fn native_micro(
 }
 
 /// The emulated tile: `rows` x `nc` raw sums into `tile` (row stride 64). AVX2 first; if it saw
-/// a NaN or a result that needs the exact FTZ rule, the tile is recomputed by the scalar kernel.
+/// a result that needs the exact FTZ rule, the tile is recomputed by the scalar kernel.
+///
+/// `no_tiny`: every nonzero product is a multiple of 2^-125, so (from acc = +0) every partial
+/// sum is too, and no result can land in (0, 2^-126] where the instruction's FTZ rule differs
+/// from IEEE FMA; the AVX2 kernel then skips its per-FMA check. A bf16 with biased exponent E
+/// is an integer multiple of 2^(E - 134), so this holds when the smallest exponents of the
+/// nonzero values of A and of B add up to at least 143 (any |a|, |b| >= ~2^-55, e.g.).
 #[allow(clippy::too_many_arguments)]
 unsafe fn emulated_micro(
     isa: Isa,
@@ -413,27 +449,57 @@ unsafe fn emulated_micro(
     lda: usize,
     b: *const u32,
     tile: *mut f32,
+    no_tiny: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
         use x86::avx2;
-        let ok = match rows {
-            1 => avx2::<1>(kp, nc, a, lda, b, tile),
-            2 => avx2::<2>(kp, nc, a, lda, b, tile),
-            3 => avx2::<3>(kp, nc, a, lda, b, tile),
-            4 => avx2::<4>(kp, nc, a, lda, b, tile),
-            5 => avx2::<5>(kp, nc, a, lda, b, tile),
-            _ => avx2::<6>(kp, nc, a, lda, b, tile),
-        };
+        macro_rules! run {
+            ($check:literal, $r:expr, $a:expr, $t:expr) => {
+                match $r {
+                    1 => avx2::<1, $check>(kp, nc, $a, lda, b, $t),
+                    2 => avx2::<2, $check>(kp, nc, $a, lda, b, $t),
+                    3 => avx2::<3, $check>(kp, nc, $a, lda, b, $t),
+                    _ => avx2::<4, $check>(kp, nc, $a, lda, b, $t),
+                }
+            };
+        }
+        let mut ok = true;
+        // At most 4 rows per call (the AVX2 register budget).
+        for r0 in (0..rows).step_by(4) {
+            let r = (rows - r0).min(4);
+            let (ar, tr) = (a.add(r0 * lda), tile.add(r0 * NRB));
+            ok &= if no_tiny {
+                run!(false, r, ar, tr)
+            } else {
+                run!(true, r, ar, tr)
+            };
+        }
         if ok {
             return;
         }
     }
     let _ = isa;
-    scalar(rows, nc, kp, a, lda, b, tile);
+    scalar(rows, nc, kp, a, lda, b, tile, no_tiny);
 }
 
-/// The specification, one output at a time ([`dpbf16ps_emulated`] per pair, A as `src1`).
+/// Smallest biased exponent among the nonzero bf16 values (255 if none).
+pub(crate) fn min_exponent(v: &[u16]) -> u32 {
+    v.iter()
+        .map(|&x| ((x >> 7) & 0xff) as u32)
+        .filter(|&e| e != 0)
+        .min()
+        .unwrap_or(255)
+}
+
+/// The specification, one output at a time ([`dpbf16ps_emulated`] per pair, A as `src1`), or,
+/// with `no_tiny` (see `emulated_micro`), each step as `(acc as f64 + a as f64 * b as f64) as
+/// f32`: then no result falls in (0, 2^-126] and no input is denormal, the product is exact in
+/// f64, and the f64 sum rounds to f32 like the exact sum (if the f64 add is inexact, one operand
+/// is below 2^-29 of the other, so the sum lies within 2^-29 relative of an f32 grid point, far
+/// from the midpoints where a second rounding could differ). NaNs appear in the same places
+/// (NaN payloads of GEMM outputs are not specified).
+#[allow(clippy::too_many_arguments)]
 unsafe fn scalar(
     rows: usize,
     nc: usize,
@@ -442,6 +508,7 @@ unsafe fn scalar(
     lda: usize,
     b: *const u32,
     tile: *mut f32,
+    no_tiny: bool,
 ) {
     for r in 0..rows {
         for c in 0..nc {
@@ -453,8 +520,17 @@ unsafe fn scalar(
         for r in 0..rows {
             let ap = (a.add(r * lda + 2 * g) as *const u32).read_unaligned();
             let trow = std::slice::from_raw_parts_mut(tile.add(r * NRB), nc);
-            for (t, &bp) in trow.iter_mut().zip(brow) {
-                *t = dpbf16ps_emulated(*t, ap, bp);
+            if no_tiny {
+                let a_hi = bf16_to_f32((ap >> 16) as u16) as f64;
+                let a_lo = bf16_to_f32(ap as u16) as f64;
+                for (t, &bp) in trow.iter_mut().zip(brow) {
+                    let u = (*t as f64 + a_hi * bf16_to_f32((bp >> 16) as u16) as f64) as f32;
+                    *t = (u as f64 + a_lo * bf16_to_f32(bp as u16) as f64) as f32;
+                }
+            } else {
+                for (t, &bp) in trow.iter_mut().zip(brow) {
+                    *t = dpbf16ps_emulated(*t, ap, bp);
+                }
             }
         }
     }
@@ -685,16 +761,19 @@ mod x86 {
         }
     }
 
-    /// Emulation of the native tile's sums with AVX2 FMA, 8 columns per pass: each `vdpbf16ps`
-    /// lane is two FMAs (high halves, then low halves; a bf16 is an f32 with a zero low half).
-    /// An FMA equals the instruction's step whenever its result is zero or a normal number
-    /// above 2^-126 in magnitude (inputs are never denormal: they come from `f32_to_bf16`). The
-    /// other outcomes (a denormal, exactly 2^-126, NaN) are recorded, and then `false` is
-    /// returned so the caller recomputes the tile with the exact scalar rule.
+    /// Emulation of the native tile's sums with AVX2 FMA, R <= 4 rows x 16 columns per pass:
+    /// each `vdpbf16ps` lane is two FMAs (high halves, then low halves; a bf16 is an f32 with
+    /// a zero low half). An FMA equals the instruction's step whenever its result is zero or a
+    /// normal number above 2^-126 in magnitude (inputs are never denormal: they come from
+    /// `f32_to_bf16`). With `CHECK` every other outcome (a denormal, exactly 2^-126) is
+    /// recorded; without it the caller has proven none can occur (see `emulated_micro`). NaNs
+    /// arise exactly where the instruction's do (NaN operand, inf * 0, inf - inf); their
+    /// payloads may differ (not specified for GEMM outputs). Returns `false` if the tile must
+    /// be recomputed by the exact scalar rule.
     ///
     /// SAFETY: AVX2+FMA present; pointers as for `native`, `tile` holds R rows of 64 floats.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn avx2<const R: usize>(
+    pub(super) unsafe fn avx2<const R: usize, const CHECK: bool>(
         kp: usize,
         nc: usize,
         a: *const u16,
@@ -708,37 +787,48 @@ mod x86 {
         // Unsigned minimum of (|result| bits - 1): below 0x0080_0000 iff some result was a
         // denormal or +-2^-126 (zero wraps to the maximum).
         let mut low = _mm256_set1_epi32(-1);
-        let mut nan = _mm256_setzero_ps();
-        for pass in 0..nc.div_ceil(8) {
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut bp = b.add(8 * pass);
+        for pass in 0..nc.div_ceil(16) {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            let mut bp = b.add(16 * pass);
             for g in 0..kp {
-                let bv = _mm256_loadu_si256(bp as *const __m256i);
-                let b_hi = _mm256_castsi256_ps(_mm256_and_si256(bv, hi_mask));
-                let b_lo = _mm256_castsi256_ps(_mm256_slli_epi32(bv, 16));
-                let mut step_low = _mm256_set1_epi32(-1);
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let pair = (a.add(r * lda + 2 * g) as *const u32).read_unaligned();
-                    let a_hi = _mm256_set1_ps(f32::from_bits(pair & 0xffff_0000));
-                    let a_lo = _mm256_set1_ps(f32::from_bits(pair << 16));
-                    let t = _mm256_fmadd_ps(a_hi, b_hi, *acc_r);
-                    let t2 = _mm256_fmadd_ps(a_lo, b_lo, t);
-                    let y1 =
-                        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t), abs_mask), one);
-                    let y2 =
-                        _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(t2), abs_mask), one);
-                    step_low = _mm256_min_epu32(step_low, _mm256_min_epu32(y1, y2));
-                    *acc_r = t2;
+                let mut b_hi = [_mm256_setzero_ps(); 2];
+                let mut b_lo = [_mm256_setzero_ps(); 2];
+                for v in 0..2 {
+                    let bv = _mm256_loadu_si256(bp.add(8 * v) as *const __m256i);
+                    b_hi[v] = _mm256_castsi256_ps(_mm256_and_si256(bv, hi_mask));
+                    b_lo[v] = _mm256_castsi256_ps(_mm256_slli_epi32(bv, 16));
                 }
-                low = _mm256_min_epu32(low, step_low);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let pair =
+                        _mm256_set1_epi32((a.add(r * lda + 2 * g) as *const i32).read_unaligned());
+                    let a_hi = _mm256_castsi256_ps(_mm256_and_si256(pair, hi_mask));
+                    let a_lo = _mm256_castsi256_ps(_mm256_slli_epi32(pair, 16));
+                    for v in 0..2 {
+                        let t = _mm256_fmadd_ps(a_hi, b_hi[v], acc_r[v]);
+                        let t2 = _mm256_fmadd_ps(a_lo, b_lo[v], t);
+                        if CHECK {
+                            let y1 = _mm256_sub_epi32(
+                                _mm256_and_si256(_mm256_castps_si256(t), abs_mask),
+                                one,
+                            );
+                            let y2 = _mm256_sub_epi32(
+                                _mm256_and_si256(_mm256_castps_si256(t2), abs_mask),
+                                one,
+                            );
+                            low = _mm256_min_epu32(low, _mm256_min_epu32(y1, y2));
+                        }
+                        acc_r[v] = t2;
+                    }
+                }
                 bp = bp.add(NRB);
             }
             for (r, acc_r) in acc.iter().enumerate() {
-                nan = _mm256_or_ps(nan, _mm256_cmp_ps(*acc_r, *acc_r, _CMP_UNORD_Q));
-                _mm256_storeu_ps(tile.add(r * NRB + 8 * pass), *acc_r);
+                for (v, x) in acc_r.iter().enumerate() {
+                    _mm256_storeu_ps(tile.add(r * NRB + 16 * pass + 8 * v), *x);
+                }
             }
         }
         let small = _mm256_cmpeq_epi32(_mm256_min_epu32(low, _mm256_set1_epi32(0x007f_ffff)), low);
-        _mm256_movemask_epi8(small) == 0 && _mm256_movemask_ps(nan) == 0
+        _mm256_movemask_epi8(small) == 0
     }
 }

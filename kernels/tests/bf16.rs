@@ -401,6 +401,64 @@ fn gemm_bf16_special_values_every_isa() {
     finish(paths, "gemm_bf16 special values");
 }
 
+/// Operands with one fixed exponent each, around the bound (exponent sum 143) above which the
+/// emulated paths skip their per-FMA FTZ check, and below it, where sums cross 2^-126.
+#[test]
+fn gemm_bf16_ftz_boundary_every_isa() {
+    let paths = PathsRan::new("gemm_bf16 FTZ boundary");
+    let mut rng = Rng(99);
+    for (ea, eb) in [(71, 72), (72, 72), (71, 71), (60, 66), (64, 63)] {
+        let (m, n, k) = (13, 70, 301);
+        let mut gen = |e: i32, len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    let s = if rng.below(2) == 0 { 1.0 } else { -1.0 };
+                    s * (1.0 + rng.below(128) as f32 / 128.0) * 2f32.powi(e - 127)
+                })
+                .collect()
+        };
+        let a = gen(ea, m * k);
+        let b = gen(eb, k * n);
+        let p = PackedBBf16::new(k, n, &b, WeightLayout::KxN).unwrap();
+        let want = reference::gemm_bf16(m, n, k, &a, &b, None, false);
+        for kern in kernels() {
+            let mut out = vec![0f32; m * n];
+            gemm_bf16(&kern, m, &a, k, &p, None, false, &mut out, n).unwrap();
+            assert_eq!(
+                same(&out, &want),
+                None,
+                "{} exponents {ea}+{eb}",
+                kern.isa()
+            );
+            paths.ran(kern.isa());
+        }
+    }
+    // 129*129 - 128*130 = 1: one pair whose exact sum is a single quantum 2^(ea + eb - 268).
+    // Exponent sum 141: 2^-127, flushed to 0; 142: 2^-126, kept. Both on every path.
+    for (ea, eb, want) in [
+        (70, 71, 0.0),
+        (71, 71, f32::MIN_POSITIVE),
+        (71, 72, 2.0 * f32::MIN_POSITIVE),
+    ] {
+        let q = |mant: f32, e: i32| mant * 2f32.powi(e - 134);
+        let a = [q(129.0, ea), q(-128.0, ea)];
+        let b = [q(129.0, eb), q(130.0, eb)];
+        let p = PackedBBf16::new(2, 1, &b, WeightLayout::KxN).unwrap();
+        let r = reference::gemm_bf16(1, 1, 2, &a, &b, None, false);
+        assert_eq!(
+            r[0].to_bits(),
+            want.to_bits(),
+            "reference, exponents {ea}+{eb}"
+        );
+        for kern in kernels() {
+            let mut out = [7f32];
+            gemm_bf16(&kern, 1, &a, 2, &p, None, false, &mut out, 1).unwrap();
+            assert_eq!(out[0].to_bits(), want.to_bits(), "{} {ea}+{eb}", kern.isa());
+        }
+    }
+    finish(paths, "gemm_bf16 FTZ boundary");
+}
+
 /// Accuracy: against an f64 GEMM of the f32 inputs the error is that of rounding each operand
 /// to bf16 (|relative| <= 2^-8 per operand, so <= 2^-7 + 2^-16 per product) plus f32
 /// summation; against an f64 GEMM of the bf16-rounded inputs only the f32 summation remains.
