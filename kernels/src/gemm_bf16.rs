@@ -1,17 +1,20 @@
 //! bf16 GEMM `C = A * B (+ bias) (ReLU)`: f32 operands rounded to bf16 (nearest even), products
 //! summed in f32 by AVX512-BF16 `vdpbf16ps` (6 x 64 tile, 24 zmm accumulators, bias and ReLU
-//! applied from registers), or by an emulation of that instruction (AVX2 FMA with a per-tile
-//! exact fallback, or scalar) that gives the same bits. Owns the bf16 GEMM only; the arithmetic
-//! rules live in `bf16.rs`.
+//! applied from registers), or by an emulation of that instruction (AVX2 FMA, or scalar, each
+//! with an exact fallback for results near the FTZ threshold) that gives the same bits. Owns
+//! the bf16 GEMM only; the arithmetic rules live in `bf16.rs`.
 //!
 //! Packed layout: N in panels of 64 columns (last one zero-padded); K in pairs (`kp = ceil(K/2)`,
 //! an odd K padded with a zero row). Panel `p` is `kp` rows of 64 `u32`; lane `j` of row `g`
 //! holds `bf16(b[2g][64p+j])` in its low half and `bf16(b[2g+1][64p+j])` in its high half, so a
-//! 64-byte load is one `vdpbf16ps` operand for 16 columns. A is converted per work item into
-//! rows of `2*kp` bf16 (zero-padded), from which each row's pair `g` is broadcast as one `u32`.
+//! 64-byte load is one `vdpbf16ps` operand for 16 columns. A becomes rows of `2*kp` bf16
+//! (zero-padded), from which each row's pair `g` is broadcast as one `u32`: converted once per
+//! work item, or (native path, single-panel items) 16 pairs at a time inside the micro-kernel;
+//! the convolution passes bf16 rows, or segments through an indirection buffer ([`ASrc`]).
 //! Every output element is the fixed sequence `acc = step(step(acc, a[2g+1], b[2g+1]), a[2g],
 //! b[2g])` for g = 0..kp from `acc = +0`, then `acc + bias`, then ReLU, computed by one
-//! micro-kernel call whatever the thread count, so all paths and thread counts give the same bits.
+//! micro-kernel call whatever the thread count, so all paths and thread counts give the same
+//! bits (NaN payloads aside).
 
 use crate::aligned::AlignedBytes;
 use crate::bf16::{bf16_to_f32, convert_slice, dpbf16ps_emulated, f32_to_bf16};
@@ -677,7 +680,9 @@ mod x86 {
         let mut acc = [[_mm512_setzero_ps(); C]; R];
         // Double-buffered: chunk c+1 is converted before chunk c's products, so its stores
         // are long retired when `pairs` broadcasts from them.
-        convert_chunk(&mut buf.0[0], a, lda, k, 0);
+        if kp > 0 {
+            convert_chunk(&mut buf.0[0], a, lda, k, 0);
+        }
         let mut g0 = 0;
         let mut cur = 0;
         while g0 < kp {
