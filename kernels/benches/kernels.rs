@@ -2,7 +2,8 @@
 //! inside a 1-thread pool, so no per-iteration cross-thread hand-off;
 //! set OCTET_BENCH_THREADS=2 for two). Throughput is reported in "elements" = int8 ops
 //! (2*M*N*K) per second, i.e. GOPS when read as Gelem/s. Peak: 465 GOPS int8, 117 GFLOPS fp32
-//! per Zen 4 core. For one JSON line per shape use `examples/gemm_gops.rs` instead.
+//! per Zen 4 core (234 bf16 GFLOPS: group `bf16_*`, run alone with `-- bf16`). For one JSON line
+//! per shape use `examples/gemm_gops.rs` instead.
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use octet_kernels::*;
 use std::time::Duration;
@@ -156,5 +157,73 @@ fn convs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, int8_gemm, f32_gemm, convs);
+/// bf16 GEMM / conv (`vdpbf16ps` when `Kernel::has_bf16_dot`, else the emulation), with the
+/// fp32 GEMM / conv of the same shapes in the same group, so `cargo bench -p octet-kernels
+/// --bench kernels -- bf16` measures both in one run. Throughput in FLOPs (2*M*N*K); one Zen 4
+/// core peaks at about 234 bf16 GFLOPS (2x fp32's 117).
+fn bf16(c: &mut Criterion) {
+    let kern = Kernel::best().unwrap();
+    let pool = pool();
+    let dot = if kern.has_bf16_dot() {
+        "vdpbf16ps"
+    } else {
+        "emulated"
+    };
+    let mut g = c.benchmark_group(format!("bf16_{}_{dot}", kern.isa()));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300));
+    for &(m, n, k) in &[(1024, 1024, 1024), (128, 384, 1536), (128, 1536, 384)] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 1e-3).collect();
+        let pb = PackedBBf16::new(k, n, &b, WeightLayout::KxN).unwrap();
+        let pf = PackedBF32::new(k, n, &b, WeightLayout::KxN).unwrap();
+        let mut out = vec![0f32; m * n];
+        g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        g.bench_function(format!("gemm_bf16/{m}x{n}x{k}"), |bch| {
+            bch.iter(|| {
+                pool.install(|| {
+                    gemm_bf16(&kern, m, &a, k, &pb, Some(&bias), true, &mut out, n).unwrap()
+                })
+            })
+        });
+        g.bench_function(format!("gemm_f32/{m}x{n}x{k}"), |bch| {
+            bch.iter(|| {
+                pool.install(|| {
+                    gemm_f32(&kern, m, &a, k, &pf, Some(&bias), true, &mut out, n).unwrap()
+                })
+            })
+        });
+    }
+    // 3x3 56x56x64 -> 64, pad 1 (ResNet-50 stage 1), bias + ReLU.
+    let (h, w, ci, co) = (56, 56, 64, 64);
+    let x: Vec<f32> = (0..h * w * ci).map(|i| (i % 7) as f32 * 0.1).collect();
+    let wt: Vec<f32> = (0..co * 9 * ci)
+        .map(|i| (i % 13) as f32 * 0.01 - 0.06)
+        .collect();
+    let bias = vec![0.1f32; co];
+    let geom = ConvGeometry::new(3, 3).pad(1);
+    let pb = PackedConvBf16::new(geom, ci, co, &wt).unwrap();
+    let pf = PackedConvF32::new(geom, ci, co, &wt).unwrap();
+    let mut out = vec![0f32; h * w * co];
+    g.throughput(Throughput::Elements(2 * (h * w * co * 9 * ci) as u64));
+    g.bench_function("conv_bf16/3x3_56x56x64-64", |bch| {
+        bch.iter(|| {
+            pool.install(|| {
+                conv2d_bf16(&kern, &x, (1, h, w), &pb, Some(&bias), true, &mut out).unwrap()
+            })
+        })
+    });
+    g.bench_function("conv_f32/3x3_56x56x64-64", |bch| {
+        bch.iter(|| {
+            pool.install(|| {
+                conv2d_f32(&kern, &x, (1, h, w), &pf, Some(&bias), true, &mut out).unwrap()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, int8_gemm, f32_gemm, convs, bf16);
 criterion_main!(benches);

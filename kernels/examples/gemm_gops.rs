@@ -3,11 +3,14 @@
 //!
 //! cargo run -p octet-kernels --release --example gemm_gops -- [--threads N] [--isa NAME]
 //!     [--shapes MxNxK,...] [--secs S] [--no-f32] [--no-conv] [--conv NAME-SUBSTRING] [--elementwise]
+//!     [--bf16] [--no-int8]
 //!     (`--shapes none` skips the GEMM shapes)
 //!
 //! int8 lines: u8 x s8 GEMM with the fused per-channel requantization to u8 (the graph's real
 //! case); `pct_peak` against 465 GOPS per core (vpdpbusd, 1 zmm/cycle at ~3.65 GHz).
-//! fp32 lines (`"op":"f32gemm"`): GFLOPS against 117 per core.
+//! fp32 lines (`"op":"f32gemm"`): GFLOPS against 117 per core. bf16 lines (`--bf16`,
+//! `"op":"bf16gemm"` / `"conv_bf16"`): GFLOPS against 234 per core (`vdpbf16ps` does two
+//! multiply-adds per f32 lane); `"bf16_dot"` says whether the instruction or its emulation ran.
 use octet_kernels::*;
 use std::time::Instant;
 
@@ -52,6 +55,9 @@ fn main() {
         .unwrap();
     let isa = kernel.isa();
     let f32_too = !args.iter().any(|a| a == "--no-f32");
+    let bf16_too = args.iter().any(|a| a == "--bf16");
+    let int8 = !args.iter().any(|a| a == "--no-int8");
+    let bf16_dot = kernel.has_bf16_dot();
     for sh in shapes.split(',').filter(|s| !s.is_empty() && *s != "none") {
         let d: Vec<usize> = sh.split('x').map(|x| x.parse().expect("MxNxK")).collect();
         let (m, n, k) = (d[0], d[1], d[2]);
@@ -64,6 +70,9 @@ fn main() {
         let ep = Epilogue::requant(Scale::PerChannel(&mults), 128).with_bias(&bias);
         let mut out = vec![0u8; m * n];
         let t = pool.install(|| {
+            if !int8 {
+                return f64::NAN;
+            }
             median_secs(secs, || {
                 gemm_u8s8(
                     &kernel,
@@ -82,13 +91,29 @@ fn main() {
             })
         });
         let gops = ops / t / 1e9;
-        println!(
+        if int8 {
+            println!(
             "{{\"shape\":\"{sh}\",\"op\":\"u8s8gemm_requant\",\"gops\":{gops:.1},\"isa\":\"{isa}\",\"threads\":{threads},\"pct_peak\":{:.1}}}",
             100.0 * gops / (465.0 * threads as f64)
         );
+        }
+        let af: Vec<f32> = a.iter().map(|&x| x as f32 * 0.01).collect();
+        let bf: Vec<f32> = b.iter().map(|&x| x as f32 * 0.01).collect();
+        if bf16_too {
+            let pb = PackedBBf16::new(k, n, &bf, WeightLayout::KxN).unwrap();
+            let mut ob = vec![0f32; m * n];
+            let tb = pool.install(|| {
+                median_secs(secs, || {
+                    gemm_bf16(&kernel, m, &af, k, &pb, None, false, &mut ob, n).unwrap()
+                })
+            });
+            let gb = ops / tb / 1e9;
+            println!(
+                "{{\"shape\":\"{sh}\",\"op\":\"bf16gemm\",\"gflops\":{gb:.1},\"isa\":\"{isa}\",\"bf16_dot\":{bf16_dot},\"threads\":{threads},\"pct_peak\":{:.1}}}",
+                100.0 * gb / (234.0 * threads as f64)
+            );
+        }
         if f32_too {
-            let af: Vec<f32> = a.iter().map(|&x| x as f32 * 0.01).collect();
-            let bf: Vec<f32> = b.iter().map(|&x| x as f32 * 0.01).collect();
             let pf = PackedBF32::new(k, n, &bf, WeightLayout::KxN).unwrap();
             let mut of = vec![0f32; m * n];
             let tf = pool.install(|| {
@@ -155,6 +180,23 @@ fn main() {
                 })
             });
             let gops = 2.0 * (h * w * co * 9 * (ci / groups)) as f64 / t / 1e9;
+            if bf16_too && groups == 1 {
+                let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.01).collect();
+                let wf: Vec<f32> = wt.iter().map(|&v| v as f32 * 0.01).collect();
+                let pb = PackedConvBf16::new(ConvGeometry::new(3, 3).pad(1), ci, co, &wf).unwrap();
+                let mut ob = vec![0f32; h * w * co];
+                let tb = pool.install(|| {
+                    median_secs(secs, || {
+                        conv2d_bf16(&kernel, &xf, (1, h, w), &pb, None, true, &mut ob).unwrap();
+                    })
+                });
+                let gb = 2.0 * (h * w * co * 9 * ci) as f64 / tb / 1e9;
+                println!(
+                    "{{\"shape\":\"{name}\",\"op\":\"conv_bf16\",\"gflops\":{gb:.1},\"isa\":\"{isa}\",\"bf16_dot\":{bf16_dot},\"threads\":{threads},\"pct_peak\":{:.1},\"ms\":{:.3}}}",
+                    100.0 * gb / (234.0 * threads as f64),
+                    tb * 1e3
+                );
+            }
             if f32_too && groups == 1 {
                 let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.01).collect();
                 let wf: Vec<f32> = wt.iter().map(|&v| v as f32 * 0.01).collect();

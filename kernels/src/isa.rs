@@ -132,6 +132,22 @@ fn detect() -> Isa {
     Isa::Scalar
 }
 
+/// Whether the CPU has AVX512-BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`), probed once. Orthogonal to
+/// the [`Isa`] levels; [`Kernel::has_bf16_dot`] combines it with the level.
+fn cpu_has_avx512bf16() -> bool {
+    static BF16: OnceLock<bool> = OnceLock::new();
+    *BF16.get_or_init(|| {
+        #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+        {
+            std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+        {
+            false
+        }
+    })
+}
+
 /// A handle proving that its ISA may run here. Every kernel entry point takes one; it can only be
 /// made by [`Kernel::new`] / [`Kernel::best`], which check CPU support and the `OCTET_ISA` cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +183,14 @@ impl Kernel {
     /// The ISA this handle runs.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// Whether the bf16 kernels run the AVX512-BF16 instructions (`vdpbf16ps`) with this handle:
+    /// the CPU has AVX512-BF16 and this handle's level is at least [`Isa::Avx512`] (so
+    /// `OCTET_ISA=avx2` or `scalar` turns it off). Otherwise the bf16 kernels emulate the
+    /// instruction (AVX2 or scalar) and give the same bits.
+    pub fn has_bf16_dot(&self) -> bool {
+        self.isa >= Isa::Avx512 && cpu_has_avx512bf16()
     }
 
     /// The scalar kernel: always available.
@@ -207,5 +231,14 @@ mod tests {
             assert_eq!(ok, allowed, "{isa}");
         }
         assert_eq!(Kernel::scalar().isa(), Isa::Scalar);
+        assert!(!Kernel::scalar().has_bf16_dot());
+        if let Ok(k) = Kernel::new(Isa::Avx2) {
+            assert!(!k.has_bf16_dot());
+        }
+        for isa in [Isa::Avx512, Isa::Avx512Vnni] {
+            if let Ok(k) = Kernel::new(isa) {
+                assert_eq!(k.has_bf16_dot(), cpu_has_avx512bf16());
+            }
+        }
     }
 }

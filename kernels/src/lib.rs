@@ -18,12 +18,17 @@
 //!   dilation, dedicated depthwise kernel), [`TensorU8`].
 //! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
 //!   [`conv2d_f32`] (NHWC, im2col + GEMM).
+//! - bf16 (AVX512-BF16 `vdpbf16ps`, bit-exact emulation elsewhere; [`Kernel::has_bf16_dot`]):
+//!   [`PackedBBf16::new`], [`gemm_bf16`] (f32 in/out, bf16 products, f32 sums, bias + ReLU fused),
+//!   [`PackedConvBf16::new`], [`conv2d_bf16`] (NHWC, im2col + GEMM); the instruction semantics
+//!   as scalar functions: [`f32_to_bf16`], [`bf16_to_f32`], [`dpbf16_step`], [`dpbf16ps_emulated`].
 //! - fp32 element-wise: [`add`], [`mul`], [`relu_inplace`], [`exp_inplace`], [`erf_inplace`],
 //!   [`gelu_inplace`], [`softmax_rows`], [`layer_norm_rows`].
 //! - Element-wise int8: [`quantize_u8`], [`quantize_i8`], [`dequantize_u8`], [`dequantize_i8`],
 //!   [`requantize_u8`], [`requantize_i8`], [`min_max`], [`dynamic_qparams_u8`],
 //!   [`dynamic_quantize_u8`] (ONNX DynamicQuantizeLinear), [`QParams`].
-//! - Oracles: [`reference`](mod@reference) (triple-loop GEMM, saturating emulation, requantization rule).
+//! - Oracles: [`reference`](mod@reference) (triple-loop GEMM, saturating emulation, requantization
+//!   rule, bf16 GEMM and direct conv on the `vdpbf16ps` emulation).
 //!
 //! Every public function validates its arguments and returns `Result<_, KernelError>`; none
 //! panics on bad input. Multi-threaded kernels run on the caller's current rayon pool and give
@@ -62,11 +67,14 @@
 #![warn(missing_docs)]
 
 mod aligned;
+mod bf16;
 mod conv;
+mod conv_bf16;
 mod conv_f32;
 mod depthwise;
 mod elementwise;
 mod error;
+mod gemm_bf16;
 mod gemm_f32;
 mod gemm_u8s8;
 mod isa;
@@ -74,12 +82,15 @@ mod quantize;
 pub mod reference;
 mod simd;
 
+pub use bf16::{bf16_to_f32, dpbf16_step, dpbf16ps_emulated, f32_to_bf16};
 pub use conv::{conv2d_u8s8, ConvGeometry, PackedConv, TensorU8};
+pub use conv_bf16::{conv2d_bf16, PackedConvBf16};
 pub use conv_f32::{conv2d_f32, PackedConvF32};
 pub use elementwise::{
     add, erf_inplace, exp_inplace, gelu_inplace, layer_norm_rows, mul, relu_inplace, softmax_rows,
 };
 pub use error::KernelError;
+pub use gemm_bf16::{gemm_bf16, PackedBBf16};
 pub use gemm_f32::{gemm_f32, PackedBF32};
 pub use gemm_u8s8::{
     gemm_u8s8, gemm_u8s8_is_exact, shift_s8_to_u8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale,

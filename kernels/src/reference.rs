@@ -135,3 +135,106 @@ pub fn conv2d_u8s8_i32(
     }
     (out, oh, ow)
 }
+
+/// The bf16 dot product exactly as the bf16 kernels compute it: operands rounded by
+/// [`crate::f32_to_bf16`], K taken in pairs `(2g, 2g+1)` (an odd K padded with +0 * +0), each pair
+/// one [`crate::dpbf16ps_emulated`] lane with A as `src1`, starting from +0.
+fn dot_bf16(k: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) -> f32 {
+    use crate::bf16::f32_to_bf16;
+    let get = |f: &dyn Fn(usize) -> f32, i: usize| {
+        if i < k {
+            f32_to_bf16(f(i)) as u32
+        } else {
+            0
+        }
+    };
+    let mut acc = 0f32;
+    for g in 0..k.div_ceil(2) {
+        let pa = get(&a, 2 * g) | (get(&a, 2 * g + 1) << 16);
+        let pb = get(&b, 2 * g) | (get(&b, 2 * g + 1) << 16);
+        acc = crate::bf16::dpbf16ps_emulated(acc, pa, pb);
+    }
+    acc
+}
+
+/// The bf16 kernels' epilogue: `acc + bias` (one f32 add; +0 without bias), then ReLU as
+/// `vmaxps(v, 0)` (`v > 0 ? v : +0`).
+fn epilogue_bf16(acc: f32, bias: Option<f32>, relu: bool) -> f32 {
+    let v = acc + bias.unwrap_or(0.0);
+    if relu {
+        crate::gemm_bf16::relu1(v)
+    } else {
+        v
+    }
+}
+
+/// bf16 GEMM oracle: `act(dot_bf16(a[i][..], b[..][j]) + bias[j])`, A row-major M x K, B row-major
+/// K x N, f32 in and out. Bit-exact specification of [`crate::gemm_bf16`] (NaN payloads aside).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let acc = dot_bf16(k, |kk| a[i * k + kk], |kk| b[kk * n + j]);
+            c[i * n + j] = epilogue_bf16(acc, bias.map(|b| b[j]), relu);
+        }
+    }
+    c
+}
+
+/// bf16 convolution oracle, NHWC f32 input (`batch x h x w x c_in`), OHWI f32 weights
+/// (`c_out x kh x kw x c_in/groups`): per output, the bf16 dot product over K in `(ky, kx, c)`
+/// order with out-of-bounds taps read as +0 (they still take part in the pairing), then bias and
+/// ReLU as [`gemm_bf16`]. Returns (NHWC output, out_h, out_w). Bit-exact specification of
+/// [`crate::conv2d_bf16`].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bf16(
+    x: &[f32],
+    (batch, h, w, c_in): (usize, usize, usize, usize),
+    wt: &[f32],
+    c_out: usize,
+    geom: &crate::ConvGeometry,
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> (Vec<f32>, usize, usize) {
+    let (kh, kw) = geom.kernel;
+    let (sh, sw) = geom.stride;
+    let (dh, dw) = geom.dilation;
+    let g = geom.groups;
+    let (cig, cog) = (c_in / g, c_out / g);
+    let oh = (h + geom.pads[0] + geom.pads[2] - dh * (kh - 1) - 1) / sh + 1;
+    let ow = (w + geom.pads[1] + geom.pads[3] - dw * (kw - 1) - 1) / sw + 1;
+    let kk = kh * kw * cig;
+    let mut out = vec![0f32; batch * oh * ow * c_out];
+    for b in 0..batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for oc in 0..c_out {
+                    let gi = oc / cog;
+                    let tap = |t: usize| {
+                        let (ky, kx, ci) = (t / (kw * cig), (t / cig) % kw, t % cig);
+                        let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
+                        let ix = (ox * sw + kx * dw) as isize - geom.pads[1] as isize;
+                        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                            0.0
+                        } else {
+                            x[((b * h + iy as usize) * w + ix as usize) * c_in + gi * cig + ci]
+                        }
+                    };
+                    let acc = dot_bf16(kk, tap, |t| wt[oc * kk + t]);
+                    out[((b * oh + oy) * ow + ox) * c_out + oc] =
+                        epilogue_bf16(acc, bias.map(|bb| bb[oc]), relu);
+                }
+            }
+        }
+    }
+    (out, oh, ow)
+}

@@ -65,6 +65,10 @@ fn child() {
             let sup = Isa::supported().unwrap();
             assert_eq!(*sup.last().unwrap(), want);
             assert!(Kernel::new(want).is_ok());
+            // bf16 dot products need the Avx512 level: a lower cap turns them off (emulated).
+            if want < Isa::Avx512 {
+                assert!(!Kernel::best().unwrap().has_bf16_dot());
+            }
             for isa in Isa::ALL.into_iter().filter(|i| *i > want) {
                 let e = Kernel::new(isa).unwrap_err();
                 assert!(e.to_string().contains(isa.name()), "{e}");
