@@ -113,6 +113,24 @@ fn mixed_config_quantizes_each_node_its_own_way() {
         5,
         "f.0, f.3, f.10, f.15 (dynamic), f.17 on int8 kernels"
     );
+    assert_eq!(r.bf16_count(), 1, "f.7 on the bf16 kernel");
+    let bf = r.nodes.iter().find(|n| n.node == "/f/f.7/Conv").unwrap();
+    assert!(bf.kernel.starts_with("conv2d_bf16"), "{}", bf.kernel);
+
+    // The engine's bf16 conv against the reference interpreter (which rounds the node's
+    // operands to bf16 and sums in f64): f32 sums of exact bf16 products, so close, and
+    // an activation may land one quantization step apart downstream.
+    let test = npz("digits_test.npz");
+    let x = get(&test, "input");
+    let feeds = vec![("input".to_string(), x.clone())];
+    let got = e.run(&feeds).unwrap().remove(0).1;
+    let want = octet::reference::run_graph(e.graph(), &feeds)
+        .unwrap()
+        .remove(0)
+        .1;
+    let (d, m) = max_abs_diff(&got, &want);
+    println!("bf16 node: engine vs reference max abs diff {d:.3e} (max {m:.3})");
+    assert!(d <= 0.05 * m, "{d} vs {m}");
 
     // The JSON config reproduces the model exactly.
     let back = QuantConfig::from_json(&cfg.to_json()).unwrap();

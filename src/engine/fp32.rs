@@ -1,16 +1,30 @@
 //! Float Conv / Gemm / MatMul nodes with constant weights on the fp32 kernels of
 //! `octet-kernels` (prepacked at build time, bias and a following ReLU fused when the graph has
-//! them in the node). Everything else float runs on the reference interpreter.
+//! them in the node), or on the bf16 kernels (`vdpbf16ps`) for nodes marked bf16 (the tuner's
+//! middle precision). Everything else float runs on the reference interpreter.
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_f32, gemm_f32, ConvGeometry, Kernel, PackedBF32, PackedConvF32, WeightLayout,
+    conv2d_bf16, conv2d_f32, gemm_bf16, gemm_f32, ConvGeometry, Kernel, PackedBBf16, PackedBF32,
+    PackedConvBf16, PackedConvF32, WeightLayout,
 };
+
+/// Conv weights packed for the fp32 or the bf16 kernel.
+pub enum ConvWeights {
+    F32(PackedConvF32),
+    Bf16(PackedConvBf16),
+}
+
+/// Gemm weights packed for the fp32 or the bf16 kernel.
+pub enum GemmWeights {
+    F32(PackedBF32),
+    Bf16(PackedBBf16),
+}
 
 pub enum F32Node {
     Conv {
         kernel: Kernel,
-        packed: PackedConvF32,
+        packed: ConvWeights,
         geom: ConvGeometry,
         bias: Option<Vec<f32>>,
         c_in: usize,
@@ -18,7 +32,7 @@ pub enum F32Node {
     },
     Gemm {
         kernel: Kernel,
-        packed: PackedBF32,
+        packed: GemmWeights,
         bias: Option<Vec<f32>>,
         k: usize,
         n: usize,
@@ -27,10 +41,20 @@ pub enum F32Node {
 
 type R<T> = Result<T, String>;
 
+fn gemm_weights(k: usize, n: usize, b: &[f32], layout: WeightLayout, bf16: bool) -> R<GemmWeights> {
+    if bf16 {
+        PackedBBf16::new(k, n, b, layout).map(GemmWeights::Bf16)
+    } else {
+        PackedBF32::new(k, n, b, layout).map(GemmWeights::F32)
+    }
+    .map_err(|e| e.to_string())
+}
+
 impl F32Node {
     /// `Ok(None)`: not a float compute op with constant weights this engine maps.
     pub fn build(g: &Graph, n: NodeIndex, kernel: Kernel) -> R<Option<F32Node>> {
         let node = g.node(n);
+        let bf16 = node.bf16;
         let x_ty = match g.operand(n, 0).and_then(|o| g.ty(o)) {
             Some(t) => t,
             None => return Ok(None),
@@ -49,8 +73,15 @@ impl F32Node {
                 let geom = super::conv_layout::geometry(a, w.shape(), &xs)?;
                 let wv = w.view::<f32>().map_err(|e| e.to_string())?;
                 let ohwi = super::conv_layout::oihw_to_ohwi(wv, w.shape());
-                let packed =
-                    PackedConvF32::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?;
+                let packed = if bf16 {
+                    ConvWeights::Bf16(
+                        PackedConvBf16::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?,
+                    )
+                } else {
+                    ConvWeights::F32(
+                        PackedConvF32::new(geom, c_in, c_out, &ohwi).map_err(|e| e.to_string())?,
+                    )
+                };
                 let bias = match g.operand(n, 2) {
                     None => None,
                     Some(_) => Some(
@@ -90,9 +121,13 @@ impl F32Node {
                 } else {
                     WeightLayout::KxN
                 };
-                let packed =
-                    PackedBF32::new(k, nn, b.view::<f32>().map_err(|e| e.to_string())?, layout)
-                        .map_err(|e| e.to_string())?;
+                let packed = gemm_weights(
+                    k,
+                    nn,
+                    b.view::<f32>().map_err(|e| e.to_string())?,
+                    layout,
+                    bf16,
+                )?;
                 let bias = match g.operand(n, 2) {
                     None => None,
                     Some(_) => {
@@ -120,13 +155,13 @@ impl F32Node {
                     return Err("only 2-D constant f32 MatMul weights have an fp32 kernel".into());
                 }
                 let (k, nn) = (b.shape()[0], b.shape()[1]);
-                let packed = PackedBF32::new(
+                let packed = gemm_weights(
                     k,
                     nn,
                     b.view::<f32>().map_err(|e| e.to_string())?,
                     WeightLayout::KxN,
-                )
-                .map_err(|e| e.to_string())?;
+                    bf16,
+                )?;
                 Ok(Some(F32Node::Gemm {
                     kernel,
                     packed,
@@ -140,10 +175,47 @@ impl F32Node {
     }
 
     pub fn describe(&self) -> String {
+        let how = |k: &Kernel| {
+            if k.has_bf16_dot() {
+                "vdpbf16ps"
+            } else {
+                "emulated: this CPU or OCTET_ISA lacks AVX512-BF16"
+            }
+        };
         match self {
-            F32Node::Conv { .. } => "conv2d_f32 im2col+gemm".into(),
-            F32Node::Gemm { .. } => "gemm_f32".into(),
+            F32Node::Conv {
+                packed: ConvWeights::F32(_),
+                ..
+            } => "conv2d_f32 im2col+gemm".into(),
+            F32Node::Gemm {
+                packed: GemmWeights::F32(_),
+                ..
+            } => "gemm_f32".into(),
+            F32Node::Conv {
+                packed: ConvWeights::Bf16(_),
+                kernel,
+                ..
+            } => format!("conv2d_bf16 ({})", how(kernel)),
+            F32Node::Gemm {
+                packed: GemmWeights::Bf16(_),
+                kernel,
+                ..
+            } => format!("gemm_bf16 ({})", how(kernel)),
         }
+    }
+
+    /// Runs with bf16 operands.
+    pub fn is_bf16(&self) -> bool {
+        matches!(
+            self,
+            F32Node::Conv {
+                packed: ConvWeights::Bf16(_),
+                ..
+            } | F32Node::Gemm {
+                packed: GemmWeights::Bf16(_),
+                ..
+            }
+        )
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -206,15 +278,15 @@ impl F32Node {
                 };
                 let (oh, ow) = geom.out_size(h, w).map_err(|e| e.to_string())?;
                 let mut out = pool.tensor(DType::F32, &[nb, oh, ow, *c_out]);
-                conv2d_f32(
-                    kernel,
-                    data,
-                    (nb, h, w),
-                    packed,
-                    bias.as_deref(),
-                    relu,
-                    out.view_mut::<f32>().unwrap(),
-                )
+                let ov = out.view_mut::<f32>().unwrap();
+                match packed {
+                    ConvWeights::F32(p) => {
+                        conv2d_f32(kernel, data, (nb, h, w), p, bias.as_deref(), relu, ov)
+                    }
+                    ConvWeights::Bf16(p) => {
+                        conv2d_bf16(kernel, data, (nb, h, w), p, bias.as_deref(), relu, ov)
+                    }
+                }
                 .map_err(|e| e.to_string())?;
                 if let Some(t) = converted {
                     pool.give(t);
@@ -243,8 +315,15 @@ impl F32Node {
                 *shape.last_mut().unwrap() = *n;
                 let mut out = pool.tensor(DType::F32, &shape);
                 let ov = out.view_mut::<f32>().map_err(|e| e.to_string())?;
-                gemm_f32(kernel, m, xv, *k, packed, bias.as_deref(), relu, ov, *n)
-                    .map_err(|e| e.to_string())?;
+                match packed {
+                    GemmWeights::F32(p) => {
+                        gemm_f32(kernel, m, xv, *k, p, bias.as_deref(), relu, ov, *n)
+                    }
+                    GemmWeights::Bf16(p) => {
+                        gemm_bf16(kernel, m, xv, *k, p, bias.as_deref(), relu, ov, *n)
+                    }
+                }
+                .map_err(|e| e.to_string())?;
                 Ok(out)
             }
         }

@@ -499,11 +499,11 @@ impl Engine {
                     }
                     Ok(None) => match fp32::F32Node::build(g, n, kernel) {
                         Ok(Some(k)) => {
-                            nodes.push(NodeReport::fp32(
-                                node,
-                                k.describe(),
-                                k.kernel().isa().name(),
-                            ));
+                            nodes.push(if k.is_bf16() {
+                                NodeReport::bf16(node, k.describe(), k.kernel().isa().name())
+                            } else {
+                                NodeReport::fp32(node, k.describe(), k.kernel().isa().name())
+                            });
                             let mut relu = false;
                             if let Some((r, _)) = only_consumer(g, Outlet::new(n, 0), &graph_outs) {
                                 if matches!(g.node(r).op, Op::Unary(UnaryOp::Relu)) {
@@ -513,7 +513,8 @@ impl Engine {
                                     op_label.push_str("+Relu");
                                 }
                             }
-                            (Kind::F32 { node: k, relu }, "fp32")
+                            let exec = if k.is_bf16() { "bf16" } else { "fp32" };
+                            (Kind::F32 { node: k, relu }, exec)
                         }
                         Ok(None) => match native::NativeOp::build(g, n) {
                             Some(native::NativeOp::Softmax)

@@ -8,8 +8,8 @@ use std::fmt;
 pub struct NodeReport {
     pub node: String,
     pub op: String,
-    /// "int8", "fp32" (float SIMD kernel), "native" (engine implementation of a non-GEMM op)
-    /// or "reference".
+    /// "int8", "bf16" (bf16 SIMD kernel), "fp32" (float SIMD kernel), "native" (engine
+    /// implementation of a non-GEMM op) or "reference".
     pub exec: &'static str,
     /// Kernel description, e.g. "conv2d_u8s8 im2col+gemm".
     pub kernel: String,
@@ -37,6 +37,16 @@ impl NodeReport {
             kernel,
             isa,
             reason: "float node (not quantized)".into(),
+        }
+    }
+    pub fn bf16(n: &Node, kernel: String, isa: &'static str) -> Self {
+        NodeReport {
+            node: n.name.clone(),
+            op: n.op.name().to_string(),
+            exec: "bf16",
+            kernel,
+            isa,
+            reason: "precision map: bf16".into(),
         }
     }
     pub fn native(n: &Node, kernel: &str, isa: &'static str) -> Self {
@@ -101,6 +111,9 @@ impl Report {
     }
     pub fn int8_count(&self) -> usize {
         self.nodes.iter().filter(|r| r.exec == "int8").count()
+    }
+    pub fn bf16_count(&self) -> usize {
+        self.nodes.iter().filter(|r| r.exec == "bf16").count()
     }
 }
 
