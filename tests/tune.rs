@@ -66,6 +66,15 @@ fn data(n: usize, seed: u64) -> Vec<(String, Tensor)> {
 }
 
 fn run_tune(g: &Graph, strategy: Strategy, max_trials: usize) -> tuner::TuneResult {
+    run_tune_with(g, strategy, max_trials, true)
+}
+
+fn run_tune_with(
+    g: &Graph,
+    strategy: Strategy,
+    max_trials: usize,
+    bf16: bool,
+) -> tuner::TuneResult {
     let calib = data(64, 11);
     let eval_set = data(128, 99);
     let shapes = vec![("x".to_string(), vec![128, 8])];
@@ -93,6 +102,7 @@ fn run_tune(g: &Graph, strategy: Strategy, max_trials: usize) -> tuner::TuneResu
         threads: None,
         eval_shapes: shapes,
         verbose: true,
+        bf16,
     };
     tuner::tune(g, &calib, &eval, opts).unwrap()
 }
@@ -213,6 +223,7 @@ fn digits_default_config_passes_at_trial_one() {
             threads: None,
             eval_shapes: vec![("input".into(), vec![500, 1, 16, 16])],
             verbose: true,
+            bf16: true,
         },
     )
     .unwrap();
@@ -329,4 +340,60 @@ fn exhaustive_finds_the_smallest_fallback_and_conservative_reports_failure() {
     // Conservative enables whole op types: all three nodes are Gemm, so no mixed model exists.
     let r = run_tune(&g, Strategy::Conservative, 100);
     assert!(!r.met);
+}
+
+#[test]
+fn fallback_goes_to_bf16_before_fp32_where_the_cpu_has_it() {
+    let g = outlier_model();
+    let native = octet_kernels::Kernel::best().is_ok_and(|k| k.has_bf16_dot());
+    let with = run_tune_with(&g, Strategy::Sensitivity, 100, true);
+    let without = run_tune_with(&g, Strategy::Sensitivity, 100, false);
+    assert!(with.met && without.met);
+    let (b, n) = (with.best_trial(), without.best_trial());
+    println!(
+        "bf16 allowed (CPU has vdpbf16ps: {native}): fp32 {:?}, bf16 {:?}, cosine {:.5}; bf16 off: fp32 {:?}, cosine {:.5}",
+        b.fp32_nodes, b.bf16_nodes, b.accuracy, n.fp32_nodes, n.accuracy
+    );
+    assert!(n.bf16_nodes.is_empty() && !n.fp32_nodes.is_empty());
+    if native {
+        assert!(b.fp32_nodes.is_empty(), "{:?}", b.fp32_nodes);
+        assert!(!b.bf16_nodes.is_empty());
+        // The tuned graph runs those nodes on the bf16 kernel.
+        let mut bg = with.best_graph.clone();
+        octet::prepare::prepare(&mut bg, &[("x".into(), vec![16, 8])]).unwrap();
+        let e = octet::prepare::engine(bg, None).unwrap();
+        assert_eq!(
+            e.report().bf16_count(),
+            b.bf16_nodes.len(),
+            "{}",
+            e.report()
+        );
+    } else {
+        println!("this CPU lacks AVX512-BF16: nodes fall back to fp32 only");
+        assert!(b.bf16_nodes.is_empty());
+    }
+}
+
+#[test]
+fn basic_tries_recipes_per_op_type_and_dynamic_matmuls() {
+    let g = outlier_model();
+    let r = run_tune(&g, Strategy::Basic, 100);
+    let changes: Vec<&str> = r.trials.iter().map(|t| t.change.as_str()).collect();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("recipe for Gemm: calibration")),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.starts_with("recipe for Gemm: symmetric activations")),
+        "{changes:?}"
+    );
+    assert!(
+        changes.iter().any(|c| c.contains("to dynamic int8")),
+        "{changes:?}"
+    );
+    assert!(r.met);
 }

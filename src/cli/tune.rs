@@ -46,6 +46,10 @@ pub struct TuneArgs {
     pub output: PathBuf,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Never fall back to bf16 (by default nodes fall back to bf16 before fp32 when the CPU has
+    /// AVX512-BF16).
+    #[arg(long)]
+    pub no_bf16: bool,
     /// Less output (no per-trial lines).
     #[arg(long, short)]
     pub quiet: bool,
@@ -148,6 +152,7 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<()> {
         threads: a.threads,
         eval_shapes,
         verbose: !a.quiet,
+        bf16: !a.no_bf16,
     };
     let r = tuner::tune(&g, &calib, &eval, opts)?;
     println!("{}", r.summary(metric.name(), &criterion));

@@ -74,7 +74,8 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    fn over(&self, base: &Recipe) -> Recipe {
+    /// These overrides on top of `base`'s.
+    pub fn over(&self, base: &Recipe) -> Recipe {
         Recipe {
             calib_method: self.calib_method.or(base.calib_method),
             per_channel: self.per_channel.or(base.per_channel),

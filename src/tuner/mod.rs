@@ -8,8 +8,10 @@
 //! cheap. The result is the best model found, a log line per trial, and a [`QuantConfig`] that
 //! `octet quantize --config` turns back into the identical model.
 //!
-//! Not yet in the space: bf16 per-node precision (needs the AVX512-BF16 kernels) and
-//! static-vs-dynamic per MatMul; symmetric activations are tried as a preset (tensorflow).
+//! The space: per node, int8 (static), dynamic int8 (MatMul/Gemm: activations quantized at run
+//! time), bf16 (where the CPU has AVX512-BF16, unless disabled) and fp32; per op type and per
+//! node, the recipe (calibration method, per-tensor / per-channel weights, symmetric
+//! activations). Strategies choose the order (see [`strategy`]).
 
 pub mod metric;
 pub mod strategy;
@@ -102,6 +104,20 @@ pub struct TuneOptions {
     pub eval_shapes: Vec<(String, Vec<usize>)>,
     /// Print a line per trial to stderr.
     pub verbose: bool,
+    /// Let nodes fall back to bf16 before fp32 (only where the CPU runs `vdpbf16ps`).
+    pub bf16: bool,
+}
+
+impl TuneOptions {
+    /// The precision a node falls back to first: bf16 when allowed and the CPU has it natively.
+    pub fn fallback_precision(&self) -> Precision {
+        let native = octet_kernels::Kernel::best().is_ok_and(|k| k.has_bf16_dot());
+        if self.bf16 && native {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        }
+    }
 }
 
 /// One evaluated candidate.
@@ -114,6 +130,9 @@ pub struct Trial {
     pub latency_ms: f64,
     pub passed: bool,
     pub fp32_nodes: Vec<String>,
+    pub bf16_nodes: Vec<String>,
+    /// MatMul/Gemm nodes quantized dynamically (activations at run time).
+    pub dynamic_nodes: Vec<String>,
     #[serde(skip)]
     pub config: QuantConfig,
 }
@@ -141,7 +160,7 @@ impl TuneResult {
         let b = self.best_trial();
         let speedup = self.baseline_latency_ms / b.latency_ms.max(1e-9);
         let mut s = format!(
-            "fp32 baseline {metric} {:.4} ({:.2} ms/batch); best int8 {metric} {:.4} (relative loss {:.2}%), {:.2} ms/batch, {:.2}x fp32; {} of {} trials in {:.1} s; {} node(s) left in fp32{}",
+            "fp32 baseline {metric} {:.4} ({:.2} ms/batch); best int8 {metric} {:.4} (relative loss {:.2}%), {:.2} ms/batch, {:.2}x fp32; {} of {} trials in {:.1} s; {} node(s) left in fp32{}{}{}",
             self.baseline,
             self.baseline_latency_ms,
             b.accuracy,
@@ -152,7 +171,9 @@ impl TuneResult {
             self.trials.len(),
             self.elapsed.as_secs_f64(),
             b.fp32_nodes.len(),
-            if b.fp32_nodes.is_empty() { String::new() } else { format!(": {}", b.fp32_nodes.join(", ")) }
+            if b.fp32_nodes.is_empty() { String::new() } else { format!(": {}", b.fp32_nodes.join(", ")) },
+            if b.bf16_nodes.is_empty() { String::new() } else { format!("; {} in bf16: {}", b.bf16_nodes.len(), b.bf16_nodes.join(", ")) },
+            if b.dynamic_nodes.is_empty() { String::new() } else { format!("; {} dynamic int8: {}", b.dynamic_nodes.len(), b.dynamic_nodes.join(", ")) }
         );
         if !self.met {
             s.push_str(&format!(
@@ -226,8 +247,12 @@ impl<'a> Tuner<'a> {
 
     /// Build the model for `cfg` (quantize from the cached table).
     pub fn build(&mut self, cfg: &QuantConfig) -> Result<Graph, TuneError> {
-        let table = self.table(cfg.calib_method)?;
-        let (g, _) = quantizer::quantize_static_with_table(self.graph, &table, cfg)?;
+        let tables = cfg
+            .calib_methods()
+            .into_iter()
+            .map(|m| self.table(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (g, _) = quantizer::quantize_static_with_tables(self.graph, &tables, cfg)?;
         Ok(g)
     }
 
@@ -271,13 +296,17 @@ impl<'a> Tuner<'a> {
         let accuracy = (self.eval)(&engine).map_err(TuneError::Eval)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
         let passed = self.opts.criterion.passes(self.baseline, accuracy);
-        let fp32_nodes: Vec<String> = cfg
-            .precision
-            .iter()
-            .filter(|(_, p)| **p == Precision::Fp32)
-            .map(|(n, _)| n.clone())
-            .chain(cfg.exclude_nodes.iter().cloned())
-            .collect();
+        let with = |want: Precision| -> Vec<String> {
+            cfg.precision
+                .iter()
+                .filter(|(_, p)| **p == want)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        let mut fp32_nodes = with(Precision::Fp32);
+        fp32_nodes.extend(cfg.exclude_nodes.iter().cloned());
+        let bf16_nodes = with(Precision::Bf16);
+        let dynamic_nodes = with(Precision::Dynamic);
         let t = Trial {
             index: self.trials.len() + 1,
             change: change.to_string(),
@@ -285,6 +314,8 @@ impl<'a> Tuner<'a> {
             latency_ms,
             passed,
             fp32_nodes,
+            bf16_nodes,
+            dynamic_nodes,
             config: cfg.clone(),
         };
         if self.opts.verbose {
@@ -379,8 +410,15 @@ pub fn tune(
             a.accuracy < b.accuracy
         }
     };
-    // Best: the first passing trial with the fewest fp32 nodes (ties: better accuracy); else the
-    // most accurate trial.
+    // Best: the passing trial with the fewest fp32, then bf16, then dynamic nodes (ties: better
+    // accuracy); else the most accurate trial.
+    let cost = |t: &Trial| {
+        (
+            t.fp32_nodes.len(),
+            t.bf16_nodes.len(),
+            t.dynamic_nodes.len(),
+        )
+    };
     let mut best: Option<usize> = None;
     for (i, tr) in t.trials.iter().enumerate() {
         if !tr.passed {
@@ -390,9 +428,7 @@ pub fn tune(
             None => i,
             Some(b) => {
                 let bt = &t.trials[b];
-                if tr.fp32_nodes.len() < bt.fp32_nodes.len()
-                    || (tr.fp32_nodes.len() == bt.fp32_nodes.len() && better(tr, bt))
-                {
+                if cost(tr) < cost(bt) || (cost(tr) == cost(bt) && better(tr, bt)) {
                     i
                 } else {
                     b

@@ -1,19 +1,22 @@
 //! Tuning strategies: the order in which candidate configurations are tried.
 //!
 //! - `basic` (Intel Neural Compressor's reference order): the default int8 config; op-type-wise
-//!   recipe tuning (calibration method, per-channel weights, symmetric activations); per-node
-//!   fallback to fp32, one node at a time; accumulated fallback in the order of the accuracy each
-//!   single fallback reached.
+//!   recipe tuning (per op type: calibration method, per-channel weights, symmetric activations;
+//!   the best recipe per op type is kept); per-node fallback, one node at a time (a MatMul/Gemm
+//!   first tries dynamic int8, then the node and its int8 consumers fall back to bf16 where the
+//!   CPU has it, else fp32); accumulated fallback in the order of the accuracy each single
+//!   fallback reached (bf16 first, then again in fp32).
 //! - `sensitivity`: one pass measures every node's quantization error (normalised MSE between
 //!   the fp32 model's value and the int8 model's dequantized value at the node's output, on the
-//!   calibration data); then nodes fall back greedily from the most sensitive. Fewest trials.
+//!   calibration data); then nodes fall back greedily from the most sensitive (bf16 first where
+//!   available, then fp32). Fewest trials.
 //! - `conservative`: start all fp32, enable op types one at a time (Conv, Gemm, MatMul, the rest),
 //!   keeping each that still meets the goal.
 //! - `exhaustive`: every subset of fp32 fallbacks, smallest first (small spaces only).
 
 use super::{TuneError, Tuner};
 use crate::calibrate::CalibAlgorithm;
-use crate::quantizer::{Precision, QuantConfig};
+use crate::quantizer::{Precision, QuantConfig, Recipe};
 use octet_ir::{Graph, Op, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -94,12 +97,29 @@ fn union(units: &[Vec<String>]) -> Vec<String> {
     v
 }
 
-fn with_fp32(base: &QuantConfig, nodes: &[String]) -> QuantConfig {
+fn with_precision(base: &QuantConfig, nodes: &[String], p: Precision) -> QuantConfig {
     let mut c = base.clone();
     for n in nodes {
-        c.precision.insert(n.clone(), Precision::Fp32);
+        c.precision.insert(n.clone(), p);
     }
     c
+}
+
+fn with_fp32(base: &QuantConfig, nodes: &[String]) -> QuantConfig {
+    with_precision(base, nodes, Precision::Fp32)
+}
+
+/// The fallback precisions to try, in order: bf16 (when available), then fp32.
+fn fallbacks(t: &Tuner) -> Vec<Precision> {
+    match t.opts.fallback_precision() {
+        Precision::Bf16 => vec![Precision::Bf16, Precision::Fp32],
+        _ => vec![Precision::Fp32],
+    }
+}
+
+fn is_matmul(g: &Graph, name: &str) -> bool {
+    g.find(name)
+        .is_some_and(|n| matches!(g.node(n).op, Op::Gemm { .. } | Op::MatMul))
 }
 
 /// Returns Ok(true) when a trial passed (stop), Ok(false) to continue.
@@ -120,44 +140,73 @@ macro_rules! try_trial {
     };
 }
 
-fn recipes(base: &QuantConfig) -> Vec<(String, QuantConfig)> {
+/// Op types of the quantizable nodes, in graph order.
+fn op_types(g: &Graph) -> Vec<String> {
+    let mut v: Vec<String> = vec![];
+    for n in quantizable(g) {
+        if let Some(i) = g.find(&n) {
+            let o = g.node(i).op.name().to_string();
+            if !v.contains(&o) {
+                v.push(o);
+            }
+        }
+    }
+    v
+}
+
+/// Recipe variants for one op type of `base`: other calibration methods, the other weight
+/// granularity, symmetric activations.
+fn recipes(base: &QuantConfig, op: &str) -> Vec<(String, QuantConfig)> {
+    let cur = base.recipe("", op);
+    let method = cur.calib_method.unwrap_or(base.calib_method);
+    let per_channel = cur.per_channel.unwrap_or(base.per_channel);
     let mut v = vec![];
+    let mut push = |what: String, r: Recipe| {
+        let mut c = base.clone();
+        c.op_recipes.insert(op.to_string(), r.over(&cur));
+        v.push((format!("recipe for {op}: {what}"), c));
+    };
     for m in [
         CalibAlgorithm::Entropy,
         CalibAlgorithm::Percentile,
         CalibAlgorithm::Mse,
     ] {
-        if m != base.calib_method {
-            v.push((
-                format!("recipe: calibration {}", m.name()),
-                QuantConfig {
-                    calib_method: m,
-                    ..base.clone()
+        if m != method {
+            push(
+                format!("calibration {}", m.name()),
+                Recipe {
+                    calib_method: Some(m),
+                    ..Default::default()
                 },
-            ));
+            );
         }
     }
-    v.push((
+    push(
         format!(
-            "recipe: per-{} weights",
-            if base.per_channel {
-                "tensor"
-            } else {
-                "channel"
-            }
+            "per-{} weights",
+            if per_channel { "tensor" } else { "channel" }
         ),
-        QuantConfig {
-            per_channel: !base.per_channel,
-            ..base.clone()
+        Recipe {
+            per_channel: Some(!per_channel),
+            ..Default::default()
         },
-    ));
+    );
+    if cur.symmetric_activations != Some(true) {
+        push(
+            "symmetric activations".into(),
+            Recipe {
+                symmetric_activations: Some(true),
+                ..Default::default()
+            },
+        );
+    }
     v
 }
 
 fn basic(t: &mut Tuner) -> Result<(), TuneError> {
     let base = t.opts.base.clone();
     try_trial!(t, "default int8 config", &base);
-    // Op-type-wise recipe tuning: keep the best recipe as the new base.
+    // Op-type-wise recipe tuning: per op type, keep the recipe that improves accuracy most.
     let mut best_cfg = base.clone();
     let mut best_acc = t
         .trials
@@ -165,31 +214,45 @@ fn basic(t: &mut Tuner) -> Result<(), TuneError> {
         .map(|x| x.accuracy)
         .unwrap_or(f64::NEG_INFINITY);
     let hib = t.opts.criterion.higher_is_better;
-    for (change, cfg) in recipes(&base) {
-        try_trial!(t, &change, &cfg);
-        let acc = t.trials.last().unwrap().accuracy;
-        if (hib && acc > best_acc) || (!hib && acc < best_acc) {
-            best_acc = acc;
-            best_cfg = cfg;
+    for op in op_types(t.graph) {
+        let start = best_cfg.clone();
+        for (change, cfg) in recipes(&start, &op) {
+            try_trial!(t, &change, &cfg);
+            let acc = t.trials.last().unwrap().accuracy;
+            if (hib && acc > best_acc) || (!hib && acc < best_acc) {
+                best_acc = acc;
+                best_cfg = cfg;
+            }
         }
     }
-    // Per-node fallback, one unit at a time (the node and the int8 consumers of its output).
+    // Per-node fallback, one unit at a time (the node and the int8 consumers of its output);
+    // a MatMul/Gemm first tries dynamic quantization of its own activation.
+    let fb = fallbacks(t);
     let nodes = quantizable(t.graph);
     let mut single: Vec<(Vec<String>, f64)> = vec![];
     for n in &nodes {
+        if is_matmul(t.graph, n) {
+            try_trial!(
+                t,
+                &format!("{n} to dynamic int8 (activation quantized at run time)"),
+                &with_precision(&best_cfg, std::slice::from_ref(n), Precision::Dynamic)
+            );
+        }
         let u = unit(t.graph, n);
         let what = if u.len() > 1 {
             format!(
-                "fallback {n} to fp32 (with its consumers {})",
+                "fallback {n} to {} (with its consumers {})",
+                fb[0].name(),
                 u[1..].join(", ")
             )
         } else {
-            format!("fallback {n} to fp32")
+            format!("fallback {n} to {}", fb[0].name())
         };
-        try_trial!(t, &what, &with_fp32(&best_cfg, &u));
+        try_trial!(t, &what, &with_precision(&best_cfg, &u, fb[0]));
         single.push((u, t.trials.last().unwrap().accuracy));
     }
-    // Accumulated fallback in the order of the accuracy each single fallback reached.
+    // Accumulated fallback in the order of the accuracy each single fallback reached, in each
+    // fallback precision (bf16, then fp32).
     single.sort_by(|a, b| {
         if hib {
             b.1.partial_cmp(&a.1).unwrap()
@@ -197,17 +260,27 @@ fn basic(t: &mut Tuner) -> Result<(), TuneError> {
             a.1.partial_cmp(&b.1).unwrap()
         }
     });
-    for k in 2..=single.len() {
-        let units: Vec<Vec<String>> = single[..k].iter().map(|(u, _)| u.clone()).collect();
-        let acc = union(&units);
-        if acc.len() >= nodes.len() {
-            break; // everything in fp32 is not a quantized model
+    for &p in &fb {
+        for k in 1..=single.len() {
+            if k == 1 && p == fb[0] {
+                continue; // tried above
+            }
+            let units: Vec<Vec<String>> = single[..k].iter().map(|(u, _)| u.clone()).collect();
+            let acc = union(&units);
+            if acc.len() >= nodes.len() && p == Precision::Fp32 {
+                break; // everything in fp32 is not a quantized model
+            }
+            try_trial!(
+                t,
+                &format!(
+                    "accumulated fallback of {} units to {} ({})",
+                    k,
+                    p.name(),
+                    acc.join(", ")
+                ),
+                &with_precision(&best_cfg, &acc, p)
+            );
         }
-        try_trial!(
-            t,
-            &format!("accumulated fallback of {} units ({})", k, acc.join(", ")),
-            &with_fp32(&best_cfg, &acc)
-        );
     }
     Ok(())
 }
@@ -325,19 +398,22 @@ fn sensitivity(t: &mut Tuner) -> Result<(), TuneError> {
             top.join(", ")
         ));
     }
-    let mut units: Vec<Vec<String>> = vec![];
-    for (n, e) in &ranked {
-        units.push(unit(t.graph, n));
-        let fallback = union(&units);
-        try_trial!(
-            t,
-            &format!(
-                "fallback {} most sensitive (+{n}, error {e:.2e}): fp32 {}",
-                units.len(),
-                fallback.join(", ")
-            ),
-            &with_fp32(&base, &fallback)
-        );
+    for p in fallbacks(t) {
+        let mut units: Vec<Vec<String>> = vec![];
+        for (n, e) in &ranked {
+            units.push(unit(t.graph, n));
+            let fallback = union(&units);
+            try_trial!(
+                t,
+                &format!(
+                    "fallback {} most sensitive (+{n}, error {e:.2e}): {} {}",
+                    units.len(),
+                    p.name(),
+                    fallback.join(", ")
+                ),
+                &with_precision(&base, &fallback, p)
+            );
+        }
     }
     Ok(())
 }
