@@ -4,7 +4,8 @@
 
 use crate::frontend::onnx;
 use crate::passes::{
-    bind_shapes::BindShapes, fold_constants::FoldConstants, run_pipeline, PassError,
+    bf16_casts::FoldBf16Casts, bind_shapes::BindShapes, fold_constants::FoldConstants,
+    run_pipeline, PassError,
 };
 use octet_ir::{Graph, Tensor};
 use std::path::Path;
@@ -29,12 +30,13 @@ pub fn load(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<onnx::Model,
     Ok(m)
 }
 
-/// Bind shapes and fold constants on an imported graph.
+/// Bind shapes and fold constants on an imported graph (and read bf16 nodes back from their
+/// ONNX Cast form, see `passes::bf16_casts`).
 pub fn prepare(g: &mut Graph, shapes: &[(String, Vec<usize>)]) -> Result<(), PassError> {
     let bind = BindShapes {
         shapes: shapes.to_vec(),
     };
-    run_pipeline(g, &[&bind, &FoldConstants], true)
+    run_pipeline(g, &[&bind, &FoldConstants, &FoldBf16Casts], true)
 }
 
 /// Names of the graph inputs, in order.

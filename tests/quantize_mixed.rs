@@ -132,6 +132,20 @@ fn mixed_config_quantizes_each_node_its_own_way() {
     println!("bf16 node: engine vs reference max abs diff {d:.3e} (max {m:.3})");
     assert!(d <= 0.05 * m, "{d} vs {m}");
 
+    // Through an ONNX file (bf16 as Cast<f32>(Cast<bf16>(x)) with bf16-exact weights) and back:
+    // the bf16 node is read back as bf16 and the outputs are identical.
+    let dir = std::env::temp_dir().join(format!("octet-mixed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mixed.onnx");
+    quantizer::export_onnx::write_onnx(&q, &path).unwrap();
+    let back = octet::prepare::load(&path, &[("input".into(), x.shape().to_vec())])
+        .unwrap()
+        .graph;
+    let eb = octet::prepare::engine(back, Some(1)).unwrap();
+    assert_eq!(eb.report().bf16_count(), 1, "{}", eb.report());
+    assert_eq!(eb.run(&feeds).unwrap().remove(0).1, got);
+    std::fs::remove_dir_all(&dir).ok();
+
     // The JSON config reproduces the model exactly.
     let back = QuantConfig::from_json(&cfg.to_json()).unwrap();
     assert_eq!(back, cfg);

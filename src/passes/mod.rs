@@ -2,6 +2,7 @@
 //! form. The pipeline is data: a list of passes run in order by [`run_pipeline`], which checks
 //! the graph with the verifier after every pass in debug builds and tests (or when asked).
 
+pub mod bf16_casts;
 pub mod bind_shapes;
 pub mod fold_batchnorm;
 pub mod fold_constants;

@@ -452,6 +452,12 @@ pub fn export_model(g: &Graph) -> Result<ModelProto, ExportError> {
 
 /// Encode `g` as ONNX bytes.
 pub fn to_bytes(g: &Graph) -> Result<Vec<u8>, ExportError> {
+    if g.g.node_weights().any(|n| n.bf16) {
+        // bf16 nodes as standard ONNX: Cast pair on the input, bf16-exact weights.
+        let mut g = g.clone();
+        crate::passes::bf16_casts::to_casts(&mut g);
+        return Ok(export_model(&g)?.encode_to_vec());
+    }
     Ok(export_model(g)?.encode_to_vec())
 }
 
