@@ -61,6 +61,13 @@ pub enum NativeOp {
     },
     Binary(BinaryOp),
     Erf,
+    /// ReduceSum / ReduceMean of f32 over one axis (`[outer, n, inner] -> [outer, inner]`),
+    /// summed in f64 like the reference, rounded once.
+    ReduceAxis {
+        axis: usize,
+        mean: bool,
+        keepdims: bool,
+    },
     Softmax,
     LayerNorm {
         gamma: Vec<f32>,
@@ -244,6 +251,24 @@ impl NativeOp {
                 if f32_in && in_dtype(g, n, 1) == Some(DType::F32) =>
             {
                 NativeOp::Binary(*b)
+            }
+            Op::Reduce {
+                op: op @ (octet_ir::ReduceOp::Sum | octet_ir::ReduceOp::Mean),
+                keepdims,
+                ..
+            } if f32_in => {
+                let r = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank();
+                let axes = g.const_operand(n, 1)?.to_i64_vec();
+                let [a] = axes.as_slice() else { return None };
+                let axis = if *a < 0 { *a + r as i64 } else { *a };
+                if !(0..r as i64).contains(&axis) {
+                    return None;
+                }
+                NativeOp::ReduceAxis {
+                    axis: axis as usize,
+                    mean: matches!(op, octet_ir::ReduceOp::Mean),
+                    keepdims: *keepdims,
+                }
             }
             Op::Softmax { axis, legacy } if f32_in => {
                 let r = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.rank() as i64;
@@ -437,6 +462,7 @@ impl NativeOp {
             NativeOp::Clip { .. } => "clip",
             NativeOp::Binary(_) => "binary f32 (broadcast)",
             NativeOp::Erf => "erf (simd)",
+            NativeOp::ReduceAxis { .. } => "reduce one axis f32 (f64 sums)",
             NativeOp::Softmax => "softmax_rows (simd)",
             NativeOp::LayerNorm { .. } => "layer_norm_rows (simd)",
             NativeOp::Reshape(_) => "reshape (view)",
@@ -465,6 +491,39 @@ impl NativeOp {
         let e = |e: octet_kernels::KernelError| e.to_string();
         let one = |t: Tensor| Ok(vec![t]);
         match self {
+            NativeOp::ReduceAxis {
+                axis,
+                mean,
+                keepdims,
+            } => {
+                let xv = x.view::<f32>().map_err(|e| e.to_string())?;
+                let s = x.shape();
+                let n = *s.get(*axis).ok_or("reduce axis out of range")?;
+                let outer: usize = s[..*axis].iter().product();
+                let inner: usize = s[*axis + 1..].iter().product();
+                let mut shape = s.to_vec();
+                if *keepdims {
+                    shape[*axis] = 1;
+                } else {
+                    shape.remove(*axis);
+                }
+                let mut out = pool.tensor(DType::F32, &shape);
+                let ov = out.view_mut::<f32>().unwrap();
+                let mut acc = vec![0f64; inner];
+                for o in 0..outer {
+                    acc.iter_mut().for_each(|a| *a = 0.0);
+                    for i in 0..n {
+                        let row = &xv[(o * n + i) * inner..(o * n + i + 1) * inner];
+                        for (a, &v) in acc.iter_mut().zip(row) {
+                            *a += v as f64;
+                        }
+                    }
+                    for (y, &a) in ov[o * inner..(o + 1) * inner].iter_mut().zip(&acc) {
+                        *y = if *mean { a / n as f64 } else { a } as f32;
+                    }
+                }
+                one(out)
+            }
             NativeOp::Quantize { scale, zp, signed } => {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 if *signed {

@@ -1,0 +1,58 @@
+//! Native engine implementations of ops outside the GEMM kernels, against the reference
+//! interpreter on the same graph.
+
+use octet_ir::{DType, Graph, Op, Outlet, ReduceOp, Tensor, ValueType};
+
+fn reduce_graph(op: ReduceOp, axes: &[i64], keepdims: bool) -> Graph {
+    let mut g = Graph::new();
+    let x = g.add_input("x", ValueType::fixed(DType::F32, &[2, 5, 3, 4]));
+    let a = g.add_const("axes", Tensor::from_vec(&[axes.len()], axes.to_vec()));
+    let r = g.add_node(
+        "reduce",
+        Op::Reduce {
+            op,
+            keepdims,
+            noop_with_empty_axes: false,
+        },
+        vec!["y".into()],
+    );
+    g.connect(Outlet::new(x, 0), r, 0);
+    g.connect(Outlet::new(a, 0), r, 1);
+    g.outputs.push(("y".into(), Outlet::new(r, 0)));
+    g.infer_types().unwrap();
+    g
+}
+
+#[test]
+fn reduce_sum_and_mean_over_one_axis_match_the_reference() {
+    let x: Vec<f32> = (0..120)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37 + 1e-3 * i as f32)
+        .collect();
+    let feeds = vec![("x".to_string(), Tensor::from_vec(&[2, 5, 3, 4], x))];
+    let mut native = 0;
+    for op in [ReduceOp::Sum, ReduceOp::Mean] {
+        for axes in [[0i64], [1], [2], [-1]] {
+            for keepdims in [false, true] {
+                let g = reduce_graph(op, &axes, keepdims);
+                let e = octet::engine::Engine::new(g.clone(), Some(1)).unwrap();
+                let st = e.steps();
+                assert!(
+                    st.iter()
+                        .any(|s| s.exec == "native" && s.op.starts_with("Reduce")),
+                    "{op:?} {axes:?}: {:?}",
+                    st.iter().map(|s| (&s.op, s.exec)).collect::<Vec<_>>()
+                );
+                native += 1;
+                let got = e.run(&feeds).unwrap().remove(0).1;
+                let want = octet::reference::run_graph(&g, &feeds).unwrap().remove(0).1;
+                assert_eq!(got.shape(), want.shape(), "{op:?} {axes:?} {keepdims}");
+                assert_eq!(
+                    got.view::<f32>().unwrap(),
+                    want.view::<f32>().unwrap(),
+                    "{op:?} {axes:?} {keepdims}"
+                );
+            }
+        }
+    }
+    println!("{native} native reductions identical to the reference");
+}
