@@ -837,49 +837,73 @@ fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool)
         }
         return Ok(out);
     }
+    match op {
+        BinaryOp::Add => broadcast_loop(|x, y| x + y, av, bv, a.shape(), b.shape(), &shape, ov),
+        BinaryOp::Sub => broadcast_loop(|x, y| x - y, av, bv, a.shape(), b.shape(), &shape, ov),
+        BinaryOp::Mul => broadcast_loop(|x, y| x * y, av, bv, a.shape(), b.shape(), &shape, ov),
+        _ => broadcast_loop(|x, y| x / y, av, bv, a.shape(), b.shape(), &shape, ov),
+    }
+    Ok(out)
+}
+
+/// `out = f(a, b)` with numpy broadcasting, one row of the last dimension at a time; `f` is
+/// monomorphised so each row loop vectorises.
+#[allow(clippy::too_many_arguments)]
+fn broadcast_loop<F: Fn(f32, f32) -> f32 + Copy>(
+    f: F,
+    av: &[f32],
+    bv: &[f32],
+    a_shape: &[usize],
+    b_shape: &[usize],
+    shape: &[usize],
+    ov: &mut [f32],
+) {
     let r = shape.len();
-    let sa = bstrides(a.shape(), &shape);
-    let sb = bstrides(b.shape(), &shape);
+    let sa = bstrides(a_shape, shape);
+    let sb = bstrides(b_shape, shape);
     let inner = shape[r - 1];
     let (ia, ib) = (sa[r - 1], sb[r - 1]);
     let mut idx = vec![0usize; r];
+    let (mut oa, mut ob) = (0usize, 0usize);
     for row in ov.chunks_mut(inner) {
-        let oa: usize = (0..r - 1).map(|d| idx[d] * sa[d]).sum();
-        let ob: usize = (0..r - 1).map(|d| idx[d] * sb[d]).sum();
         match (ia, ib) {
             (1, 1) => {
                 let (x, y) = (&av[oa..oa + inner], &bv[ob..ob + inner]);
-                for j in 0..inner {
-                    row[j] = apply(op, x[j], y[j]);
+                for ((o, &x), &y) in row.iter_mut().zip(x).zip(y) {
+                    *o = f(x, y);
                 }
             }
             (1, 0) => {
                 let (x, y) = (&av[oa..oa + inner], bv[ob]);
-                for j in 0..inner {
-                    row[j] = apply(op, x[j], y);
+                for (o, &x) in row.iter_mut().zip(x) {
+                    *o = f(x, y);
                 }
             }
             (0, 1) => {
                 let (x, y) = (av[oa], &bv[ob..ob + inner]);
-                for j in 0..inner {
-                    row[j] = apply(op, x, y[j]);
+                for (o, &y) in row.iter_mut().zip(y) {
+                    *o = f(x, y);
                 }
             }
             _ => {
                 for (j, o) in row.iter_mut().enumerate() {
-                    *o = apply(op, av[oa + j * ia], bv[ob + j * ib]);
+                    *o = f(av[oa + j * ia], bv[ob + j * ib]);
                 }
             }
         }
+        // Next row: advance the outer index and the operands' offsets incrementally.
         for d in (0..r.saturating_sub(1)).rev() {
             idx[d] += 1;
+            oa += sa[d];
+            ob += sb[d];
             if idx[d] < shape[d] {
                 break;
             }
+            oa -= sa[d] * shape[d];
+            ob -= sb[d] * shape[d];
             idx[d] = 0;
         }
     }
-    Ok(out)
 }
 
 fn transpose_typed<T: Copy>(src: &[T], dst: &mut [T], shape: &[usize], perm: &[usize]) {
