@@ -6,7 +6,7 @@
 use crate::passes::bind_shapes::parse_shape_arg;
 use crate::prepare;
 use crate::quantizer::{self, Approach, QuantConfig};
-use octet_ir::{DType, Dim, Tensor};
+use octet_ir::{DType, Dim, Op, Tensor};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -87,7 +87,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// The engine (compiled as `octet bench` / `octet profile` options say), the feeds, the mode
-/// ("fp32", "int8-static", "int8-dynamic") and the compile time in ms.
+/// ("fp32", "int8-static", "int8-dynamic", "pre-quantized") and the compile time in ms.
 pub struct Prepared {
     pub engine: crate::engine::Engine,
     pub feeds: Vec<(String, Tensor)>,
@@ -158,7 +158,20 @@ pub fn prepare_engine(a: &BenchArgs) -> anyhow::Result<Prepared> {
     let mode;
     let g = match (a.quantize.as_deref(), a.approach.as_deref(), a.fp32) {
         (None, None, _) | (None, Some("fp32"), _) => {
-            mode = "fp32";
+            // A model quantized elsewhere (QDQ / QOperator / dynamic) runs as it is.
+            let quantized = g.g.node_weights().any(|n| {
+                matches!(
+                    n.op,
+                    Op::QuantizeLinear { .. }
+                        | Op::DynamicQuantizeLinear
+                        | Op::QLinearConv(_)
+                        | Op::QLinearMatMul
+                        | Op::MatMulInteger
+                        | Op::ConvInteger(_)
+                        | Op::QGemm { .. }
+                )
+            });
+            mode = if quantized { "pre-quantized" } else { "fp32" };
             g
         }
         (Some(_), _, true) | (_, Some(_), true) => {
