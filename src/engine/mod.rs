@@ -122,6 +122,25 @@ fn const_f32(g: &Graph, o: Option<Outlet>) -> Option<Vec<f32>> {
     }
 }
 
+/// Match the dequantization after an integer MatMul `m`: `Cast(f32) -> Mul(., sm)` with `sm`
+/// itself a Mul (of scales). Returns (cast, mul, the cast's slot in mul, sm).
+fn match_cast_mul_mul(
+    g: &Graph,
+    m: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(NodeIndex, NodeIndex, usize, Outlet)> {
+    let (c, _) = only_consumer(g, Outlet::new(m, 0), outs)?;
+    if !matches!(g.node(c).op, Op::Cast { to: DType::F32 }) {
+        return None;
+    }
+    let (mul, slot) = only_consumer(g, Outlet::new(c, 0), outs)?;
+    if !matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let sm = g.operand(mul, 1 - slot)?;
+    matches!(g.node(sm.node).op, Op::Binary(BinaryOp::Mul)).then_some((c, mul, slot, sm))
+}
+
 /// Match `MatMulInteger(q, W, zp) -> Cast(f32) -> Mul(., Mul(s, w_scale)) [-> Add(bias)]` where
 /// (q, s, zp) come from one DynamicQuantizeLinear. Returns (nodes fused after `m`, final node,
 /// scale outlet, w_scale, bias).
@@ -148,18 +167,8 @@ fn match_dyn_matmul(
         return None;
     }
     let scale = Outlet::new(q.node, 1);
-    let (c, _) = only_consumer(g, Outlet::new(m, 0), outs)?;
-    if !matches!(g.node(c).op, Op::Cast { to: DType::F32 }) {
-        return None;
-    }
-    let (mul, slot) = only_consumer(g, Outlet::new(c, 0), outs)?;
-    if !matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
-        return None;
-    }
-    let sm = g.operand(mul, 1 - slot)?;
-    if !matches!(g.node(sm.node).op, Op::Binary(BinaryOp::Mul))
-        || only_consumer(g, sm, outs)? != (mul, 1 - slot)
-    {
+    let (c, mul, slot, sm) = match_cast_mul_mul(g, m, outs)?;
+    if only_consumer(g, sm, outs)? != (mul, 1 - slot) {
         return None;
     }
     let (s0, s1) = (g.operand(sm.node, 0)?, g.operand(sm.node, 1)?);
@@ -199,18 +208,7 @@ fn match_runtime_dequant(
     m: NodeIndex,
     outs: &HashSet<Outlet>,
 ) -> Option<(Vec<NodeIndex>, NodeIndex, [Outlet; 2])> {
-    let (c, _) = only_consumer(g, Outlet::new(m, 0), outs)?;
-    if !matches!(g.node(c).op, Op::Cast { to: DType::F32 }) {
-        return None;
-    }
-    let (mul, slot) = only_consumer(g, Outlet::new(c, 0), outs)?;
-    if !matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
-        return None;
-    }
-    let sm = g.operand(mul, 1 - slot)?;
-    if !matches!(g.node(sm.node).op, Op::Binary(BinaryOp::Mul)) {
-        return None;
-    }
+    let (c, mul, slot, sm) = match_cast_mul_mul(g, m, outs)?;
     let scalar = |o: Outlet| {
         g.ty(o).is_some_and(|t| {
             t.dtype == DType::F32

@@ -83,24 +83,54 @@ fn quantize_runtime_matmul(
     let out_name = g.value(out).name.clone();
     let da = dynamic_quantize(g, dql, a);
     let db = dynamic_quantize(g, dql, b);
-    // The scale product first, so that a topological order computes it before the MatMul
-    // (the engine then fuses the dequantization into the kernel).
+    let mul = integer_matmul(
+        g,
+        &name,
+        &out_name,
+        [
+            Outlet::new(da, 0),
+            Outlet::new(db, 0),
+            Outlet::new(da, 2),
+            Outlet::new(db, 2),
+        ],
+        [Outlet::new(da, 1), Outlet::new(db, 1)],
+        out_name.clone(),
+    );
+    g.replace_uses(out, Outlet::new(mul, 0));
+    for s in 0..2 {
+        disconnect(g, n, s);
+    }
+    g.remove_node(n);
+    Ok(())
+}
+
+/// `Mul(Cast<f32>(MatMulInteger(a, b, a_zp, b_zp)), Mul(a_scale, b_scale))` for node `name`
+/// (output `out_name`), the scale product added first so that a topological order computes it
+/// before the MatMul (the engine then fuses the dequantization into the kernel). Returns the
+/// final Mul, whose output is named `mul_out`.
+fn integer_matmul(
+    g: &mut Graph,
+    name: &str,
+    out_name: &str,
+    operands: [Outlet; 4],
+    [sa, sb]: [Outlet; 2],
+    mul_out: String,
+) -> NodeIndex {
     let smul = g.add_node(
         &format!("{name}_scales_mul"),
         Op::Binary(BinaryOp::Mul),
         vec![format!("{out_name}_scales_mul_output")],
     );
-    g.connect(Outlet::new(da, 1), smul, 0);
-    g.connect(Outlet::new(db, 1), smul, 1);
+    g.connect(sa, smul, 0);
+    g.connect(sb, smul, 1);
     let mmi = g.add_node(
         &format!("{name}_quant"),
         Op::MatMulInteger,
         vec![format!("{out_name}_output_quantized")],
     );
-    g.connect(Outlet::new(da, 0), mmi, 0);
-    g.connect(Outlet::new(db, 0), mmi, 1);
-    g.connect(Outlet::new(da, 2), mmi, 2);
-    g.connect(Outlet::new(db, 2), mmi, 3);
+    for (slot, o) in operands.into_iter().enumerate() {
+        g.connect(o, mmi, slot);
+    }
     let cast = g.add_node(
         &format!("{name}_output_quantized_cast"),
         Op::Cast { to: DType::F32 },
@@ -110,16 +140,11 @@ fn quantize_runtime_matmul(
     let mul = g.add_node(
         &format!("{name}_output_scale_mul"),
         Op::Binary(BinaryOp::Mul),
-        vec![out_name],
+        vec![mul_out],
     );
     g.connect(Outlet::new(cast, 0), mul, 0);
     g.connect(Outlet::new(smul, 0), mul, 1);
-    g.replace_uses(out, Outlet::new(mul, 0));
-    for s in 0..2 {
-        disconnect(g, n, s);
-    }
-    g.remove_node(n);
-    Ok(())
+    mul
 }
 
 /// Rewrite `g` in place; returns one report line per MatMul/Gemm/Conv (only those in `only`, if
@@ -253,40 +278,24 @@ pub fn quantize_dynamic_graph(
         }
         let ws = g.add_const(&format!("{wname}_scale"), st);
         let wz = g.add_const(&format!("{wname}_zero_point"), zt);
-        let mmi = g.add_node(
-            &format!("{name}_quant"),
-            Op::MatMulInteger,
-            vec![format!("{out_name}_output_quantized")],
-        );
-        g.connect(Outlet::new(d, 0), mmi, 0);
-        g.connect(Outlet::new(wq, 0), mmi, 1);
-        g.connect(Outlet::new(d, 2), mmi, 2);
-        g.connect(Outlet::new(wz, 0), mmi, 3);
-        let cast = g.add_node(
-            &format!("{name}_output_quantized_cast"),
-            Op::Cast { to: DType::F32 },
-            vec![format!("{out_name}_output_quantized_cast_output")],
-        );
-        g.connect(Outlet::new(mmi, 0), cast, 0);
-        let smul = g.add_node(
-            &format!("{name}_scales_mul"),
-            Op::Binary(BinaryOp::Mul),
-            vec![format!("{out_name}_scales_mul_output")],
-        );
-        g.connect(Outlet::new(d, 1), smul, 0);
-        g.connect(Outlet::new(ws, 0), smul, 1);
         let has_bias = bias.is_some();
-        let mul = g.add_node(
-            &format!("{name}_output_scale_mul"),
-            Op::Binary(BinaryOp::Mul),
-            vec![if has_bias {
+        let mul = integer_matmul(
+            g,
+            &name,
+            &out_name,
+            [
+                Outlet::new(d, 0),
+                Outlet::new(wq, 0),
+                Outlet::new(d, 2),
+                Outlet::new(wz, 0),
+            ],
+            [Outlet::new(d, 1), Outlet::new(ws, 0)],
+            if has_bias {
                 format!("{out_name}_output_scale_mul_output")
             } else {
                 out_name.clone()
-            }],
+            },
         );
-        g.connect(Outlet::new(cast, 0), mul, 0);
-        g.connect(Outlet::new(smul, 0), mul, 1);
         let mut last = Outlet::new(mul, 0);
         if let Some(b) = bias {
             let b = match (&bias_t, beta) {
