@@ -127,3 +127,59 @@ fn dynamic_exclusion_is_reported() {
     assert_eq!(n.precision, Precision::Fp32);
     assert_eq!(n.reason, "excluded by name");
 }
+
+#[test]
+fn smooth_quant_moves_activation_ranges_into_the_weights() {
+    let (g, data) = load_bert();
+    // The smoothing alone (no quantization) keeps the float model's outputs.
+    let targets = octet::passes::smooth_quant::targets(&g, &Default::default());
+    assert!(!targets.is_empty());
+    let outlets: Vec<_> = targets.iter().map(|(x, _)| *x).collect();
+    let stats = octet::calibrate::channels::channel_absmax(&g, &data, &outlets, 16).unwrap();
+    assert_eq!(stats.len(), targets.len());
+    let mut s = g.clone();
+    let smoothed = octet::passes::smooth_quant::smooth(&mut s, &targets, &stats, 0.5);
+    s.verify().unwrap();
+    let a = octet::reference::run_graph(&g, &data).unwrap();
+    let b = octet::reference::run_graph(&s, &data).unwrap();
+    let (d, m) = max_abs_diff(&a[0].1, &b[0].1);
+    println!(
+        "SmoothQuant: {} MatMuls smoothed over {} activations; float outputs differ by {d:.2e} (max {m:.2})",
+        smoothed.len(),
+        targets.len()
+    );
+    assert!(d <= 1e-4 * m.max(1.0), "{d}");
+
+    // Through the quantizer: the report names the smoothed nodes, accuracy holds.
+    let cfg = QuantConfig {
+        approach: Approach::Dynamic,
+        smooth_quant: Some(0.5),
+        quiet: true,
+        ..Default::default()
+    };
+    let (q, report) = quantizer::quantize_dynamic_with(&g, Some(&data), &cfg).unwrap();
+    let n = report
+        .nodes
+        .iter()
+        .filter(|l| l.reason.contains("SmoothQuant alpha 0.5"))
+        .count();
+    assert_eq!(n, smoothed.len(), "{report}");
+    let c = octet::reference::run_graph(&q, &data).unwrap();
+    let (mean, _) = per_token_cosine(&a[0].1, &c[0].1);
+    println!("tiny_bert dynamic int8 with SmoothQuant: per-token cosine {mean:.6}");
+    assert!(mean >= 0.995);
+
+    // Without calibration data it is a clear configuration error.
+    let e = quantizer::quantize_dynamic(&g, &cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("SmoothQuant needs calibration data"), "{e}");
+    let bad = QuantConfig {
+        smooth_quant: Some(1.5),
+        ..cfg
+    };
+    let e = quantizer::quantize_dynamic_with(&g, Some(&data), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside (0, 1]"), "{e}");
+}

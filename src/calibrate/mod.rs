@@ -7,6 +7,7 @@
 //! Memory: one observer per observed tensor per worker (a histogram is a fixed 2048 bins);
 //! activations are seen through `run_graph_with`'s callback and never stored.
 
+pub mod channels;
 pub mod data;
 
 pub use data::{check_calibration, read_calibration};

@@ -55,6 +55,10 @@ pub struct QuantizeArgs {
     /// Write the calibration table (JSON) here, for reuse.
     #[arg(long = "save-calib")]
     pub save_calib: Option<PathBuf>,
+    /// Dynamic quantization: SmoothQuant with migration strength ALPHA (e.g. 0.5), from the
+    /// per-channel activation ranges of --calib.
+    #[arg(long = "smooth-quant", value_name = "ALPHA")]
+    pub smooth_quant: Option<f32>,
     /// Fix an input's shape.
     #[arg(long = "shape", value_name = "NAME=DxD..")]
     pub shapes: Vec<String>,
@@ -114,6 +118,9 @@ fn config(a: &QuantizeArgs) -> anyhow::Result<QuantConfig> {
         }
         c.calib_batch_size = b;
     }
+    if let Some(alpha) = a.smooth_quant {
+        c.smooth_quant = Some(alpha);
+    }
     c.quiet |= a.quiet;
     Ok(c)
 }
@@ -137,8 +144,14 @@ pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
             quantizer::quantize_static(&g, &data, &cfg)
                 .with_context(|| format!("quantizing {}", a.model.display()))?
         }
-        Approach::Dynamic => quantizer::quantize_dynamic(&g, &cfg)
-            .with_context(|| format!("quantizing {}", a.model.display()))?,
+        Approach::Dynamic => {
+            let data = match &a.calib {
+                Some(path) => Some(calibrate::read_calibration(path)?),
+                None => None,
+            };
+            quantizer::quantize_dynamic_with(&g, data.as_deref(), &cfg)
+                .with_context(|| format!("quantizing {}", a.model.display()))?
+        }
     };
     if let (Some(p), Some(t)) = (&a.save_calib, &report.calibration) {
         crate::io::atomic::write_atomic(p, |f| {

@@ -8,6 +8,7 @@ pub mod fold_batchnorm;
 pub mod fold_constants;
 pub mod insert_qdq;
 pub mod qdq_to_qlinear;
+pub mod smooth_quant;
 
 use octet_ir::{Graph, IrError};
 

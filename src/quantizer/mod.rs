@@ -150,6 +150,10 @@ pub struct QuantConfig {
     pub fold_batchnorm: bool,
     /// Target has AVX512-VNNI; `None` = detect on this machine (`Isa::active()`).
     pub target_vnni: Option<bool>,
+    /// Dynamic quantization: SmoothQuant with this migration strength alpha (0..1, typically
+    /// 0.5) before quantizing, from per-channel activation maxima on the calibration data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smooth_quant: Option<f32>,
 }
 
 impl Default for QuantConfig {
@@ -170,6 +174,7 @@ impl Default for QuantConfig {
             quiet: false,
             fold_batchnorm: true,
             target_vnni: None,
+            smooth_quant: None,
         }
     }
 }
@@ -604,6 +609,16 @@ pub fn quantize_dynamic(
     graph: &Graph,
     cfg: &QuantConfig,
 ) -> Result<(Graph, QuantReport), QuantizeError> {
+    quantize_dynamic_with(graph, None, cfg)
+}
+
+/// Dynamic quantization with optional calibration data, which SmoothQuant
+/// (`cfg.smooth_quant`) needs for its per-channel activation maxima.
+pub fn quantize_dynamic_with(
+    graph: &Graph,
+    calib: Option<&[(String, Tensor)]>,
+    cfg: &QuantConfig,
+) -> Result<(Graph, QuantReport), QuantizeError> {
     let mut g = graph.clone();
     cfg.check(&g)?;
     let (_, weight) = cfg.schemes();
@@ -613,7 +628,31 @@ pub fn quantize_dynamic(
         .into_iter()
         .filter(|(n, _)| cfg.precision.get(n) != Some(&Precision::Dynamic))
         .collect();
+    let mut smoothed = vec![];
+    if let Some(alpha) = cfg.smooth_quant {
+        if !(alpha > 0.0 && alpha <= 1.0) {
+            return Err(QuantizeError::Config(format!(
+                "smooth_quant alpha {alpha} is outside (0, 1]"
+            )));
+        }
+        let Some(calib) = calib else {
+            return Err(QuantizeError::Config(
+                "SmoothQuant needs calibration data (per-channel activation ranges): give --calib"
+                    .into(),
+            ));
+        };
+        let skip: BTreeSet<String> = fp32.keys().cloned().collect();
+        let targets = crate::passes::smooth_quant::targets(&g, &skip);
+        let outlets: Vec<octet_ir::Outlet> = targets.iter().map(|(x, _)| *x).collect();
+        let stats = calibrate::channels::channel_absmax(&g, calib, &outlets, cfg.calib_batch_size)?;
+        smoothed = crate::passes::smooth_quant::smooth(&mut g, &targets, &stats, alpha);
+    }
     let mut nodes = dynamic::quantize_dynamic_graph(&mut g, weight, cfg.per_channel, &fp32, None)?;
+    for l in nodes.iter_mut() {
+        if let (Some(a), true) = (cfg.smooth_quant, smoothed.contains(&l.name)) {
+            l.reason = format!("{} (SmoothQuant alpha {a})", l.reason);
+        }
+    }
     apply_bf16(&mut g, cfg, &mut nodes);
     g.verify()?;
     Ok((
