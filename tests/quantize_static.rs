@@ -355,3 +355,30 @@ fn exported_qdq_onnx_reimports_with_identical_outputs() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn non_finite_activations_stay_float_instead_of_failing_calibration() {
+    // tiny_bert's attention mask is Where(mask, -Inf, 0): static calibration sees -Inf there.
+    let data = npz("tiny_bert_inputs.npz");
+    let shapes: Vec<(String, Vec<usize>)> = data
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let g = octet::prepare::load(&fixture("tiny_bert.onnx"), &shapes)
+        .unwrap()
+        .graph;
+    let (q, report) = quantizer::quantize_static(&g, &data, &cfg()).unwrap();
+    let table = report.calibration.as_ref().unwrap();
+    println!("non-finite tensors: {:?}", table.non_finite);
+    assert!(!table.non_finite.is_empty());
+    assert!(table.non_finite.values().all(|w| w.contains("Inf")));
+    for name in table.non_finite.keys() {
+        assert!(!table.ranges.contains_key(name));
+    }
+    assert!(report.int8_count() > 0, "{report}");
+    q.verify().unwrap();
+    let a = octet::reference::run_graph(&g, &data).unwrap();
+    let b = octet::reference::run_graph(&q, &data).unwrap();
+    assert!(b[0].1.view::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    assert_eq!(a[0].1.shape(), b[0].1.shape());
+}

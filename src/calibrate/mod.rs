@@ -157,6 +157,9 @@ pub struct CalibrationTable {
     /// Bytes of observer state held per worker during calibration (independent of samples).
     #[serde(default)]
     pub observer_bytes: usize,
+    /// Tensors left out of `ranges` because they held non-finite values, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub non_finite: BTreeMap<String, String>,
 }
 
 impl CalibrationTable {
@@ -245,6 +248,8 @@ pub fn observed_tensors(g: &Graph) -> Vec<Outlet> {
 
 struct ObserverSet {
     obs: Vec<TensorObserver>,
+    /// Why a tensor cannot be quantized (it held non-finite values), once seen.
+    non_finite: Vec<Option<String>>,
 }
 
 impl ObserverSet {
@@ -254,6 +259,11 @@ impl ObserverSet {
                 tensor: names[i].clone(),
                 source,
             })?;
+        }
+        for (a, b) in self.non_finite.iter_mut().zip(&other.non_finite) {
+            if a.is_none() {
+                a.clone_from(b);
+            }
         }
         Ok(())
     }
@@ -290,6 +300,7 @@ pub fn calibrate(
         .collect();
     let empty = || ObserverSet {
         obs: tensors.iter().map(|_| opts.algorithm.observer()).collect(),
+        non_finite: vec![None; tensors.len()],
     };
     let observer_bytes: usize = empty().obs.iter().map(|o| o.bytes()).sum();
 
@@ -308,14 +319,25 @@ pub fn calibrate(
                 for &(out, i) in list {
                     if let Some(t) = outs.get(out) {
                         if let Ok(v) = t.view::<f32>() {
-                            if v.is_empty() {
+                            if v.is_empty() || set.non_finite[i].is_some() {
                                 continue;
                             }
-                            if let Err(source) = set.obs[i].observe(v) {
-                                err = Some(CalibrateError::Observe {
-                                    tensor: names[i].clone(),
-                                    source,
-                                });
+                            match set.obs[i].observe(v) {
+                                Ok(()) => {}
+                                // An intermediate value that is not finite (an attention mask's
+                                // -Inf, an overflow): this tensor cannot be quantized, the rest
+                                // of the model can.
+                                Err(QuantError::NonFinite { kind, index }) => {
+                                    set.non_finite[i] = Some(format!(
+                                        "holds {kind} (at flat element {index} of samples {start}..{end})"
+                                    ));
+                                }
+                                Err(source) => {
+                                    err = Some(CalibrateError::Observe {
+                                        tensor: names[i].clone(),
+                                        source,
+                                    });
+                                }
                             }
                         }
                     }
@@ -352,7 +374,12 @@ pub fn calibrate(
     pb.finish_and_clear();
 
     let mut ranges = BTreeMap::new();
+    let mut non_finite = BTreeMap::new();
     for (i, o) in set.obs.iter().enumerate() {
+        if let Some(why) = &set.non_finite[i] {
+            non_finite.insert(names[i].clone(), why.clone());
+            continue;
+        }
         match o.range() {
             Ok(r) => {
                 ranges.insert(names[i].clone(), r);
@@ -371,6 +398,7 @@ pub fn calibrate(
         method: opts.algorithm,
         samples,
         observer_bytes,
+        non_finite,
     })
 }
 

@@ -178,9 +178,13 @@ pub fn insert_qdq(
             continue;
         };
         if range(g, x, &name).is_none() {
+            let xn = &g.value(x).name;
             decide(
                 false,
-                format!("no calibration range for input '{}'", g.value(x).name),
+                match table.non_finite.get(xn) {
+                    Some(why) => format!("input '{xn}' {why}: it stays float"),
+                    None => format!("no calibration range for input '{xn}'"),
+                },
             );
             continue;
         }
@@ -558,6 +562,7 @@ mod tests {
             method: CalibAlgorithm::Minmax,
             samples: 1,
             observer_bytes: 0,
+            non_finite: Default::default(),
         }
     }
 
