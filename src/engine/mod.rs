@@ -142,7 +142,7 @@ fn match_cast_mul_mul(
 }
 
 /// Match `MatMulInteger(q, W, zp) -> Cast(f32) -> Mul(., Mul(s, w_scale)) [-> Add(bias)]` where
-/// (q, s, zp) come from one DynamicQuantizeLinear. Returns (nodes fused after `m`, final node,
+/// s and zp come from one DynamicQuantizeLinear. Returns (nodes fused after `m`, final node,
 /// scale outlet, w_scale, bias).
 #[allow(clippy::type_complexity)]
 fn match_dyn_matmul(
@@ -157,16 +157,13 @@ fn match_dyn_matmul(
     Vec<f32>,
     Option<Vec<f32>>,
 )> {
-    let q = g.operand(m, 0)?;
+    // The activation's scale and zero point come from one DynamicQuantizeLinear (its u8 values
+    // may have been moved since: transposed, reshaped).
     let zp = g.operand(m, 2)?;
-    if !matches!(g.node(q.node).op, Op::DynamicQuantizeLinear)
-        || zp.node != q.node
-        || zp.output != 2
-        || q.output != 0
-    {
+    if !matches!(g.node(zp.node).op, Op::DynamicQuantizeLinear) || zp.output != 2 {
         return None;
     }
-    let scale = Outlet::new(q.node, 1);
+    let scale = Outlet::new(zp.node, 1);
     let (c, mul, slot, sm) = match_cast_mul_mul(g, m, outs)?;
     if only_consumer(g, sm, outs)? != (mul, 1 - slot) {
         return None;

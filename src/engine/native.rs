@@ -921,16 +921,23 @@ fn transpose_typed<T: Copy>(src: &[T], dst: &mut [T], shape: &[usize], perm: &[u
     let inner = out_shape[r - 1];
     let is = st[r - 1];
     let mut idx = vec![0usize; r];
+    let mut base = 0usize;
     for row in dst.chunks_mut(inner) {
-        let base: usize = (0..r - 1).map(|d| idx[d] * st[d]).sum();
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = src[base + j * is];
+        if is == 1 {
+            row.copy_from_slice(&src[base..base + inner]);
+        } else {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = src[base + j * is];
+            }
         }
+        // Next row: carry the outer index, keeping the source offset incrementally.
         for d in (0..r - 1).rev() {
             idx[d] += 1;
+            base += st[d];
             if idx[d] < out_shape[d] {
                 break;
             }
+            base -= st[d] * out_shape[d];
             idx[d] = 0;
         }
     }

@@ -30,12 +30,52 @@ fn transpose2(t: &[f32], r: usize, c: usize) -> Vec<f32> {
     o
 }
 
-/// The DynamicQuantizeLinear of `x`, shared by every quantized consumer of `x`.
-fn dynamic_quantize(g: &mut Graph, dql: &mut HashMap<Outlet, NodeIndex>, x: Outlet) -> NodeIndex {
+/// A run-time quantized activation: its u8 values, scale and zero point.
+#[derive(Clone, Copy)]
+struct Quantized {
+    q: Outlet,
+    scale: Outlet,
+    zp: Outlet,
+}
+
+/// Data-movement ops (per-tensor quantization commutes with them).
+fn is_movement(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Transpose { .. }
+            | Op::Reshape { .. }
+            | Op::Flatten { .. }
+            | Op::Squeeze
+            | Op::Unsqueeze
+    )
+}
+
+/// The run-time quantization of `x`, shared by every quantized consumer of `x`. When `x` is the
+/// end of a chain of data-movement ops (Transpose/Reshape/...) used only here, the source of the
+/// chain is quantized and the chain is replayed on the u8 values: the same bytes (per-tensor
+/// parameters do not depend on the order of the elements), a quarter of the data moved.
+fn dynamic_quantize(g: &mut Graph, dql: &mut HashMap<Outlet, Quantized>, x: Outlet) -> Quantized {
     if let Some(&d) = dql.get(&x) {
         return d;
     }
-    let xn = g.value(x).name.clone();
+    let mut chain = vec![];
+    let mut src = x;
+    while is_movement(&g.node(src.node).op)
+        && src.output == 0
+        && g.consumers(src).len() == 1
+        && !g.is_graph_output(src)
+    {
+        let Some(prev) = g.operand(src.node, 0) else {
+            break;
+        };
+        if !g.ty(prev).is_some_and(|t| t.dtype == DType::F32) {
+            break;
+        }
+        chain.push(src.node);
+        src = prev;
+    }
+    chain.reverse();
+    let xn = g.value(src).name.clone();
     let d = g.add_node(
         &format!("{xn}_QuantizeLinear"),
         Op::DynamicQuantizeLinear,
@@ -45,9 +85,53 @@ fn dynamic_quantize(g: &mut Graph, dql: &mut HashMap<Outlet, NodeIndex>, x: Outl
             format!("{xn}_zero_point"),
         ],
     );
-    g.connect(x, d, 0);
-    dql.insert(x, d);
-    d
+    g.connect(src, d, 0);
+    let mut q = Outlet::new(d, 0);
+    for n in chain {
+        let node = g.node(n).clone();
+        let out = format!("{}_quantized", node.outputs[0].name);
+        let m = g.add_node(&format!("{}_quantized", node.name), node.op, vec![out]);
+        g.connect(q, m, 0);
+        for (slot, o) in g.operands(n).into_iter().enumerate().skip(1) {
+            if let Some(o) = o {
+                g.connect(o, m, slot);
+            }
+        }
+        q = Outlet::new(m, 0);
+    }
+    let r = Quantized {
+        q,
+        scale: Outlet::new(d, 1),
+        zp: Outlet::new(d, 2),
+    };
+    dql.insert(x, r);
+    r
+}
+
+/// Remove the float data-movement chain ending at `x` once nothing reads it, and forget its
+/// quantization (the removed node's index may be reused).
+fn prune_movement(g: &mut Graph, dql: &mut HashMap<Outlet, Quantized>, x: Outlet) {
+    if is_movement(&g.node(x.node).op) && g.consumers(x).is_empty() && !g.is_graph_output(x) {
+        dql.remove(&x);
+        prune_chain(g, x);
+    }
+}
+
+fn prune_chain(g: &mut Graph, mut x: Outlet) {
+    while is_movement(&g.node(x.node).op) && g.consumers(x).is_empty() && !g.is_graph_output(x) {
+        let prev = g.operand(x.node, 0);
+        let consts: Vec<Outlet> = g.operands(x.node).into_iter().flatten().skip(1).collect();
+        g.remove_node(x.node);
+        for c in consts {
+            if matches!(g.node(c.node).op, Op::Const(_)) && g.consumers(c).is_empty() {
+                g.remove_node(c.node);
+            }
+        }
+        match prev {
+            Some(p) => x = p,
+            None => break,
+        }
+    }
 }
 
 /// A MatMul of two run-time f32 tensors (attention's `Q K^T` and `P V`), as onnxruntime's
@@ -61,7 +145,7 @@ fn dynamic_quantize(g: &mut Graph, dql: &mut HashMap<Outlet, NodeIndex>, x: Outl
 fn quantize_runtime_matmul(
     g: &mut Graph,
     n: NodeIndex,
-    dql: &mut HashMap<Outlet, NodeIndex>,
+    dql: &mut HashMap<Outlet, Quantized>,
 ) -> Result<(), String> {
     let (Some(a), Some(b)) = (g.operand(n, 0), g.operand(n, 1)) else {
         return Err("unsupported pattern: MatMul without two operands".into());
@@ -87,13 +171,8 @@ fn quantize_runtime_matmul(
         g,
         &name,
         &out_name,
-        [
-            Outlet::new(da, 0),
-            Outlet::new(db, 0),
-            Outlet::new(da, 2),
-            Outlet::new(db, 2),
-        ],
-        [Outlet::new(da, 1), Outlet::new(db, 1)],
+        [da.q, db.q, da.zp, db.zp],
+        [da.scale, db.scale],
         out_name.clone(),
     );
     g.replace_uses(out, Outlet::new(mul, 0));
@@ -101,6 +180,10 @@ fn quantize_runtime_matmul(
         disconnect(g, n, s);
     }
     g.remove_node(n);
+    prune_movement(g, dql, a);
+    if b != a {
+        prune_movement(g, dql, b);
+    }
     Ok(())
 }
 
@@ -160,7 +243,7 @@ pub fn quantize_dynamic_graph(
         .topo_order()
         .map_err(|node| octet_ir::IrError::Cycle { node })?;
     let mut report = vec![];
-    let mut dql: HashMap<Outlet, NodeIndex> = HashMap::new();
+    let mut dql: HashMap<Outlet, Quantized> = HashMap::new();
     for n in order {
         let node = g.node(n);
         if !node.op.is_quantizable_compute() || only.is_some_and(|o| !o.contains(&node.name)) {
@@ -283,13 +366,8 @@ pub fn quantize_dynamic_graph(
             g,
             &name,
             &out_name,
-            [
-                Outlet::new(d, 0),
-                Outlet::new(wq, 0),
-                Outlet::new(d, 2),
-                Outlet::new(wz, 0),
-            ],
-            [Outlet::new(d, 1), Outlet::new(ws, 0)],
+            [d.q, Outlet::new(wq, 0), d.zp, Outlet::new(wz, 0)],
+            [d.scale, Outlet::new(ws, 0)],
             if has_bias {
                 format!("{out_name}_output_scale_mul_output")
             } else {
@@ -339,6 +417,7 @@ pub fn quantize_dynamic_graph(
             disconnect(g, n, s);
         }
         g.remove_node(n);
+        prune_movement(g, &mut dql, x);
         for o in [Some(wo), bias].into_iter().flatten() {
             if g.g.contains_node(o.node)
                 && matches!(g.node(o.node).op, Op::Const(_))
