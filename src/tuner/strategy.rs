@@ -8,7 +8,8 @@
 //!   fallback reached (bf16 first, then again in fp32).
 //! - `sensitivity`: one pass measures every node's quantization error (normalised MSE between
 //!   the fp32 model's value and the int8 model's dequantized value at the node's output, on the
-//!   calibration data); then nodes fall back greedily from the most sensitive (bf16 first where
+//!   calibration data); the most sensitive node first tries a clipping calibration (percentile,
+//!   MSE) on its own; then nodes fall back greedily from the most sensitive (bf16 first where
 //!   available, then fp32). Fewest trials.
 //! - `conservative`: start all fp32, enable op types one at a time (Conv, Gemm, MatMul, the rest),
 //!   keeping each that still meets the goal.
@@ -397,6 +398,32 @@ fn sensitivity(t: &mut Tuner) -> Result<(), TuneError> {
             "sensitivity (quantization error each node adds, most sensitive first): {}",
             top.join(", ")
         ));
+    }
+    // Recipe before precision: the most sensitive node alone with a clipping calibration
+    // (percentile, MSE-optimal); a passing one keeps the whole model int8.
+    if let Some((top, _)) = ranked.first() {
+        let cur = base.node_recipes.get(top).cloned().unwrap_or_default();
+        for m in [CalibAlgorithm::Percentile, CalibAlgorithm::Mse] {
+            if cur.calib_method.unwrap_or(base.calib_method) == m {
+                continue;
+            }
+            let mut c = base.clone();
+            c.node_recipes.insert(
+                top.clone(),
+                Recipe {
+                    calib_method: Some(m),
+                    ..cur.clone()
+                },
+            );
+            try_trial!(
+                t,
+                &format!(
+                    "recipe for {top} (most sensitive): calibration {}",
+                    m.name()
+                ),
+                &c
+            );
+        }
     }
     for p in fallbacks(t) {
         let mut units: Vec<Vec<String>> = vec![];
