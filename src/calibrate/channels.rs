@@ -7,7 +7,8 @@ use octet_ir::{Graph, NodeIndex, Outlet, Tensor};
 use std::collections::HashMap;
 
 /// `max |x[..., c]|` over all samples for each tensor in `tensors` (keyed like `tensors`),
-/// running the fp32 graph on the reference interpreter `batch_size` samples at a time.
+/// running the fp32 graph on the reference interpreter `batch_size` samples at a time (or the
+/// model's fixed batch).
 pub fn channel_absmax(
     g: &Graph,
     calib: &[(String, Tensor)],
@@ -20,7 +21,7 @@ pub fn channel_absmax(
         by_node.entry(o.node).or_default().push(*o);
     }
     let mut out: HashMap<Outlet, Vec<f32>> = HashMap::new();
-    let bs = batch_size.max(1);
+    let bs = super::batch_size(g, batch_size);
     for start in (0..samples).step_by(bs) {
         let end = (start + bs).min(samples);
         let inputs: Vec<(String, Tensor)> = feeds

@@ -269,6 +269,21 @@ impl ObserverSet {
     }
 }
 
+/// Samples per interpreter run: `requested`, or the model's fixed batch dimension if it has one.
+pub fn batch_size(g: &Graph, requested: usize) -> usize {
+    let mut bs = requested.max(1);
+    for &i in &g.inputs {
+        if let Some(d) = g.node(i).outputs[0]
+            .ty
+            .as_ref()
+            .and_then(|t| t.shape.0.first().and_then(|d| d.fixed()))
+        {
+            bs = d;
+        }
+    }
+    bs
+}
+
 /// Calibrate `g` on `data` (batch-first arrays keyed by input name; see [`check_calibration`]).
 pub fn calibrate(
     g: &Graph,
@@ -283,17 +298,7 @@ pub fn calibrate(
     for (i, o) in tensors.iter().enumerate() {
         by_node.entry(o.node).or_default().push((o.output, i));
     }
-    // A fixed batch dimension caps the batch size.
-    let mut bs = opts.batch_size.max(1);
-    for &i in &g.inputs {
-        if let Some(d) = g.node(i).outputs[0]
-            .ty
-            .as_ref()
-            .and_then(|t| t.shape.0.first().and_then(|d| d.fixed()))
-        {
-            bs = d;
-        }
-    }
+    let bs = batch_size(g, opts.batch_size);
     let batches: Vec<(usize, usize)> = (0..samples)
         .step_by(bs)
         .map(|s| (s, (s + bs).min(samples)))

@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Quantization preset (octet, onnxruntime, pytorch, tensorflow, ipex, mxnet).
     #[arg(long, default_value = "octet")]
     pub scheme: String,
+    /// A quantization config (JSON, e.g. `octet tune`'s: per-node precision, recipes,
+    /// smooth_quant) for --quantize static / --approach dynamic; replaces --scheme.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Run the model in fp32 (no quantization; the default when no --quantize/--approach).
     #[arg(long)]
     pub fp32: bool,
@@ -150,10 +154,21 @@ pub fn prepare_engine(a: &BenchArgs) -> anyhow::Result<Prepared> {
             a.scheme
         )
     })?;
-    let cfg = QuantConfig {
-        preset,
-        quiet: a.json,
-        ..QuantConfig::default()
+    let cfg = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            QuantConfig {
+                quiet: a.json,
+                ..QuantConfig::from_json(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+        }
+        None => QuantConfig {
+            preset,
+            quiet: a.json,
+            ..QuantConfig::default()
+        },
     };
     let mode;
     let g = match (a.quantize.as_deref(), a.approach.as_deref(), a.fp32) {
@@ -196,8 +211,14 @@ pub fn prepare_engine(a: &BenchArgs) -> anyhow::Result<Prepared> {
         }
         (None, Some("dynamic"), false) => {
             mode = "int8-dynamic";
-            quantizer::quantize_dynamic(
+            // Calibration data is optional here (SmoothQuant uses it).
+            let data = match &a.calib {
+                Some(c) => Some(crate::calibrate::data::read_calibration(c)?),
+                None => None,
+            };
+            quantizer::quantize_dynamic_with(
                 &g,
+                data.as_deref(),
                 &QuantConfig {
                     approach: Approach::Dynamic,
                     ..cfg
