@@ -494,17 +494,37 @@ unsafe fn fill_indirection(
     }
 }
 
-/// Copies a short segment without a `memcpy` call: 16-byte chunks, then bytes.
+/// Copies a short segment without a `memcpy` call: 16-byte chunks and an overlapping last chunk
+/// (or two overlapping 8- / 4-byte words, or bytes, below 16). `d` and `s` must have the same
+/// length.
 #[inline(always)]
 fn copy_small(d: &mut [u8], s: &[u8]) {
     let n = d.len().min(s.len());
-    let mut i = 0;
-    while i + 16 <= n {
-        let v = u128::from_ne_bytes(s[i..i + 16].try_into().unwrap_or([0; 16]));
-        d[i..i + 16].copy_from_slice(&v.to_ne_bytes());
-        i += 16;
+    let (d, s) = (&mut d[..n], &s[..n]);
+    if n >= 16 {
+        let mut i = 0;
+        while i + 16 <= n {
+            d[i..i + 16].copy_from_slice(&s[i..i + 16]);
+            i += 16;
+        }
+        if i < n {
+            d[n - 16..].copy_from_slice(&s[n - 16..]);
+        }
+    } else if n >= 8 {
+        let lo = u64::from_ne_bytes(s[..8].try_into().unwrap_or([0; 8]));
+        let hi = u64::from_ne_bytes(s[n - 8..].try_into().unwrap_or([0; 8]));
+        d[n - 8..].copy_from_slice(&hi.to_ne_bytes());
+        d[..8].copy_from_slice(&lo.to_ne_bytes());
+    } else if n >= 4 {
+        let lo = u32::from_ne_bytes(s[..4].try_into().unwrap_or([0; 4]));
+        let hi = u32::from_ne_bytes(s[n - 4..].try_into().unwrap_or([0; 4]));
+        d[n - 4..].copy_from_slice(&hi.to_ne_bytes());
+        d[..4].copy_from_slice(&lo.to_ne_bytes());
+    } else {
+        for (a, &b) in d.iter_mut().zip(s) {
+            *a = b;
+        }
     }
-    d[i..n].copy_from_slice(&s[i..n]);
 }
 
 /// Fills rows [r0, r1) of the im2col matrix for channels [c0, c0 + cig): row = (b, oy, ox),
@@ -532,8 +552,19 @@ fn im2col(
         let ox = r % ow;
         let dst = &mut buf[(r - r0) * ld..(r - r0 + 1) * ld];
         let mut col = 0;
+        // With one group and no horizontal dilation, the kw taps of a kernel row are kw whole
+        // input pixels side by side: one copy of kw * c_in bytes when all are inside the input
+        // (the stem conv: C_in = 3, 21 bytes per kernel row instead of seven 3-byte copies).
+        let ix0 = (ox * sw) as isize - geom.pads[1] as isize;
+        let row_span = cig == c_in && dw == 1 && ix0 >= 0 && ix0 as usize + kw <= x.w;
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
+            if row_span && iy >= 0 && (iy as usize) < x.h {
+                let s = ((b * x.h + iy as usize) * x.w + ix0 as usize) * c_in;
+                copy_small(&mut dst[col..col + kw * cig], &x.data[s..s + kw * cig]);
+                col += kw * cig;
+                continue;
+            }
             for kx in 0..kw {
                 let ix = (ox * sw + kx * dw) as isize - geom.pads[1] as isize;
                 let d = &mut dst[col..col + cig];
