@@ -5,8 +5,17 @@
 
 use crate::depthwise::{depthwise_u8s8, DepthwiseWeights};
 use crate::error::{bad, KernelError};
-use crate::gemm_u8s8::{gemm_u8s8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale, WeightLayout};
+use crate::gemm_u8s8::{
+    gemm_u8s8_res, Epilogue, MatrixU8, OutputSlice, PackedB, Residual, Scale, WeightLayout,
+};
 use crate::isa::Kernel;
+use crate::qadd::{qadd_raw, QAdd};
+
+/// The bytes of an i8 slice.
+fn bytemuck_i8(s: &mut [i8]) -> &mut [u8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut u8, s.len()) }
+}
 
 /// Convolution geometry (2-D). ONNX Conv attributes: `kernel_shape`, `strides`, `dilations`,
 /// `pads` = [top, left, bottom, right], `group`.
@@ -197,7 +206,35 @@ pub fn conv2d_u8s8(
     x: TensorU8<'_>,
     w: &PackedConv,
     ep: &Epilogue<'_>,
+    out: OutputSlice<'_>,
+) -> Result<(usize, usize), KernelError> {
+    conv2d_impl(kernel, x, w, ep, out, None)
+}
+
+/// [`conv2d_u8s8`] followed by a residual QLinearAdd, fused: `out = add(conv(x), other)` with the
+/// convolution's requantized output as operand A of `add` and `other` (NHWC, the output's shape)
+/// as operand B. Each output tile gets the add right after its epilogue, while it is in L1
+/// (depthwise convolutions: one pass after the kernel). The bytes are exactly those of
+/// `conv2d_u8s8` then [`qadd_u8`](crate::qadd_u8). The output type must match `add.signed`.
+pub fn conv2d_u8s8_add(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    w: &PackedConv,
+    ep: &Epilogue<'_>,
+    other: &[u8],
+    add: &QAdd,
+    out: OutputSlice<'_>,
+) -> Result<(usize, usize), KernelError> {
+    conv2d_impl(kernel, x, w, ep, out, Some(&Residual { other, add }))
+}
+
+fn conv2d_impl(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    w: &PackedConv,
+    ep: &Epilogue<'_>,
     mut out: OutputSlice<'_>,
+    res: Option<&Residual<'_>>,
 ) -> Result<(usize, usize), KernelError> {
     let geom = w.geom;
     let (oh, ow) = geom.out_size(x.h, x.w)?;
@@ -221,6 +258,19 @@ pub fn conv2d_u8s8(
             rows * c_out
         )));
     }
+    if let Some(r) = res {
+        if r.other.len() < rows * c_out {
+            return Err(bad(format!(
+                "conv: residual operand has {} elements, needs {}",
+                r.other.len(),
+                rows * c_out
+            )));
+        }
+        match (&out, r.add.signed) {
+            (OutputSlice::U8(_), false) | (OutputSlice::I8(_), true) => {}
+            _ => return Err(bad("conv: residual add does not match the output type")),
+        }
+    }
     if rows == 0 {
         return Ok((oh, ow));
     }
@@ -232,7 +282,26 @@ pub fn conv2d_u8s8(
     }
     let packs = match &w.imp {
         ConvImpl::Depthwise(dw) => {
-            depthwise_u8s8(kernel, x, dw, geom, (oh, ow), ep, out)?;
+            depthwise_u8s8(
+                kernel,
+                x,
+                dw,
+                geom,
+                (oh, ow),
+                ep,
+                out.offset_mut(0).unwrap(),
+            )?;
+            if let Some(r) = res {
+                let o = match &mut out {
+                    OutputSlice::U8(o) => &mut o[..rows * c_out],
+                    OutputSlice::I8(o) => bytemuck_i8(&mut o[..rows * c_out]),
+                    _ => unreachable!("checked above"),
+                };
+                let p = o.as_mut_ptr();
+                // SAFETY: in place (`qadd_raw` reads each element before writing it); both
+                // buffers hold rows * c_out bytes (checked above); the Kernel proves the ISA.
+                unsafe { qadd_raw(kernel.isa(), p, r.other.as_ptr(), p, rows * c_out, r.add) };
+            }
             return Ok((oh, ow));
         }
         ConvImpl::Gemm(p) => p,
@@ -266,7 +335,11 @@ pub fn conv2d_u8s8(
             let o = out
                 .offset_mut(c0)
                 .ok_or_else(|| bad("conv: output too small"))?;
-            gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
+            let r = res.map(|r| Residual {
+                other: &r.other[c0..],
+                add: r.add,
+            });
+            gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             continue;
         }
         if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 {
@@ -284,6 +357,7 @@ pub fn conv2d_u8s8(
                 &mut out,
                 c0,
                 c_out,
+                res,
             )?;
             continue;
         }
@@ -320,7 +394,11 @@ pub fn conv2d_u8s8(
             let o = out
                 .offset_mut(r0 * c_out + c0)
                 .ok_or_else(|| bad("conv: output too small"))?;
-            gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
+            let r = res.map(|r| Residual {
+                other: &r.other[r0 * c_out + c0..],
+                add: r.add,
+            });
+            gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             r0 = r1;
         }
     }
@@ -348,6 +426,7 @@ fn conv_indirect(
     out: &mut OutputSlice<'_>,
     c0: usize,
     c_out: usize,
+    res: Option<&Residual<'_>>,
 ) -> Result<(), KernelError> {
     let (kh, kw) = geom.kernel;
     let taps = kh * kw;
@@ -419,7 +498,11 @@ fn conv_indirect(
             .ok_or_else(|| bad("conv: output too small"))?;
         // SAFETY: every pointer was taken from a live slice of `cig` bytes (`x.data` or `pad`),
         // both alive and unmodified for the whole call.
-        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out)? };
+        let r = res.map(|r| Residual {
+            other: &r.other[r0 * c_out + c0..],
+            add: r.add,
+        });
+        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref())? };
         r0 = r1;
     }
     Ok(())

@@ -246,13 +246,12 @@ fn match_gelu(
 }
 
 /// Match `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor, 8-bit) at the DQ `d`:
-/// (fused nodes, last node, table, output dtype, the chain's parameters).
-#[allow(clippy::type_complexity)]
+/// (fused nodes, last node, table, output dtype).
 fn match_requant_chain(
     g: &Graph,
     d: NodeIndex,
     outs: &HashSet<Outlet>,
-) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType, native::Chain)> {
+) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType)> {
     if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
         return None;
     }
@@ -278,13 +277,7 @@ fn match_requant_chain(
     }
     fused.push(c);
     let lut = native::requant_table(in_dt == DType::I8, dq, relu, q, out_dt == DType::I8);
-    let chain = native::Chain {
-        dq,
-        relu,
-        q,
-        out_signed: out_dt == DType::I8,
-    };
-    Some((fused, c, lut, out_dt, chain))
+    Some((fused, c, lut, out_dt))
 }
 
 /// Match `Where(IsNaN(s), c, s)` after the Softmax `s`: (fused nodes, last node, c).
@@ -365,7 +358,7 @@ impl Engine {
             let chain = match_requant_chain(g, n, &graph_outs);
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
-            } else if let Some((more, last, lut, out_dtype, _)) = chain {
+            } else if let Some((more, last, lut, out_dtype)) = chain {
                 for &f in &more {
                     skip.insert(f);
                     op_label.push('+');
@@ -469,10 +462,10 @@ impl Engine {
                                     if let Some((d, _)) =
                                         only_consumer(g, Outlet::new(n, 0), &graph_outs)
                                     {
-                                        if let Some((more, last, lut, dt, ch)) =
+                                        if let Some((more, last, lut, dt)) =
                                             match_requant_chain(g, d, &graph_outs)
                                         {
-                                            if op.compose(&lut, dt, ch) {
+                                            if op.compose(&lut, dt) {
                                                 skip.insert(d);
                                                 op_label.push_str("+DequantizeLinear");
                                                 for &f in &more {
