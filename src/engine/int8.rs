@@ -9,8 +9,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, Epilogue, Kernel, MatrixU8, OutputSlice, PackedB,
-    PackedConv, Scale, TensorU8, WeightLayout,
+    conv2d_u8s8, conv2d_u8s8_add, gemm_u8s8, gemm_u8s8_is_exact, Epilogue, Kernel, MatrixU8,
+    OutputSlice, PackedB, PackedConv, QAdd, Scale, TensorU8, WeightLayout,
 };
 
 pub enum Int8Node {
@@ -166,8 +166,34 @@ impl Int8Node {
         pool: &mut Pool,
     ) -> R<Tensor> {
         match self {
-            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, pool),
+            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, None, pool),
             Int8Node::Gemm(x) => x.run(args, None, pool),
+        }
+    }
+
+    /// A convolution with a residual QLinearAdd fused into its output tiles: `out = add(conv,
+    /// other)` (the convolution's output is the add's operand A). `other` has the output's
+    /// shape, stored NHWC exactly when the output is.
+    pub fn run_residual(
+        &self,
+        args: &[Option<&Tensor>],
+        in_nhwc: bool,
+        out_nhwc: bool,
+        other: &Tensor,
+        add: &QAdd,
+        pool: &mut Pool,
+    ) -> R<Tensor> {
+        match self {
+            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, Some((other, add)), pool),
+            Int8Node::Gemm(_) => Err("residual add on a GEMM".into()),
+        }
+    }
+
+    /// The output element type (u8 / i8 requantized, or i32).
+    pub fn out_dtype(&self) -> DType {
+        match self {
+            Int8Node::Conv(c) => c.y_dtype,
+            Int8Node::Gemm(x) => x.y_dtype,
         }
     }
 
@@ -280,6 +306,7 @@ impl ConvNode {
         args: &[Option<&Tensor>],
         in_nhwc: bool,
         out_nhwc: bool,
+        res: Option<(&Tensor, &QAdd)>,
         pool: &mut Pool,
     ) -> R<Tensor> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
@@ -342,6 +369,41 @@ impl ConvNode {
             ep
         };
         let co = self.c_out;
+        // The residual operand in NHWC (converted when the output is to be NCHW, as it is then).
+        let mut other_nhwc = None;
+        let res = match res {
+            None => None,
+            Some((t, add)) => {
+                let want: &[usize] = if out_nhwc {
+                    &[nb, oh, ow, co]
+                } else {
+                    &[nb, co, oh, ow]
+                };
+                if t.shape() != want || t.dtype() != self.y_dtype {
+                    return Err(format!(
+                        "residual operand {:?} {} does not match the output",
+                        t.shape(),
+                        t.dtype()
+                    ));
+                }
+                if out_nhwc {
+                    Some((t.bytes(), add))
+                } else {
+                    let mut c = pool.tensor(t.dtype(), &[nb, oh, ow, co]);
+                    let (src, dst) = (t.bytes(), c.bytes_mut());
+                    for b in 0..nb {
+                        for ch in 0..co {
+                            let plane = &src[(b * co + ch) * oh * ow..(b * co + ch + 1) * oh * ow];
+                            for (p, &v) in plane.iter().enumerate() {
+                                dst[(b * oh * ow + p) * co + ch] = v;
+                            }
+                        }
+                    }
+                    other_nhwc = Some(c);
+                    Some((other_nhwc.as_ref().unwrap().bytes(), add))
+                }
+            }
+        };
         let mut out = pool.tensor(self.y_dtype, &[nb, oh, ow, co]);
         {
             let slice = match self.y_dtype {
@@ -349,9 +411,18 @@ impl ConvNode {
                 DType::I8 => OutputSlice::I8(out.view_mut::<i8>().map_err(|e| e.to_string())?),
                 _ => OutputSlice::I32(out.view_mut::<i32>().map_err(|e| e.to_string())?),
             };
-            conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice).map_err(|e| e.to_string())?;
+            match res {
+                None => conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice),
+                Some((other, add)) => {
+                    conv2d_u8s8_add(&self.kernel, xt, &self.packed, &ep, other, add, slice)
+                }
+            }
+            .map_err(|e| e.to_string())?;
         }
         if let Some(t) = converted {
+            pool.give(t);
+        }
+        if let Some(t) = other_nhwc {
             pool.give(t);
         }
         if out_nhwc {

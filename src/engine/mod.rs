@@ -62,6 +62,14 @@ enum Kind {
         relu: bool,
     },
     Native(native::NativeOp),
+    /// A convolution whose only consumer is a QLinearAdd (with its folded DQ-[Relu]-Q tables):
+    /// the add runs on each output tile right after the convolution's epilogue
+    /// (`conv2d_u8s8_add`); `args[res_arg]` is the add's other operand.
+    ConvAdd {
+        node: int8::Int8Node,
+        add: octet_kernels::QAdd,
+        res_arg: usize,
+    },
     Ref,
 }
 
@@ -280,6 +288,45 @@ fn match_requant_chain(
     Some((fused, c, lut, out_dt))
 }
 
+/// Match a residual `QLinearAdd(conv, other)` (either operand order) [`-> DequantizeLinear ->
+/// [Relu] -> QuantizeLinear`] after the int8 convolution `n`, where `other` is already computed
+/// (`slot_of`) and the add's SIMD kernel form exists: (fused nodes, last node, other, the add
+/// with the convolution as operand A).
+#[allow(clippy::type_complexity)]
+fn match_residual(
+    g: &Graph,
+    n: NodeIndex,
+    k: &int8::Int8Node,
+    slot_of: &HashMap<Outlet, usize>,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, Outlet, octet_kernels::QAdd)> {
+    if !k.is_conv() || !matches!(k.out_dtype(), DType::U8 | DType::I8) {
+        return None;
+    }
+    let (add, slot) = only_consumer(g, Outlet::new(n, 0), outs)?;
+    if !matches!(g.node(add).op, Op::QLinearBinary(BinaryOp::Add)) || !(slot == 0 || slot == 3) {
+        return None;
+    }
+    let other = g.operand(add, 3 - slot)?;
+    if !slot_of.contains_key(&other) {
+        return None;
+    }
+    let mut op = native::NativeOp::build(g, add)?;
+    let mut fused = vec![add];
+    let mut last = add;
+    if let Some((d, _)) = only_consumer(g, Outlet::new(add, 0), outs) {
+        if let Some((more, l, lut, dt)) = match_requant_chain(g, d, outs) {
+            if op.compose(&lut, dt) {
+                fused.push(d);
+                fused.extend(more);
+                last = l;
+            }
+        }
+    }
+    let (q, out_dt) = op.residual_add(slot)?;
+    (out_dt == k.out_dtype()).then_some((fused, last, other, q))
+}
+
 /// Match `Where(IsNaN(s), c, s)` after the Softmax `s`: (fused nodes, last node, c).
 fn match_softmax_nan(
     g: &Graph,
@@ -413,7 +460,30 @@ impl Engine {
                                     "int8",
                                 )
                             }
-                            None => (Kind::Int8(k), "int8"),
+                            None => match match_residual(g, n, &k, &slot_of, &graph_outs) {
+                                Some((more, last, other, add)) => {
+                                    for &f in &more {
+                                        skip.insert(f);
+                                        op_label.push('+');
+                                        op_label.push_str(g.node(f).op.name());
+                                    }
+                                    if let Some(r) = nodes.last_mut() {
+                                        r.kernel.push_str(" + fused residual qlinear_add");
+                                    }
+                                    out_node = last;
+                                    let res_arg = args.len();
+                                    args.push(Some(Arg::Slot(slot_of[&other])));
+                                    (
+                                        Kind::ConvAdd {
+                                            node: k,
+                                            add,
+                                            res_arg,
+                                        },
+                                        "int8",
+                                    )
+                                }
+                                None => (Kind::Int8(k), "int8"),
+                            },
                         }
                     }
                     Err(why) => {
@@ -712,6 +782,20 @@ impl Engine {
                         Kind::Int8(k) => {
                             vec![k
                                 .run(&args, st.in_nhwc, st.out_nhwc, bufs)
+                                .map_err(node_err)?]
+                        }
+                        Kind::ConvAdd { node, add, res_arg } => {
+                            let other = args[*res_arg]
+                                .ok_or_else(|| node_err("residual operand missing".into()))?;
+                            vec![node
+                                .run_residual(
+                                    &args[..*res_arg],
+                                    st.in_nhwc,
+                                    st.out_nhwc,
+                                    other,
+                                    add,
+                                    bufs,
+                                )
                                 .map_err(node_err)?]
                         }
                         Kind::DynGemm {
