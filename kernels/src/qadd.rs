@@ -12,7 +12,8 @@
 //! out = post[q as byte]  (when a table is given)
 //! ```
 //! The float clamp to ±2^24 does not change the result (|f| >= 2^24 saturates either way) and keeps
-//! the conversion in range. Scales must be finite, `c_scale > 0` and `|a_scale|, |b_scale| <=
+//! the conversion in range; the AVX-512 path clamps in float to `[lo - c_zp, hi - c_zp]` instead
+//! (integers, so rounding then adding `c_zp` gives the same clamped value). Scales must be finite, `c_scale > 0` and `|a_scale|, |b_scale| <=
 //! 2^100` (checked by [`QAdd::new`]), so `xa + yb` is never NaN. Because `xa + yb == yb + xa` in
 //! IEEE arithmetic, swapping the operands together with their parameters gives the same bytes
 //! ([`QAdd::swapped`]).
@@ -183,7 +184,7 @@ mod x86 {
         m: __mmask16,
         a: *const u8,
         b: *const u8,
-        (lo, hi): (__m512i, __m512i),
+        (lo, hi): (__m512, __m512),
     ) -> __m128i {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         let (la, lb) = (
@@ -204,12 +205,11 @@ mod x86 {
             _mm512_set1_ps(q.b.0),
         );
         let f = _mm512_div_ps(_mm512_add_ps(xa, yb), _mm512_set1_ps(q.c.0));
-        let f = _mm512_min_ps(
-            _mm512_max_ps(f, _mm512_set1_ps(-CLAMP_F)),
-            _mm512_set1_ps(CLAMP_F),
-        );
+        // Clamp in float to the integers [lo - c_zp, hi - c_zp], round, add c_zp: equal to
+        // clamp(round(f) + c_zp, lo, hi) (the GEMM epilogue's identity).
+        let f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
         let r = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), _mm512_set1_epi32(q.c.1));
-        _mm512_cvtepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(r, lo), hi))
+        _mm512_cvtepi32_epi8(r)
     }
 
     /// 256-entry byte table on 64 bytes: two `vpermi2b` (low / high half of the table) and a
@@ -250,11 +250,11 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn body(a: *const u8, b: *const u8, out: *mut u8, n: usize, q: &QAdd, vbmi: bool) {
-        let range = if q.signed {
-            (_mm512_set1_epi32(-128), _mm512_set1_epi32(127))
-        } else {
-            (_mm512_set1_epi32(0), _mm512_set1_epi32(255))
-        };
+        let (lo, hi) = if q.signed { (-128, 127) } else { (0, 255) };
+        let range = (
+            _mm512_set1_ps((lo - q.c.1) as f32),
+            _mm512_set1_ps((hi - q.c.1) as f32),
+        );
         let zero = _mm512_setzero_si512();
         let table = match (&q.post, vbmi) {
             (Some(t), true) => {
