@@ -105,7 +105,8 @@ fn main() {
     }
     if !args.iter().any(|a| a == "--no-conv") {
         // 3x3 56x56x64 -> 64 pad 1, and depthwise 3x3 112x112x32 pad 1; u8 out with ReLU clamp.
-        for (name, h, w, ci, co, groups) in [
+        // (name, h, w, c_in, c_out, groups, kernel, stride, pad)
+        for (name, h, w, ci, co, groups, kk, st, pd) in [
             (
                 "conv3x3_56x56x64-64",
                 56usize,
@@ -113,8 +114,13 @@ fn main() {
                 64usize,
                 64usize,
                 1usize,
+                3usize,
+                1usize,
+                1usize,
             ),
-            ("dwconv3x3_112x112x32", 112, 112, 32, 32, 32),
+            ("dwconv3x3_112x112x32", 112, 112, 32, 32, 32, 3, 1, 1),
+            // ResNet-50's stem: 7x7 stride 2 pad 3, C_in = 3 (im2col, K = 147)
+            ("stem7x7s2_224x224x3-64", 224, 224, 3, 64, 1, 7, 2, 3),
         ] {
             if let Some(f) = get("--conv") {
                 if !name.contains(f.as_str()) {
@@ -122,20 +128,18 @@ fn main() {
                 }
             }
             let x: Vec<u8> = (0..h * w * ci).map(|i| (i * 7) as u8).collect();
-            let wt: Vec<i8> = (0..co * 9 * (ci / groups))
+            let wt: Vec<i8> = (0..co * kk * kk * (ci / groups))
                 .map(|i| (i * 13) as i8)
                 .collect();
-            let p = PackedConv::new(
-                ConvGeometry::new(3, 3).pad(1).groups(groups),
-                ci,
-                co,
-                &wt,
-                0,
-            )
-            .unwrap();
+            let geom = ConvGeometry::new(kk, kk)
+                .pad(pd)
+                .stride(st, st)
+                .groups(groups);
+            let p = PackedConv::new(geom, ci, co, &wt, 0).unwrap();
             let mults = vec![1e-4f32; co];
             let ep = Epilogue::requant(Scale::PerChannel(&mults), 0).with_clamp(0, 255);
-            let mut out = vec![0u8; h * w * co];
+            let (oh, ow) = geom.out_size(h, w).unwrap();
+            let mut out = vec![0u8; oh * ow * co];
             let t = pool.install(|| {
                 median_secs(secs, || {
                     conv2d_u8s8(
@@ -154,8 +158,8 @@ fn main() {
                     .unwrap();
                 })
             });
-            let gops = 2.0 * (h * w * co * 9 * (ci / groups)) as f64 / t / 1e9;
-            if f32_too && groups == 1 {
+            let gops = 2.0 * (oh * ow * co * kk * kk * (ci / groups)) as f64 / t / 1e9;
+            if f32_too && groups == 1 && kk == 3 {
                 let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.01).collect();
                 let wf: Vec<f32> = wt.iter().map(|&v| v as f32 * 0.01).collect();
                 let pf = PackedConvF32::new(ConvGeometry::new(3, 3).pad(1), ci, co, &wf).unwrap();

@@ -629,10 +629,20 @@ fn im2col(
     let (sh, sw) = geom.stride;
     let (dh, dw) = geom.dilation;
     let pad_val = x.zero_point.clamp(0, 255) as u8;
+    // (b, oy, ox) of row r0, then stepped per row (no divisions in the loop).
+    let (mut b, mut oy, mut ox) = (r0 / (oh * ow), (r0 / ow) % oh, r0 % ow);
     for r in r0..r1 {
-        let b = r / (oh * ow);
-        let oy = (r / ow) % oh;
-        let ox = r % ow;
+        if r > r0 {
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    b += 1;
+                }
+            }
+        }
         let dst = &mut buf[(r - r0) * ld..(r - r0 + 1) * ld];
         let mut col = 0;
         // With one group and no horizontal dilation, the kw taps of a kernel row are kw whole
@@ -640,12 +650,36 @@ fn im2col(
         // (the stem conv: C_in = 3, 21 bytes per kernel row instead of seven 3-byte copies).
         let ix0 = (ox * sw) as isize - geom.pads[1] as isize;
         let row_span = cig == c_in && dw == 1 && ix0 >= 0 && ix0 as usize + kw <= x.w;
+        let span = kw * cig;
+        let iy0 = (oy * sh) as isize - geom.pads[0] as isize;
+        if row_span && (16..=32).contains(&span) && iy0 >= 0 && iy0 as usize + (kh - 1) * dh < x.h {
+            // Whole window inside the input, 16..32 bytes per kernel row: two overlapping
+            // 16-byte copies per kernel row, bounds checked once for the window.
+            let s0 = ((b * x.h + iy0 as usize) * x.w + ix0 as usize) * c_in;
+            let last = s0 + (kh - 1) * dh * x.w * c_in + span;
+            if last <= x.data.len() && kh * span <= dst.len() {
+                let (sp, dp) = (x.data.as_ptr(), dst.as_mut_ptr());
+                for ky in 0..kh {
+                    // SAFETY: source row ky spans [s0 + ky*dh*w*c_in, + span) <= `last`, in
+                    // bounds; destination [ky*span, ky*span + span) <= kh*span <= dst.len().
+                    unsafe {
+                        let src = sp.add(s0 + ky * dh * x.w * c_in);
+                        let d = dp.add(ky * span);
+                        let lo = std::ptr::read_unaligned(src as *const [u8; 16]);
+                        let hi = std::ptr::read_unaligned(src.add(span - 16) as *const [u8; 16]);
+                        std::ptr::write_unaligned(d as *mut [u8; 16], lo);
+                        std::ptr::write_unaligned(d.add(span - 16) as *mut [u8; 16], hi);
+                    }
+                }
+                continue;
+            }
+        }
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
             if row_span && iy >= 0 && (iy as usize) < x.h {
                 let s = ((b * x.h + iy as usize) * x.w + ix0 as usize) * c_in;
-                copy_small(&mut dst[col..col + kw * cig], &x.data[s..s + kw * cig]);
-                col += kw * cig;
+                copy_small(&mut dst[col..col + span], &x.data[s..s + span]);
+                col += span;
                 continue;
             }
             for kx in 0..kw {
