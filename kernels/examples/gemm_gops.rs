@@ -218,5 +218,14 @@ fn main() {
             dynamic_quantize_u8(&kernel, &x, &mut q).unwrap();
         });
         report("dynamic_quantize_u8", t);
+        // QLinearAdd of two u8 tensors, with and without a folded 256-entry table.
+        let qb: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+        let qa = q.clone();
+        let table: Vec<u8> = (0..256).map(|i| (255 - i) as u8).collect();
+        for (name, post) in [("qadd_u8", None), ("qadd_u8+table", Some(&table[..]))] {
+            let add = QAdd::new((0.02, 128), (0.03, 120), (0.04, 100), false, post).unwrap();
+            let t = median_secs(secs, || qadd_u8(&kernel, &qa, &qb, &mut q, &add).unwrap());
+            report(name, t);
+        }
     }
 }

@@ -18,9 +18,10 @@
 //! IEEE arithmetic, swapping the operands together with their parameters gives the same bytes
 //! ([`QAdd::swapped`]).
 //!
-//! SIMD: AVX2 (8 lanes) and AVX-512 (16 lanes, 64 bytes per step; the table by two `vpermi2b`
-//! when the CPU has AVX512-VBMI, else by a scalar pass over the 64 bytes) use the same IEEE
-//! operations (`cvtepi32_ps`, `mul_ps`, `add_ps`, `div_ps`, round-to-nearest-even conversion).
+//! SIMD: AVX2 (8 lanes) and AVX-512 (64 bytes per step, widened to 4 x 16 i32 lanes by in-lane
+//! unpacks and narrowed back by the inverse packs; the table by two `vpermi2b` when the CPU has
+//! AVX512-VBMI, else by a scalar pass over the 64 bytes) use the same IEEE operations
+//! (`cvtepi32_ps`, `mul_ps`, `add_ps`, `div_ps`, round-to-nearest-even conversion).
 
 use crate::error::{bad, KernelError};
 use crate::isa::{Isa, Kernel};
@@ -177,39 +178,80 @@ mod x86 {
         *VBMI.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vbmi"))
     }
 
-    /// The rule on 16 lanes of bytes (loaded under mask `m`), as 16 result bytes.
+    /// Constants of the rule, broadcast once per call.
+    struct Consts {
+        azp: __m512i,
+        bzp: __m512i,
+        czp: __m512i,
+        as_: __m512,
+        bs: __m512,
+        cs: __m512,
+        /// Float clamp bounds `lo - c_zp`, `hi - c_zp`.
+        lo: __m512,
+        hi: __m512,
+    }
+
+    /// The rule on 16 i32 lanes of operand values (already widened).
     #[inline(always)]
-    unsafe fn lanes16(
-        q: &QAdd,
-        m: __mmask16,
-        a: *const u8,
-        b: *const u8,
-        (lo, hi): (__m512, __m512),
-    ) -> __m128i {
+    unsafe fn lanes16(k: &Consts, ia: __m512i, ib: __m512i) -> __m512i {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let (la, lb) = (
-            _mm_maskz_loadu_epi8(m, a as *const i8),
-            _mm_maskz_loadu_epi8(m, b as *const i8),
-        );
-        let (ia, ib) = if q.signed {
-            (_mm512_cvtepi8_epi32(la), _mm512_cvtepi8_epi32(lb))
-        } else {
-            (_mm512_cvtepu8_epi32(la), _mm512_cvtepu8_epi32(lb))
-        };
         let xa = _mm512_mul_ps(
-            _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ia, _mm512_set1_epi32(q.a.1))),
-            _mm512_set1_ps(q.a.0),
+            _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ia, k.azp)),
+            k.as_,
         );
         let yb = _mm512_mul_ps(
-            _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ib, _mm512_set1_epi32(q.b.1))),
-            _mm512_set1_ps(q.b.0),
+            _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ib, k.bzp)),
+            k.bs,
         );
-        let f = _mm512_div_ps(_mm512_add_ps(xa, yb), _mm512_set1_ps(q.c.0));
+        let f = _mm512_div_ps(_mm512_add_ps(xa, yb), k.cs);
         // Clamp in float to the integers [lo - c_zp, hi - c_zp], round, add c_zp: equal to
         // clamp(round(f) + c_zp, lo, hi) (the GEMM epilogue's identity).
-        let f = _mm512_min_ps(_mm512_max_ps(f, lo), hi);
-        let r = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), _mm512_set1_epi32(q.c.1));
-        _mm512_cvtepi32_epi8(r)
+        let f = _mm512_min_ps(_mm512_max_ps(f, k.lo), k.hi);
+        _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), k.czp)
+    }
+
+    /// 64 bytes widened to four i32 vectors by in-lane unpacks (zero- or sign-extended). The
+    /// element order inside each vector is permuted, but `pack64` applies the exact inverse, so
+    /// element-wise work in between lands every result on its own byte.
+    #[inline(always)]
+    unsafe fn widen64<const SIGNED: bool>(v: __m512i) -> [__m512i; 4] {
+        if SIGNED {
+            let lo = _mm512_srai_epi16::<8>(_mm512_unpacklo_epi8(v, v));
+            let hi = _mm512_srai_epi16::<8>(_mm512_unpackhi_epi8(v, v));
+            [
+                _mm512_srai_epi32::<16>(_mm512_unpacklo_epi16(lo, lo)),
+                _mm512_srai_epi32::<16>(_mm512_unpackhi_epi16(lo, lo)),
+                _mm512_srai_epi32::<16>(_mm512_unpacklo_epi16(hi, hi)),
+                _mm512_srai_epi32::<16>(_mm512_unpackhi_epi16(hi, hi)),
+            ]
+        } else {
+            let z = _mm512_setzero_si512();
+            let lo = _mm512_unpacklo_epi8(v, z);
+            let hi = _mm512_unpackhi_epi8(v, z);
+            [
+                _mm512_unpacklo_epi16(lo, z),
+                _mm512_unpackhi_epi16(lo, z),
+                _mm512_unpacklo_epi16(hi, z),
+                _mm512_unpackhi_epi16(hi, z),
+            ]
+        }
+    }
+
+    /// Inverse of `widen64` for values already inside the 8-bit range (saturating packs never
+    /// saturate here).
+    #[inline(always)]
+    unsafe fn pack64<const SIGNED: bool>(q: [__m512i; 4]) -> __m512i {
+        if SIGNED {
+            _mm512_packs_epi16(
+                _mm512_packs_epi32(q[0], q[1]),
+                _mm512_packs_epi32(q[2], q[3]),
+            )
+        } else {
+            _mm512_packus_epi16(
+                _mm512_packus_epi32(q[0], q[1]),
+                _mm512_packus_epi32(q[2], q[3]),
+            )
+        }
     }
 
     /// 256-entry byte table on 64 bytes: two `vpermi2b` (low / high half of the table) and a
@@ -250,11 +292,33 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn body(a: *const u8, b: *const u8, out: *mut u8, n: usize, q: &QAdd, vbmi: bool) {
-        let (lo, hi) = if q.signed { (-128, 127) } else { (0, 255) };
-        let range = (
-            _mm512_set1_ps((lo - q.c.1) as f32),
-            _mm512_set1_ps((hi - q.c.1) as f32),
-        );
+        if q.signed {
+            body_t::<true>(a, b, out, n, q, vbmi)
+        } else {
+            body_t::<false>(a, b, out, n, q, vbmi)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn body_t<const SIGNED: bool>(
+        a: *const u8,
+        b: *const u8,
+        out: *mut u8,
+        n: usize,
+        q: &QAdd,
+        vbmi: bool,
+    ) {
+        let (lo, hi) = if SIGNED { (-128, 127) } else { (0, 255) };
+        let k = Consts {
+            azp: _mm512_set1_epi32(q.a.1),
+            bzp: _mm512_set1_epi32(q.b.1),
+            czp: _mm512_set1_epi32(q.c.1),
+            as_: _mm512_set1_ps(q.a.0),
+            bs: _mm512_set1_ps(q.b.0),
+            cs: _mm512_set1_ps(q.c.0),
+            lo: _mm512_set1_ps((lo - q.c.1) as f32),
+            hi: _mm512_set1_ps((hi - q.c.1) as f32),
+        };
         let zero = _mm512_setzero_si512();
         let table = match (&q.post, vbmi) {
             (Some(t), true) => {
@@ -271,36 +335,37 @@ mod x86 {
         let mut i = 0;
         while i < n {
             let len = (n - i).min(64);
-            let mut v = zero;
-            let mut part = 0;
-            while part * 16 < len {
-                let rem = len - part * 16;
-                let m = if rem >= 16 {
-                    0xFFFF
-                } else {
-                    ((1u32 << rem) - 1) as u16
-                };
-                let r = lanes16(q, m, a.add(i + part * 16), b.add(i + part * 16), range);
-                v = match part {
-                    0 => _mm512_inserti32x4::<0>(v, r),
-                    1 => _mm512_inserti32x4::<1>(v, r),
-                    2 => _mm512_inserti32x4::<2>(v, r),
-                    _ => _mm512_inserti32x4::<3>(v, r),
-                };
-                part += 1;
-            }
+            let m: __mmask64 = if len == 64 { !0 } else { (1u64 << len) - 1 };
+            let (va, vb) = if len == 64 {
+                (
+                    _mm512_loadu_si512(a.add(i) as *const _),
+                    _mm512_loadu_si512(b.add(i) as *const _),
+                )
+            } else {
+                (
+                    _mm512_maskz_loadu_epi8(m, a.add(i) as *const i8),
+                    _mm512_maskz_loadu_epi8(m, b.add(i) as *const i8),
+                )
+            };
+            let (wa, wb) = (widen64::<SIGNED>(va), widen64::<SIGNED>(vb));
+            let mut v = pack64::<SIGNED>([
+                lanes16(&k, wa[0], wb[0]),
+                lanes16(&k, wa[1], wb[1]),
+                lanes16(&k, wa[2], wb[2]),
+                lanes16(&k, wa[3], wb[3]),
+            ]);
             if vbmi {
                 v = table64(&table, v);
             }
             if len == 64 {
                 _mm512_storeu_si512(out.add(i) as *mut _, v);
             } else {
-                _mm512_mask_storeu_epi8(out.add(i) as *mut i8, (1u64 << len) - 1, v);
+                _mm512_mask_storeu_epi8(out.add(i) as *mut i8, m, v);
             }
             if !vbmi {
                 if let Some(t) = &q.post {
-                    for k in i..i + len {
-                        *out.add(k) = t[*out.add(k) as usize];
+                    for j in i..i + len {
+                        *out.add(j) = t[*out.add(j) as usize];
                     }
                 }
             }

@@ -638,18 +638,32 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 let mut out = pool.tensor(DType::F32, &[n, c, 1, 1]);
                 let ov = out.view_mut::<f32>().unwrap();
+                if channels_last {
+                    // Pixel-major, all channels at once (contiguous reads); each channel's sum
+                    // is still the sequential fold over pixels that `Iterator::sum` computes,
+                    // from the same starting value.
+                    let zero: f64 = std::iter::empty::<f64>().sum();
+                    let mut sums = vec![zero; c];
+                    for b in 0..n {
+                        sums.fill(zero);
+                        for p in 0..count {
+                            let row = &xv[(b * count + p) * c..(b * count + p + 1) * c];
+                            for (acc, &v) in sums.iter_mut().zip(row) {
+                                *acc += v as f64;
+                            }
+                        }
+                        for (o, &sum) in ov[b * c..(b + 1) * c].iter_mut().zip(&sums) {
+                            *o = (sum / count as f64) as f32;
+                        }
+                    }
+                    return one(out);
+                }
                 for b in 0..n {
                     for ch in 0..c {
-                        let sum: f64 = if channels_last {
-                            (0..count)
-                                .map(|p| xv[(b * count + p) * c + ch] as f64)
-                                .sum()
-                        } else {
-                            xv[(b * c + ch) * count..(b * c + ch + 1) * count]
-                                .iter()
-                                .map(|&v| v as f64)
-                                .sum()
-                        };
+                        let sum: f64 = xv[(b * c + ch) * count..(b * c + ch + 1) * count]
+                            .iter()
+                            .map(|&v| v as f64)
+                            .sum();
                         ov[b * c + ch] = (sum / count as f64) as f32;
                     }
                 }
