@@ -153,24 +153,63 @@ pub(crate) unsafe fn qadd_raw(
     n: usize,
     q: &QAdd,
 ) {
-    let done = match isa {
+    qadd_rows(
+        isa,
+        Strided {
+            a,
+            b,
+            out,
+            lda: n,
+            ldb: n,
+            ldo: n,
+        },
+        1,
+        n,
+        q,
+    )
+}
+
+/// Three strided byte matrices: operand A, operand B and the output (row strides in bytes).
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub a: *const u8,
+    pub b: *const u8,
+    pub out: *mut u8,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldo: usize,
+}
+
+/// [`qadd_raw`] on `rows` rows of `n` bytes (constants set up once for all rows).
+///
+/// # Safety
+/// `isa` supported; for every row `r < rows`, `a + r*lda`, `b + r*ldb` readable and
+/// `out + r*ldo` writable for `n` bytes; a row of `out` may equal the same row of `a` or `b`.
+pub(crate) unsafe fn qadd_rows(isa: Isa, m: Strided, rows: usize, n: usize, q: &QAdd) {
+    match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Vnni => {
-            x86::qadd_avx512(a, b, out, n, q, x86::has_vbmi());
-            n
+            x86::qadd_avx512(m, rows, n, q, x86::has_vbmi());
+            return;
         }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::qadd_avx2(a, b, out, n, q),
-        _ => 0,
-    };
-    for i in done..n {
-        *out.add(i) = q.one(*a.add(i), *b.add(i));
+        _ => {}
+    }
+    for r in 0..rows {
+        let (a, b, out) = (m.a.add(r * m.lda), m.b.add(r * m.ldb), m.out.add(r * m.ldo));
+        let done = match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::qadd_avx2(a, b, out, n, q),
+            _ => 0,
+        };
+        for i in done..n {
+            *out.add(i) = q.one(*a.add(i), *b.add(i));
+        }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{QAdd, CLAMP_F};
+    use super::{QAdd, Strided, CLAMP_F};
     use std::arch::x86_64::*;
 
     pub(super) fn has_vbmi() -> bool {
@@ -266,48 +305,36 @@ mod x86 {
     /// SAFETY: AVX-512 F/BW/VL (and VBMI when `vbmi`) supported; `a`, `b` readable and `out`
     /// writable for `n` bytes (masked loads never touch bytes at or past `n`).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-    unsafe fn run_vbmi(a: *const u8, b: *const u8, out: *mut u8, n: usize, q: &QAdd) {
-        body(a, b, out, n, q, true)
+    unsafe fn run_vbmi(m: Strided, rows: usize, n: usize, q: &QAdd) {
+        body(m, rows, n, q, true)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn run_bw(a: *const u8, b: *const u8, out: *mut u8, n: usize, q: &QAdd) {
-        body(a, b, out, n, q, false)
+    unsafe fn run_bw(m: Strided, rows: usize, n: usize, q: &QAdd) {
+        body(m, rows, n, q, false)
     }
 
-    pub(super) unsafe fn qadd_avx512(
-        a: *const u8,
-        b: *const u8,
-        out: *mut u8,
-        n: usize,
-        q: &QAdd,
-        vbmi: bool,
-    ) {
+    /// SAFETY: AVX-512 F/BW/VL (and VBMI when `vbmi`) supported; the `qadd_rows` contract
+    /// (masked loads never touch bytes at or past `n` in a row).
+    pub(super) unsafe fn qadd_avx512(m: Strided, rows: usize, n: usize, q: &QAdd, vbmi: bool) {
         if vbmi && q.post.is_some() {
-            run_vbmi(a, b, out, n, q)
+            run_vbmi(m, rows, n, q)
         } else {
-            run_bw(a, b, out, n, q)
+            run_bw(m, rows, n, q)
         }
     }
 
     #[inline(always)]
-    unsafe fn body(a: *const u8, b: *const u8, out: *mut u8, n: usize, q: &QAdd, vbmi: bool) {
+    unsafe fn body(m: Strided, rows: usize, n: usize, q: &QAdd, vbmi: bool) {
         if q.signed {
-            body_t::<true>(a, b, out, n, q, vbmi)
+            body_t::<true>(m, rows, n, q, vbmi)
         } else {
-            body_t::<false>(a, b, out, n, q, vbmi)
+            body_t::<false>(m, rows, n, q, vbmi)
         }
     }
 
     #[inline(always)]
-    unsafe fn body_t<const SIGNED: bool>(
-        a: *const u8,
-        b: *const u8,
-        out: *mut u8,
-        n: usize,
-        q: &QAdd,
-        vbmi: bool,
-    ) {
+    unsafe fn body_t<const SIGNED: bool>(m: Strided, rows: usize, n: usize, q: &QAdd, vbmi: bool) {
         let (lo, hi) = if SIGNED { (-128, 127) } else { (0, 255) };
         let k = Consts {
             azp: _mm512_set1_epi32(q.a.1),
@@ -332,6 +359,26 @@ mod x86 {
             }
             _ => [zero; 4],
         };
+        for r in 0..rows {
+            let (a, b) = (m.a.add(r * m.lda), m.b.add(r * m.ldb));
+            let out = m.out.add(r * m.ldo);
+            row::<SIGNED>(&k, &table, a, b, out, n, q, vbmi);
+        }
+    }
+
+    /// One row of `n` bytes, 64 per step (masked tail).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn row<const SIGNED: bool>(
+        k: &Consts,
+        table: &[__m512i; 4],
+        a: *const u8,
+        b: *const u8,
+        out: *mut u8,
+        n: usize,
+        q: &QAdd,
+        vbmi: bool,
+    ) {
         let mut i = 0;
         while i < n {
             let len = (n - i).min(64);
@@ -349,13 +396,13 @@ mod x86 {
             };
             let (wa, wb) = (widen64::<SIGNED>(va), widen64::<SIGNED>(vb));
             let mut v = pack64::<SIGNED>([
-                lanes16(&k, wa[0], wb[0]),
-                lanes16(&k, wa[1], wb[1]),
-                lanes16(&k, wa[2], wb[2]),
-                lanes16(&k, wa[3], wb[3]),
+                lanes16(k, wa[0], wb[0]),
+                lanes16(k, wa[1], wb[1]),
+                lanes16(k, wa[2], wb[2]),
+                lanes16(k, wa[3], wb[3]),
             ]);
             if vbmi {
-                v = table64(&table, v);
+                v = table64(table, v);
             }
             if len == 64 {
                 _mm512_storeu_si512(out.add(i) as *mut _, v);

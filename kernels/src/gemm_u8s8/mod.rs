@@ -290,10 +290,15 @@ unsafe fn apply_residual(
         OutPtr::I8(p) => p as *mut u8,
         _ => return,
     };
-    for row in 0..rows {
-        let d = o.add(row * ldc);
-        crate::qadd::qadd_raw(isa, d, r.other.as_ptr().add(off + row * ldc), d, nc, r.add);
-    }
+    let m = crate::qadd::Strided {
+        a: o,
+        b: r.other.as_ptr().add(off),
+        out: o,
+        lda: ldc,
+        ldb: ldc,
+        ldo: ldc,
+    };
+    crate::qadd::qadd_rows(isa, m, rows, nc, r.add);
 }
 
 /// [`gemm_u8s8`] with an optional residual add fused after the epilogue.
