@@ -121,6 +121,8 @@ fn main() {
             ("dwconv3x3_112x112x32", 112, 112, 32, 32, 32, 3, 1, 1),
             // ResNet-50's stem: 7x7 stride 2 pad 3, C_in = 3 (im2col, K = 147)
             ("stem7x7s2_224x224x3-64", 224, 224, 3, 64, 1, 7, 2, 3),
+            // MobileNetV2's stem: 3x3 stride 2 pad 1, C_in = 3 (im2col, K = 27)
+            ("stem3x3s2_224x224x3-32", 224, 224, 3, 32, 1, 3, 2, 1),
             // ResNet-50's other 3x3 layers
             ("conv3x3_28x28x128-128", 28, 28, 128, 128, 1, 3, 1, 1),
             ("conv3x3_14x14x256-256", 14, 14, 256, 256, 1, 3, 1, 1),

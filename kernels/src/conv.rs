@@ -652,8 +652,8 @@ fn im2col(
         let row_span = cig == c_in && dw == 1 && ix0 >= 0 && ix0 as usize + kw <= x.w;
         let span = kw * cig;
         let iy0 = (oy * sh) as isize - geom.pads[0] as isize;
-        if row_span && (16..=32).contains(&span) && iy0 >= 0 && iy0 as usize + (kh - 1) * dh < x.h {
-            // Whole window inside the input, 16..32 bytes per kernel row: two overlapping
+        if row_span && (8..=32).contains(&span) && iy0 >= 0 && iy0 as usize + (kh - 1) * dh < x.h {
+            // Whole window inside the input, 8..32 bytes per kernel row: two overlapping 8- or
             // 16-byte copies per kernel row, bounds checked once for the window.
             let s0 = ((b * x.h + iy0 as usize) * x.w + ix0 as usize) * c_in;
             let last = s0 + (kh - 1) * dh * x.w * c_in + span;
@@ -665,10 +665,18 @@ fn im2col(
                     unsafe {
                         let src = sp.add(s0 + ky * dh * x.w * c_in);
                         let d = dp.add(ky * span);
-                        let lo = std::ptr::read_unaligned(src as *const [u8; 16]);
-                        let hi = std::ptr::read_unaligned(src.add(span - 16) as *const [u8; 16]);
-                        std::ptr::write_unaligned(d as *mut [u8; 16], lo);
-                        std::ptr::write_unaligned(d.add(span - 16) as *mut [u8; 16], hi);
+                        if span >= 16 {
+                            let lo = std::ptr::read_unaligned(src as *const [u8; 16]);
+                            let hi =
+                                std::ptr::read_unaligned(src.add(span - 16) as *const [u8; 16]);
+                            std::ptr::write_unaligned(d as *mut [u8; 16], lo);
+                            std::ptr::write_unaligned(d.add(span - 16) as *mut [u8; 16], hi);
+                        } else {
+                            let lo = std::ptr::read_unaligned(src as *const [u8; 8]);
+                            let hi = std::ptr::read_unaligned(src.add(span - 8) as *const [u8; 8]);
+                            std::ptr::write_unaligned(d as *mut [u8; 8], lo);
+                            std::ptr::write_unaligned(d.add(span - 8) as *mut [u8; 8], hi);
+                        }
                     }
                 }
                 continue;

@@ -338,11 +338,16 @@ impl ConvNode {
         } else {
             let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
             let nhwc = t.bytes_mut();
+            let hw = h * w;
             for b in 0..nb {
-                for ch in 0..c {
-                    let plane = &src[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                    for (p, &v) in plane.iter().enumerate() {
-                        nhwc[(b * h * w + p) * c + ch] = v ^ flip;
+                let img = &src[b * c * hw..(b + 1) * c * hw];
+                // Pixel-major: sequential writes, `c` sequential read streams.
+                for (p, px) in nhwc[b * hw * c..(b + 1) * hw * c]
+                    .chunks_exact_mut(c)
+                    .enumerate()
+                {
+                    for (ch, d) in px.iter_mut().enumerate() {
+                        *d = img[ch * hw + p] ^ flip;
                     }
                 }
             }
