@@ -208,11 +208,11 @@ pub(crate) unsafe fn qadd_rows(isa: Isa, m: Strided, rows: usize, n: usize, q: &
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::{QAdd, Strided, CLAMP_F};
     use std::arch::x86_64::*;
 
-    pub(super) fn has_vbmi() -> bool {
+    pub(crate) fn has_vbmi() -> bool {
         static VBMI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *VBMI.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vbmi"))
     }
@@ -335,6 +335,17 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn body_t<const SIGNED: bool>(m: Strided, rows: usize, n: usize, q: &QAdd, vbmi: bool) {
+        let (k, table) = setup::<SIGNED>(q, vbmi);
+        for r in 0..rows {
+            let (a, b) = (m.a.add(r * m.lda), m.b.add(r * m.ldb));
+            let out = m.out.add(r * m.ldo);
+            row::<SIGNED>(&k, &table, a, b, out, n, q, vbmi);
+        }
+    }
+
+    /// Broadcast constants and (with VBMI and a table) the table's four registers.
+    #[inline(always)]
+    unsafe fn setup<const SIGNED: bool>(q: &QAdd, vbmi: bool) -> (Consts, [__m512i; 4]) {
         let (lo, hi) = if SIGNED { (-128, 127) } else { (0, 255) };
         let k = Consts {
             azp: _mm512_set1_epi32(q.a.1),
@@ -359,10 +370,87 @@ mod x86 {
             }
             _ => [zero; 4],
         };
-        for r in 0..rows {
-            let (a, b) = (m.a.add(r * m.lda), m.b.add(r * m.ldb));
-            let out = m.out.add(r * m.ldo);
-            row::<SIGNED>(&k, &table, a, b, out, n, q, vbmi);
+        (k, table)
+    }
+
+    /// The add on whole 64-byte rows whose operand A is already in registers (a convolution
+    /// tile's packed output): row `r` = `add(a[r], b + r*ldb)` stored at `out + r*ldo`. Same
+    /// operations as `row`, minus the load of A.
+    ///
+    /// SAFETY: AVX-512 F/BW/VL (and VBMI when `vbmi` and `q.post` is set) supported; `b + r*ldb`
+    /// readable and `out + r*ldo` writable for 64 bytes for every `r < a.len()`.
+    pub(crate) unsafe fn add_rows64_reg(
+        q: &QAdd,
+        a: &[__m512i],
+        b: *const u8,
+        ldb: usize,
+        out: *mut u8,
+        ldo: usize,
+        vbmi: bool,
+    ) {
+        match (q.signed, vbmi && q.post.is_some()) {
+            (false, false) => rows64_bw::<false>(q, a, b, ldb, out, ldo),
+            (true, false) => rows64_bw::<true>(q, a, b, ldb, out, ldo),
+            (false, true) => rows64_vbmi::<false>(q, a, b, ldb, out, ldo),
+            (true, true) => rows64_vbmi::<true>(q, a, b, ldb, out, ldo),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn rows64_bw<const SIGNED: bool>(
+        q: &QAdd,
+        a: &[__m512i],
+        b: *const u8,
+        ldb: usize,
+        out: *mut u8,
+        ldo: usize,
+    ) {
+        rows64::<SIGNED, false>(q, a, b, ldb, out, ldo)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+    unsafe fn rows64_vbmi<const SIGNED: bool>(
+        q: &QAdd,
+        a: &[__m512i],
+        b: *const u8,
+        ldb: usize,
+        out: *mut u8,
+        ldo: usize,
+    ) {
+        rows64::<SIGNED, true>(q, a, b, ldb, out, ldo)
+    }
+
+    #[inline(always)]
+    unsafe fn rows64<const SIGNED: bool, const VBMI: bool>(
+        q: &QAdd,
+        a: &[__m512i],
+        b: *const u8,
+        ldb: usize,
+        out: *mut u8,
+        ldo: usize,
+    ) {
+        let (k, table) = setup::<SIGNED>(q, VBMI);
+        for (r, &va) in a.iter().enumerate() {
+            let vb = _mm512_loadu_si512(b.add(r * ldb) as *const _);
+            let (wa, wb) = (widen64::<SIGNED>(va), widen64::<SIGNED>(vb));
+            let mut v = pack64::<SIGNED>([
+                lanes16(&k, wa[0], wb[0]),
+                lanes16(&k, wa[1], wb[1]),
+                lanes16(&k, wa[2], wb[2]),
+                lanes16(&k, wa[3], wb[3]),
+            ]);
+            if VBMI {
+                v = table64(&table, v);
+            }
+            let o = out.add(r * ldo);
+            _mm512_storeu_si512(o as *mut _, v);
+            if !VBMI {
+                if let Some(t) = &q.post {
+                    for j in 0..64 {
+                        *o.add(j) = t[*o.add(j) as usize];
+                    }
+                }
+            }
         }
     }
 

@@ -301,6 +301,16 @@ unsafe fn apply_residual(
     crate::qadd::qadd_rows(isa, m, rows, nc, r.add);
 }
 
+/// The residual operand's address for a tile at output offset `off` when the fused VNNI kernel
+/// applies the add in registers (whole 64-column panels), else null (the driver then applies it
+/// to the stored tile).
+fn inreg_ptr(isa: Isa, res: Option<&Residual<'_>>, off: usize, nc: usize) -> *const u8 {
+    match res {
+        Some(r) if isa == Isa::Avx512Vnni && nc == NR => r.other[off..].as_ptr(),
+        _ => std::ptr::null(),
+    }
+}
+
 /// [`gemm_u8s8`] with an optional residual add fused after the epilogue.
 pub(crate) fn gemm_u8s8_res(
     kernel: &Kernel,
@@ -349,6 +359,7 @@ pub(crate) fn gemm_u8s8_res(
         zp: ep.out_zero_point,
         lo,
         hi,
+        res: res.map(|r| r.add),
     };
 
     let isa = kernel.isa();
@@ -396,6 +407,7 @@ pub(crate) fn gemm_u8s8_res(
                 unsafe {
                     let a_tile = abase.add((i - it.m0) * a_rs);
                     let o = outp.0.add(i * ldc + j0);
+                    let rp = inreg_ptr(isa, res, i * ldc + j0, nc);
                     let fused = micro::run_fused(
                         isa,
                         rows,
@@ -409,6 +421,7 @@ pub(crate) fn gemm_u8s8_res(
                         nc,
                         o,
                         ldc,
+                        rp,
                     );
                     if !fused {
                         micro::run(isa, rows, kp / 4, a_tile, a_rs, bp, tile.0.as_mut_ptr());
@@ -424,7 +437,7 @@ pub(crate) fn gemm_u8s8_res(
                             );
                         }
                     }
-                    if let Some(res) = res {
+                    if let Some(res) = res.filter(|_| !fused || rp.is_null()) {
                         apply_residual(isa, res, o, i * ldc + j0, rows, nc, ldc);
                     }
                 }
@@ -565,6 +578,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         zp: ep.out_zero_point,
         lo,
         hi,
+        res: res.map(|r| r.add),
     };
     let threads = rayon::current_num_threads();
     let items = plan_items(m, b.panels(), b.kp, 6, threads);
@@ -581,6 +595,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             let mut i = it.m0;
             while i < it.m1 {
                 let rows = micro::tile_rows(Isa::Avx512Vnni, nc).min(it.m1 - i);
+                let rp = inreg_ptr(Isa::Avx512Vnni, res, i * ldc + j0, nc);
                 // SAFETY: the Kernel is Avx512Vnni (checked above); the caller guarantees the
                 // pointers; rows i..i+rows have `taps` pointers each; the output was checked.
                 #[cfg(target_arch = "x86_64")]
@@ -596,8 +611,9 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
                     nc,
                     outp.0.add(i * ldc + j0),
                     ldc,
+                    rp,
                 );
-                if let Some(res) = res {
+                if let Some(res) = res.filter(|_| rp.is_null()) {
                     apply_residual(
                         Isa::Avx512Vnni,
                         res,
