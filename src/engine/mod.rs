@@ -8,7 +8,9 @@
 //!   quantized CNN / BERT graphs run, and the reference interpreter for the rest (reported);
 //! - fusion: dynamic quantization's `MatMulInteger -> Cast -> Mul(a_scale * w_scale) -> Add(bias)`
 //!   becomes one int8 GEMM with a dequantizing f32 epilogue; a Relu after an fp32 Conv / Gemm goes
-//!   into the kernel;
+//!   into the kernel; a residual QLinearAdd (with its folded DQ-[Relu]-Q table) whose other
+//!   operand is ready runs inside the int8 convolution producing its first operand, tile by tile
+//!   (`conv2d_u8s8_add`, same bytes as conv then add);
 //! - layout: 4-D values produced by convolutions stay NHWC (the kernels' layout) through
 //!   element-wise followers (QLinearAdd, Quantize/DequantizeLinear, Relu, Clip) into the next
 //!   convolution or global pooling, so conv chains convert NCHW <-> NHWC only at region
