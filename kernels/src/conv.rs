@@ -629,17 +629,70 @@ fn im2col(
     let (sh, sw) = geom.stride;
     let (dh, dw) = geom.dilation;
     let pad_val = x.zero_point.clamp(0, 255) as u8;
-    // (b, oy, ox) of row r0, then stepped per row (no divisions in the loop).
+    let span = kw * cig;
+    // Output columns whose kw taps are all inside the input row: ix0 = ox*sw - pad_left >= 0
+    // and ix0 + kw <= w.
+    let pl = geom.pads[1];
+    let ox_first = pl.div_ceil(sw);
+    let ox_last = (x.w + pl).checked_sub(kw).map(|v| v / sw);
+    let fast = cig == c_in && dw == 1 && (8..=32).contains(&span);
+    // (b, oy, ox) of row r, stepped (no divisions in the loop).
     let (mut b, mut oy, mut ox) = (r0 / (oh * ow), (r0 / ow) % oh, r0 % ow);
-    for r in r0..r1 {
-        if r > r0 {
-            ox += 1;
-            if ox == ow {
-                ox = 0;
-                oy += 1;
-                if oy == oh {
-                    oy = 0;
-                    b += 1;
+    let mut r = r0;
+    while r < r1 {
+        if ox == ow {
+            ox = 0;
+            oy += 1;
+            if oy == oh {
+                oy = 0;
+                b += 1;
+            }
+        }
+        let iy0 = (oy * sh) as isize - geom.pads[0] as isize;
+        let rows_in = iy0 >= 0 && iy0 as usize + (kh - 1) * dh < x.h;
+        if let (true, true, Some(last_ox)) = (fast, rows_in, ox_last) {
+            if ox >= ox_first && ox <= last_ox {
+                // A run of output columns whose whole window is inside the input, 8..32 bytes
+                // per kernel row: two overlapping 8- or 16-byte copies per kernel row, bounds
+                // checked once for the run.
+                let n = (last_ox + 1 - ox).min(ow - ox).min(r1 - r);
+                let s0 = ((b * x.h + iy0 as usize) * x.w + ox * sw - pl) * c_in;
+                let (step, rstride) = (sw * c_in, dh * x.w * c_in);
+                let src_end = s0 + (n - 1) * step + (kh - 1) * rstride + span;
+                let dst_end = (r - r0 + n - 1) * ld + kh * span;
+                if src_end <= x.data.len() && dst_end <= buf.len() {
+                    let (sp, dp) = (x.data.as_ptr(), buf.as_mut_ptr());
+                    for j in 0..n {
+                        for ky in 0..kh {
+                            // SAFETY: every source span ends at or before `src_end`, every
+                            // destination span at or before `dst_end` (both checked above).
+                            unsafe {
+                                let src = sp.add(s0 + j * step + ky * rstride);
+                                let d = dp.add((r - r0 + j) * ld + ky * span);
+                                if span >= 16 {
+                                    let lo = std::ptr::read_unaligned(src as *const [u8; 16]);
+                                    let hi = std::ptr::read_unaligned(
+                                        src.add(span - 16) as *const [u8; 16]
+                                    );
+                                    std::ptr::write_unaligned(d as *mut [u8; 16], lo);
+                                    std::ptr::write_unaligned(
+                                        d.add(span - 16) as *mut [u8; 16],
+                                        hi,
+                                    );
+                                } else {
+                                    let lo = std::ptr::read_unaligned(src as *const [u8; 8]);
+                                    let hi = std::ptr::read_unaligned(
+                                        src.add(span - 8) as *const [u8; 8]
+                                    );
+                                    std::ptr::write_unaligned(d as *mut [u8; 8], lo);
+                                    std::ptr::write_unaligned(d.add(span - 8) as *mut [u8; 8], hi);
+                                }
+                            }
+                        }
+                    }
+                    r += n;
+                    ox += n;
+                    continue;
                 }
             }
         }
@@ -648,40 +701,8 @@ fn im2col(
         // With one group and no horizontal dilation, the kw taps of a kernel row are kw whole
         // input pixels side by side: one copy of kw * c_in bytes when all are inside the input
         // (the stem conv: C_in = 3, 21 bytes per kernel row instead of seven 3-byte copies).
-        let ix0 = (ox * sw) as isize - geom.pads[1] as isize;
+        let ix0 = (ox * sw) as isize - pl as isize;
         let row_span = cig == c_in && dw == 1 && ix0 >= 0 && ix0 as usize + kw <= x.w;
-        let span = kw * cig;
-        let iy0 = (oy * sh) as isize - geom.pads[0] as isize;
-        if row_span && (8..=32).contains(&span) && iy0 >= 0 && iy0 as usize + (kh - 1) * dh < x.h {
-            // Whole window inside the input, 8..32 bytes per kernel row: two overlapping 8- or
-            // 16-byte copies per kernel row, bounds checked once for the window.
-            let s0 = ((b * x.h + iy0 as usize) * x.w + ix0 as usize) * c_in;
-            let last = s0 + (kh - 1) * dh * x.w * c_in + span;
-            if last <= x.data.len() && kh * span <= dst.len() {
-                let (sp, dp) = (x.data.as_ptr(), dst.as_mut_ptr());
-                for ky in 0..kh {
-                    // SAFETY: source row ky spans [s0 + ky*dh*w*c_in, + span) <= `last`, in
-                    // bounds; destination [ky*span, ky*span + span) <= kh*span <= dst.len().
-                    unsafe {
-                        let src = sp.add(s0 + ky * dh * x.w * c_in);
-                        let d = dp.add(ky * span);
-                        if span >= 16 {
-                            let lo = std::ptr::read_unaligned(src as *const [u8; 16]);
-                            let hi =
-                                std::ptr::read_unaligned(src.add(span - 16) as *const [u8; 16]);
-                            std::ptr::write_unaligned(d as *mut [u8; 16], lo);
-                            std::ptr::write_unaligned(d.add(span - 16) as *mut [u8; 16], hi);
-                        } else {
-                            let lo = std::ptr::read_unaligned(src as *const [u8; 8]);
-                            let hi = std::ptr::read_unaligned(src.add(span - 8) as *const [u8; 8]);
-                            std::ptr::write_unaligned(d as *mut [u8; 8], lo);
-                            std::ptr::write_unaligned(d.add(span - 8) as *mut [u8; 8], hi);
-                        }
-                    }
-                }
-                continue;
-            }
-        }
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
             if row_span && iy >= 0 && (iy as usize) < x.h {
@@ -702,5 +723,7 @@ fn im2col(
                 col += cig;
             }
         }
+        r += 1;
+        ox += 1;
     }
 }
