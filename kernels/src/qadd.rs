@@ -373,15 +373,16 @@ pub(crate) mod x86 {
         (k, table)
     }
 
-    /// The add on whole 64-byte rows whose operand A is already in registers (a convolution
-    /// tile's packed output): row `r` = `add(a[r], b + r*ldb)` stored at `out + r*ldo`. Same
-    /// operations as `row`, minus the load of A.
+    /// The add on whole 64-byte rows whose operand A's term `xa = (a - a_zp) * a_s` was computed
+    /// in float by the convolution's epilogue (`xa[r][c]` holds columns `16c .. 16c+16` of row
+    /// `r` in column order): row `r` = `post[clamp(round((xa + yb) / c_s) + c_zp)]` with `yb`
+    /// from `b + r*ldb`, stored at `out + r*ldo`. Same operations as `lanes16` from `xa` on.
     ///
     /// SAFETY: AVX-512 F/BW/VL (and VBMI when `vbmi` and `q.post` is set) supported; `b + r*ldb`
-    /// readable and `out + r*ldo` writable for 64 bytes for every `r < a.len()`.
-    pub(crate) unsafe fn add_rows64_reg(
+    /// readable and `out + r*ldo` writable for 64 bytes for every `r < xa.len()`.
+    pub(crate) unsafe fn add_rows64_xa(
         q: &QAdd,
-        a: &[__m512i],
+        xa: &[[__m512; 4]],
         b: *const u8,
         ldb: usize,
         out: *mut u8,
@@ -389,56 +390,80 @@ pub(crate) mod x86 {
         vbmi: bool,
     ) {
         match (q.signed, vbmi && q.post.is_some()) {
-            (false, false) => rows64_bw::<false>(q, a, b, ldb, out, ldo),
-            (true, false) => rows64_bw::<true>(q, a, b, ldb, out, ldo),
-            (false, true) => rows64_vbmi::<false>(q, a, b, ldb, out, ldo),
-            (true, true) => rows64_vbmi::<true>(q, a, b, ldb, out, ldo),
+            (false, false) => xa64_bw::<false>(q, xa, b, ldb, out, ldo),
+            (true, false) => xa64_bw::<true>(q, xa, b, ldb, out, ldo),
+            (false, true) => xa64_vbmi::<false>(q, xa, b, ldb, out, ldo),
+            (true, true) => xa64_vbmi::<true>(q, xa, b, ldb, out, ldo),
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn rows64_bw<const SIGNED: bool>(
+    unsafe fn xa64_bw<const SIGNED: bool>(
         q: &QAdd,
-        a: &[__m512i],
+        xa: &[[__m512; 4]],
         b: *const u8,
         ldb: usize,
         out: *mut u8,
         ldo: usize,
     ) {
-        rows64::<SIGNED, false>(q, a, b, ldb, out, ldo)
+        xa64::<SIGNED, false>(q, xa, b, ldb, out, ldo)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
-    unsafe fn rows64_vbmi<const SIGNED: bool>(
+    unsafe fn xa64_vbmi<const SIGNED: bool>(
         q: &QAdd,
-        a: &[__m512i],
+        xa: &[[__m512; 4]],
         b: *const u8,
         ldb: usize,
         out: *mut u8,
         ldo: usize,
     ) {
-        rows64::<SIGNED, true>(q, a, b, ldb, out, ldo)
+        xa64::<SIGNED, true>(q, xa, b, ldb, out, ldo)
     }
 
     #[inline(always)]
-    unsafe fn rows64<const SIGNED: bool, const VBMI: bool>(
+    unsafe fn xa64<const SIGNED: bool, const VBMI: bool>(
         q: &QAdd,
-        a: &[__m512i],
+        xa: &[[__m512; 4]],
         b: *const u8,
         ldb: usize,
         out: *mut u8,
         ldo: usize,
     ) {
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         let (k, table) = setup::<SIGNED>(q, VBMI);
-        for (r, &va) in a.iter().enumerate() {
-            let vb = _mm512_loadu_si512(b.add(r * ldb) as *const _);
-            let (wa, wb) = (widen64::<SIGNED>(va), widen64::<SIGNED>(vb));
-            let mut v = pack64::<SIGNED>([
-                lanes16(&k, wa[0], wb[0]),
-                lanes16(&k, wa[1], wb[1]),
-                lanes16(&k, wa[2], wb[2]),
-                lanes16(&k, wa[3], wb[3]),
-            ]);
+        // Column order after the in-lane packs: a 4 x 4 dword transpose (as the GEMM epilogue).
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        for (r, x) in xa.iter().enumerate() {
+            let brow = b.add(r * ldb);
+            let mut qv = [_mm512_setzero_si512(); 4];
+            for (c, qc) in qv.iter_mut().enumerate() {
+                let lb = _mm_loadu_si128(brow.add(16 * c) as *const __m128i);
+                let ib = if SIGNED {
+                    _mm512_cvtepi8_epi32(lb)
+                } else {
+                    _mm512_cvtepu8_epi32(lb)
+                };
+                let yb = _mm512_mul_ps(
+                    _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ib, k.bzp)),
+                    k.bs,
+                );
+                let f = _mm512_div_ps(_mm512_add_ps(x[c], yb), k.cs);
+                let f = _mm512_min_ps(_mm512_max_ps(f, k.lo), k.hi);
+                *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), k.czp);
+            }
+            let packed = if SIGNED {
+                _mm512_packs_epi16(
+                    _mm512_packs_epi32(qv[0], qv[1]),
+                    _mm512_packs_epi32(qv[2], qv[3]),
+                )
+            } else {
+                _mm512_packus_epi16(
+                    _mm512_packus_epi32(qv[0], qv[1]),
+                    _mm512_packus_epi32(qv[2], qv[3]),
+                )
+            };
+            let mut v = _mm512_permutexvar_epi32(idx, packed);
             if VBMI {
                 v = table64(&table, v);
             }

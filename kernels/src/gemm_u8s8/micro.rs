@@ -221,7 +221,7 @@ unsafe fn scalar<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::NR;
-    use crate::gemm_u8s8::epilogue::x86::{mask16, row64_bytes, vec16};
+    use crate::gemm_u8s8::epilogue::x86::{mask16, row64_bytes, row64_xa, vec16};
     use crate::gemm_u8s8::epilogue::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
 
@@ -327,30 +327,34 @@ mod x86 {
                 OutPtr::I8(o) => o as *mut u8,
                 _ => unreachable!(),
             };
-            let mut rows = [_mm512_setzero_si512(); R];
-            for (r, acc_r) in acc.iter().enumerate() {
-                let rt = _mm512_set1_epi32(*rowterm.add(r));
-                rows[r] = row64_bytes(
-                    plan,
-                    [acc_r[0], acc_r[1], acc_r[2], acc_r[3]],
-                    rt,
-                    j0,
-                    signed,
-                );
-            }
             match plan.res {
-                Some(q) if !rp.is_null() => crate::qadd::x86::add_rows64_reg(
-                    q,
-                    &rows,
-                    rp,
-                    ldc,
-                    base,
-                    ldc,
-                    crate::qadd::x86::has_vbmi(),
-                ),
+                Some(q) if !rp.is_null() => {
+                    // The residual add takes the conv's value in float (`row64_xa`): the
+                    // output bytes of the conv are never formed.
+                    let zpd = _mm512_set1_ps((plan.zp - q.a.1) as f32);
+                    let a_s = _mm512_set1_ps(q.a.0);
+                    let mut xa = [[_mm512_setzero_ps(); 4]; R];
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        let rt = _mm512_set1_epi32(*rowterm.add(r));
+                        let a4 = [acc_r[0], acc_r[1], acc_r[2], acc_r[3]];
+                        xa[r] = row64_xa(plan, a4, rt, j0, zpd, a_s);
+                    }
+                    crate::qadd::x86::add_rows64_xa(
+                        q,
+                        &xa,
+                        rp,
+                        ldc,
+                        base,
+                        ldc,
+                        crate::qadd::x86::has_vbmi(),
+                    )
+                }
                 _ => {
-                    for (r, v) in rows.iter().enumerate() {
-                        _mm512_storeu_si512(base.add(r * ldc) as *mut _, *v);
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        let rt = _mm512_set1_epi32(*rowterm.add(r));
+                        let a4 = [acc_r[0], acc_r[1], acc_r[2], acc_r[3]];
+                        let v = row64_bytes(plan, a4, rt, j0, signed);
+                        _mm512_storeu_si512(base.add(r * ldc) as *mut _, v);
                     }
                 }
             }
