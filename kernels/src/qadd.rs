@@ -56,7 +56,7 @@ impl QAdd {
         let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
         let big = 2f32.powi(100);
         for (s, z) in [a, b, c] {
-            if !(s.is_finite() && s.abs() <= big) || !(lo..=hi).contains(&z) {
+            if !(s.is_finite() && s.abs() <= big && (lo..=hi).contains(&z)) {
                 return Err(bad(format!(
                     "qadd: scale {s} / zero point {z} not supported"
                 )));
