@@ -98,6 +98,40 @@ fn resnet8_static_int8_matches_reference() {
 }
 
 #[test]
+fn resnet8_residual_adds_fuse_into_convs_bit_identically() {
+    let feeds = npz("resnet8_inputs.npz");
+    let g = static_int8("resnet8.onnx", "resnet8_inputs.npz", &feeds);
+    let adds = g
+        .topo_order()
+        .unwrap()
+        .into_iter()
+        .filter(|&n| g.node(n).op.name() == "QLinearAdd")
+        .count();
+    let e = octet::engine::Engine::new(g.clone(), Some(1)).unwrap();
+    let steps = e.steps();
+    let fused: Vec<_> = steps
+        .iter()
+        .filter(|s| s.op.starts_with("QLinearConv+QLinearAdd"))
+        .collect();
+    assert!(adds > 0, "resnet8 has no QLinearAdd");
+    assert_eq!(
+        fused.len(),
+        adds,
+        "every residual add should fuse into its conv: {:?}",
+        steps.iter().map(|s| &s.op).collect::<Vec<_>>()
+    );
+    assert!(fused.iter().all(|s| s.exec == "int8"));
+    assert!(!steps.iter().any(|s| s.op.starts_with("QLinearAdd")));
+    let oracle = octet::reference::run_graph(&g, &feeds).unwrap();
+    for threads in [1, 2] {
+        let got = engine_outputs(&g, threads, &feeds);
+        for ((name, want), got) in oracle.iter().zip(&got) {
+            assert_eq!(got, want, "{threads} threads: output {name} differs");
+        }
+    }
+}
+
+#[test]
 fn mobilenetv2_static_int8_matches_reference() {
     check_static(
         "mobilenetv2_035.onnx",

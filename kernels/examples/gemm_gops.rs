@@ -130,7 +130,8 @@ fn main() {
     }
     if !args.iter().any(|a| a == "--no-conv") {
         // 3x3 56x56x64 -> 64 pad 1, and depthwise 3x3 112x112x32 pad 1; u8 out with ReLU clamp.
-        for (name, h, w, ci, co, groups) in [
+        // (name, h, w, c_in, c_out, groups, kernel, stride, pad)
+        for (name, h, w, ci, co, groups, kk, st, pd) in [
             (
                 "conv3x3_56x56x64-64",
                 56usize,
@@ -138,8 +139,20 @@ fn main() {
                 64usize,
                 64usize,
                 1usize,
+                3usize,
+                1usize,
+                1usize,
             ),
-            ("dwconv3x3_112x112x32", 112, 112, 32, 32, 32),
+            ("dwconv3x3_112x112x32", 112, 112, 32, 32, 32, 3, 1, 1),
+            // ResNet-50's stem: 7x7 stride 2 pad 3, C_in = 3 (im2col, K = 147)
+            ("stem7x7s2_224x224x3-64", 224, 224, 3, 64, 1, 7, 2, 3),
+            // MobileNetV2's stem: 3x3 stride 2 pad 1, C_in = 3 (im2col, K = 27)
+            ("stem3x3s2_224x224x3-32", 224, 224, 3, 32, 1, 3, 2, 1),
+            // ResNet-50's other 3x3 layers
+            ("conv3x3_28x28x128-128", 28, 28, 128, 128, 1, 3, 1, 1),
+            ("conv3x3_14x14x256-256", 14, 14, 256, 256, 1, 3, 1, 1),
+            ("conv3x3_7x7x512-512", 7, 7, 512, 512, 1, 3, 1, 1),
+            ("conv3x3s2_56x56x128-128", 56, 56, 128, 128, 1, 3, 2, 1),
         ] {
             if let Some(f) = get("--conv") {
                 if !name.contains(f.as_str()) {
@@ -147,20 +160,18 @@ fn main() {
                 }
             }
             let x: Vec<u8> = (0..h * w * ci).map(|i| (i * 7) as u8).collect();
-            let wt: Vec<i8> = (0..co * 9 * (ci / groups))
+            let wt: Vec<i8> = (0..co * kk * kk * (ci / groups))
                 .map(|i| (i * 13) as i8)
                 .collect();
-            let p = PackedConv::new(
-                ConvGeometry::new(3, 3).pad(1).groups(groups),
-                ci,
-                co,
-                &wt,
-                0,
-            )
-            .unwrap();
+            let geom = ConvGeometry::new(kk, kk)
+                .pad(pd)
+                .stride(st, st)
+                .groups(groups);
+            let p = PackedConv::new(geom, ci, co, &wt, 0).unwrap();
             let mults = vec![1e-4f32; co];
             let ep = Epilogue::requant(Scale::PerChannel(&mults), 0).with_clamp(0, 255);
-            let mut out = vec![0u8; h * w * co];
+            let (oh, ow) = geom.out_size(h, w).unwrap();
+            let mut out = vec![0u8; oh * ow * co];
             let t = pool.install(|| {
                 median_secs(secs, || {
                     conv2d_u8s8(
@@ -179,8 +190,8 @@ fn main() {
                     .unwrap();
                 })
             });
-            let gops = 2.0 * (h * w * co * 9 * (ci / groups)) as f64 / t / 1e9;
-            if bf16_too && groups == 1 {
+            let gops = 2.0 * (oh * ow * co * kk * kk * (ci / groups)) as f64 / t / 1e9;
+            if bf16_too && groups == 1 && kk == 3 && st == 1 {
                 let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.01).collect();
                 let wf: Vec<f32> = wt.iter().map(|&v| v as f32 * 0.01).collect();
                 let pb = PackedConvBf16::new(ConvGeometry::new(3, 3).pad(1), ci, co, &wf).unwrap();
@@ -197,7 +208,7 @@ fn main() {
                     tb * 1e3
                 );
             }
-            if f32_too && groups == 1 {
+            if f32_too && groups == 1 && kk == 3 && st == 1 {
                 let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.01).collect();
                 let wf: Vec<f32> = wt.iter().map(|&v| v as f32 * 0.01).collect();
                 let pf = PackedConvF32::new(ConvGeometry::new(3, 3).pad(1), ci, co, &wf).unwrap();
@@ -256,5 +267,14 @@ fn main() {
             dynamic_quantize_u8(&kernel, &x, &mut q).unwrap();
         });
         report("dynamic_quantize_u8", t);
+        // QLinearAdd of two u8 tensors, with and without a folded 256-entry table.
+        let qb: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+        let qa = q.clone();
+        let table: Vec<u8> = (0..256).map(|i| (255 - i) as u8).collect();
+        for (name, post) in [("qadd_u8", None), ("qadd_u8+table", Some(&table[..]))] {
+            let add = QAdd::new((0.02, 128), (0.03, 120), (0.04, 100), false, post).unwrap();
+            let t = median_secs(secs, || qadd_u8(&kernel, &qa, &qb, &mut q, &add).unwrap());
+            report(name, t);
+        }
     }
 }

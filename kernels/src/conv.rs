@@ -5,8 +5,17 @@
 
 use crate::depthwise::{depthwise_u8s8, DepthwiseWeights};
 use crate::error::{bad, KernelError};
-use crate::gemm_u8s8::{gemm_u8s8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale, WeightLayout};
+use crate::gemm_u8s8::{
+    gemm_u8s8_res, Epilogue, MatrixU8, OutputSlice, PackedB, Residual, Scale, WeightLayout,
+};
 use crate::isa::Kernel;
+use crate::qadd::{qadd_raw, QAdd};
+
+/// The bytes of an i8 slice.
+fn bytemuck_i8(s: &mut [i8]) -> &mut [u8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut u8, s.len()) }
+}
 
 /// Convolution geometry (2-D). ONNX Conv attributes: `kernel_shape`, `strides`, `dilations`,
 /// `pads` = [top, left, bottom, right], `group`.
@@ -197,7 +206,35 @@ pub fn conv2d_u8s8(
     x: TensorU8<'_>,
     w: &PackedConv,
     ep: &Epilogue<'_>,
+    out: OutputSlice<'_>,
+) -> Result<(usize, usize), KernelError> {
+    conv2d_impl(kernel, x, w, ep, out, None)
+}
+
+/// [`conv2d_u8s8`] followed by a residual QLinearAdd, fused: `out = add(conv(x), other)` with the
+/// convolution's requantized output as operand A of `add` and `other` (NHWC, the output's shape)
+/// as operand B. Each output tile gets the add right after its epilogue, while it is in L1
+/// (depthwise convolutions: one pass after the kernel). The bytes are exactly those of
+/// `conv2d_u8s8` then [`qadd_u8`](crate::qadd_u8). The output type must match `add.signed`.
+pub fn conv2d_u8s8_add(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    w: &PackedConv,
+    ep: &Epilogue<'_>,
+    other: &[u8],
+    add: &QAdd,
+    out: OutputSlice<'_>,
+) -> Result<(usize, usize), KernelError> {
+    conv2d_impl(kernel, x, w, ep, out, Some(&Residual { other, add }))
+}
+
+fn conv2d_impl(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    w: &PackedConv,
+    ep: &Epilogue<'_>,
     mut out: OutputSlice<'_>,
+    res: Option<&Residual<'_>>,
 ) -> Result<(usize, usize), KernelError> {
     let geom = w.geom;
     let (oh, ow) = geom.out_size(x.h, x.w)?;
@@ -221,6 +258,19 @@ pub fn conv2d_u8s8(
             rows * c_out
         )));
     }
+    if let Some(r) = res {
+        if r.other.len() < rows * c_out {
+            return Err(bad(format!(
+                "conv: residual operand has {} elements, needs {}",
+                r.other.len(),
+                rows * c_out
+            )));
+        }
+        match (&out, r.add.signed) {
+            (OutputSlice::U8(_), false) | (OutputSlice::I8(_), true) => {}
+            _ => return Err(bad("conv: residual add does not match the output type")),
+        }
+    }
     if rows == 0 {
         return Ok((oh, ow));
     }
@@ -232,7 +282,26 @@ pub fn conv2d_u8s8(
     }
     let packs = match &w.imp {
         ConvImpl::Depthwise(dw) => {
-            depthwise_u8s8(kernel, x, dw, geom, (oh, ow), ep, out)?;
+            depthwise_u8s8(
+                kernel,
+                x,
+                dw,
+                geom,
+                (oh, ow),
+                ep,
+                out.offset_mut(0).unwrap(),
+            )?;
+            if let Some(r) = res {
+                let o = match &mut out {
+                    OutputSlice::U8(o) => &mut o[..rows * c_out],
+                    OutputSlice::I8(o) => bytemuck_i8(&mut o[..rows * c_out]),
+                    _ => unreachable!("checked above"),
+                };
+                let p = o.as_mut_ptr();
+                // SAFETY: in place (`qadd_raw` reads each element before writing it); both
+                // buffers hold rows * c_out bytes (checked above); the Kernel proves the ISA.
+                unsafe { qadd_raw(kernel.isa(), p, r.other.as_ptr(), p, rows * c_out, r.add) };
+            }
             return Ok((oh, ow));
         }
         ConvImpl::Gemm(p) => p,
@@ -266,7 +335,11 @@ pub fn conv2d_u8s8(
             let o = out
                 .offset_mut(c0)
                 .ok_or_else(|| bad("conv: output too small"))?;
-            gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
+            let r = res.map(|r| Residual {
+                other: &r.other[c0..],
+                add: r.add,
+            });
+            gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             continue;
         }
         if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 {
@@ -284,6 +357,7 @@ pub fn conv2d_u8s8(
                 &mut out,
                 c0,
                 c_out,
+                res,
             )?;
             continue;
         }
@@ -320,7 +394,11 @@ pub fn conv2d_u8s8(
             let o = out
                 .offset_mut(r0 * c_out + c0)
                 .ok_or_else(|| bad("conv: output too small"))?;
-            gemm_u8s8(kernel, a, pack, &gep, o, c_out)?;
+            let r = res.map(|r| Residual {
+                other: &r.other[r0 * c_out + c0..],
+                add: r.add,
+            });
+            gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             r0 = r1;
         }
     }
@@ -348,6 +426,7 @@ fn conv_indirect(
     out: &mut OutputSlice<'_>,
     c0: usize,
     c_out: usize,
+    res: Option<&Residual<'_>>,
 ) -> Result<(), KernelError> {
     let (kh, kw) = geom.kernel;
     let taps = kh * kw;
@@ -419,7 +498,11 @@ fn conv_indirect(
             .ok_or_else(|| bad("conv: output too small"))?;
         // SAFETY: every pointer was taken from a live slice of `cig` bytes (`x.data` or `pad`),
         // both alive and unmodified for the whole call.
-        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out)? };
+        let r = res.map(|r| Residual {
+            other: &r.other[r0 * c_out + c0..],
+            add: r.add,
+        });
+        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref())? };
         r0 = r1;
     }
     Ok(())
@@ -494,17 +577,37 @@ unsafe fn fill_indirection(
     }
 }
 
-/// Copies a short segment without a `memcpy` call: 16-byte chunks, then bytes.
+/// Copies a short segment without a `memcpy` call: 16-byte chunks and an overlapping last chunk
+/// (or two overlapping 8- / 4-byte words, or bytes, below 16). `d` and `s` must have the same
+/// length.
 #[inline(always)]
 fn copy_small(d: &mut [u8], s: &[u8]) {
     let n = d.len().min(s.len());
-    let mut i = 0;
-    while i + 16 <= n {
-        let v = u128::from_ne_bytes(s[i..i + 16].try_into().unwrap_or([0; 16]));
-        d[i..i + 16].copy_from_slice(&v.to_ne_bytes());
-        i += 16;
+    let (d, s) = (&mut d[..n], &s[..n]);
+    if n >= 16 {
+        let mut i = 0;
+        while i + 16 <= n {
+            d[i..i + 16].copy_from_slice(&s[i..i + 16]);
+            i += 16;
+        }
+        if i < n {
+            d[n - 16..].copy_from_slice(&s[n - 16..]);
+        }
+    } else if n >= 8 {
+        let lo = u64::from_ne_bytes(s[..8].try_into().unwrap_or([0; 8]));
+        let hi = u64::from_ne_bytes(s[n - 8..].try_into().unwrap_or([0; 8]));
+        d[n - 8..].copy_from_slice(&hi.to_ne_bytes());
+        d[..8].copy_from_slice(&lo.to_ne_bytes());
+    } else if n >= 4 {
+        let lo = u32::from_ne_bytes(s[..4].try_into().unwrap_or([0; 4]));
+        let hi = u32::from_ne_bytes(s[n - 4..].try_into().unwrap_or([0; 4]));
+        d[n - 4..].copy_from_slice(&hi.to_ne_bytes());
+        d[..4].copy_from_slice(&lo.to_ne_bytes());
+    } else {
+        for (a, &b) in d.iter_mut().zip(s) {
+            *a = b;
+        }
     }
-    d[i..n].copy_from_slice(&s[i..n]);
 }
 
 /// Fills rows [r0, r1) of the im2col matrix for channels [c0, c0 + cig): row = (b, oy, ox),
@@ -526,14 +629,88 @@ fn im2col(
     let (sh, sw) = geom.stride;
     let (dh, dw) = geom.dilation;
     let pad_val = x.zero_point.clamp(0, 255) as u8;
-    for r in r0..r1 {
-        let b = r / (oh * ow);
-        let oy = (r / ow) % oh;
-        let ox = r % ow;
+    let span = kw * cig;
+    // Output columns whose kw taps are all inside the input row: ix0 = ox*sw - pad_left >= 0
+    // and ix0 + kw <= w.
+    let pl = geom.pads[1];
+    let ox_first = pl.div_ceil(sw);
+    let ox_last = (x.w + pl).checked_sub(kw).map(|v| v / sw);
+    let fast = cig == c_in && dw == 1 && (8..=32).contains(&span);
+    // (b, oy, ox) of row r, stepped (no divisions in the loop).
+    let (mut b, mut oy, mut ox) = (r0 / (oh * ow), (r0 / ow) % oh, r0 % ow);
+    let mut r = r0;
+    while r < r1 {
+        if ox == ow {
+            ox = 0;
+            oy += 1;
+            if oy == oh {
+                oy = 0;
+                b += 1;
+            }
+        }
+        let iy0 = (oy * sh) as isize - geom.pads[0] as isize;
+        let rows_in = iy0 >= 0 && iy0 as usize + (kh - 1) * dh < x.h;
+        if let (true, true, Some(last_ox)) = (fast, rows_in, ox_last) {
+            if ox >= ox_first && ox <= last_ox {
+                // A run of output columns whose whole window is inside the input, 8..32 bytes
+                // per kernel row: two overlapping 8- or 16-byte copies per kernel row, bounds
+                // checked once for the run.
+                let n = (last_ox + 1 - ox).min(ow - ox).min(r1 - r);
+                let s0 = ((b * x.h + iy0 as usize) * x.w + ox * sw - pl) * c_in;
+                let (step, rstride) = (sw * c_in, dh * x.w * c_in);
+                let src_end = s0 + (n - 1) * step + (kh - 1) * rstride + span;
+                let dst_end = (r - r0 + n - 1) * ld + kh * span;
+                if src_end <= x.data.len() && dst_end <= buf.len() {
+                    let (sp, dp) = (x.data.as_ptr(), buf.as_mut_ptr());
+                    for j in 0..n {
+                        for ky in 0..kh {
+                            // SAFETY: every source span ends at or before `src_end`, every
+                            // destination span at or before `dst_end` (both checked above).
+                            unsafe {
+                                let src = sp.add(s0 + j * step + ky * rstride);
+                                let d = dp.add((r - r0 + j) * ld + ky * span);
+                                if span >= 16 {
+                                    let lo = std::ptr::read_unaligned(src as *const [u8; 16]);
+                                    let hi = std::ptr::read_unaligned(
+                                        src.add(span - 16) as *const [u8; 16]
+                                    );
+                                    std::ptr::write_unaligned(d as *mut [u8; 16], lo);
+                                    std::ptr::write_unaligned(
+                                        d.add(span - 16) as *mut [u8; 16],
+                                        hi,
+                                    );
+                                } else {
+                                    let lo = std::ptr::read_unaligned(src as *const [u8; 8]);
+                                    let hi = std::ptr::read_unaligned(
+                                        src.add(span - 8) as *const [u8; 8]
+                                    );
+                                    std::ptr::write_unaligned(d as *mut [u8; 8], lo);
+                                    std::ptr::write_unaligned(d.add(span - 8) as *mut [u8; 8], hi);
+                                }
+                            }
+                        }
+                    }
+                    r += n;
+                    ox += n;
+                    continue;
+                }
+            }
+        }
         let dst = &mut buf[(r - r0) * ld..(r - r0 + 1) * ld];
         let mut col = 0;
+        // With one group and no horizontal dilation, the kw taps of a kernel row are kw whole
+        // input pixels side by side: one copy of kw * c_in bytes when all are inside the input
+        // (the stem conv: C_in = 3, 21 bytes per kernel row instead of seven 3-byte copies).
+        let ix0 = (ox * sw) as isize - pl as isize;
+        let row_span = cig == c_in && dw == 1 && ix0 >= 0 && ix0 as usize + kw <= x.w;
         for ky in 0..kh {
             let iy = (oy * sh + ky * dh) as isize - geom.pads[0] as isize;
+            if row_span && iy >= 0 && (iy as usize) < x.h {
+                let s = ((b * x.h + iy as usize) * x.w + ix0 as usize) * c_in;
+                copy_small(&mut dst[col..col + span], &x.data[s..s + span]);
+                col += span;
+                continue;
+            }
             for kx in 0..kw {
                 let ix = (ox * sw + kx * dw) as isize - geom.pads[1] as isize;
                 let d = &mut dst[col..col + cig];
@@ -546,5 +723,7 @@ fn im2col(
                 col += cig;
             }
         }
+        r += 1;
+        ox += 1;
     }
 }

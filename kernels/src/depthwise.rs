@@ -102,6 +102,7 @@ pub(crate) fn depthwise_u8s8(
         zp: ep.out_zero_point,
         lo,
         hi,
+        res: None,
     };
     let isa = kernel.isa();
     let outp = SendPtr(out.ptr());

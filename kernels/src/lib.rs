@@ -15,7 +15,9 @@
 //!   [`shift_s8_to_u8`] (s8 activations via +128), [`gemm_u8s8_is_exact`].
 //! - int8 convolution (NHWC, OHWI weights): [`ConvGeometry`], [`PackedConv::new`],
 //!   [`conv2d_u8s8`] (1x1 as GEMM, kxk via an indirection buffer on VNNI or im2col, groups,
-//!   dilation, dedicated depthwise kernel), [`TensorU8`].
+//!   dilation, dedicated depthwise kernel), [`TensorU8`]; [`conv2d_u8s8_add`] with a fused
+//!   residual QLinearAdd.
+//! - QLinearAdd (+ byte table): [`QAdd`], [`qadd_u8`].
 //! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
 //!   [`conv2d_f32`] (NHWC, im2col + GEMM).
 //! - bf16 (AVX512-BF16 `vdpbf16ps`, bit-exact emulation elsewhere; [`Kernel::has_bf16_dot`]):
@@ -78,12 +80,13 @@ mod gemm_bf16;
 mod gemm_f32;
 mod gemm_u8s8;
 mod isa;
+mod qadd;
 mod quantize;
 pub mod reference;
 mod simd;
 
 pub use bf16::{bf16_to_f32, dpbf16_step, dpbf16ps_emulated, f32_to_bf16};
-pub use conv::{conv2d_u8s8, ConvGeometry, PackedConv, TensorU8};
+pub use conv::{conv2d_u8s8, conv2d_u8s8_add, ConvGeometry, PackedConv, TensorU8};
 pub use conv_bf16::{conv2d_bf16, PackedConvBf16};
 pub use conv_f32::{conv2d_f32, PackedConvF32};
 pub use elementwise::{
@@ -97,6 +100,7 @@ pub use gemm_u8s8::{
     WeightLayout, NR,
 };
 pub use isa::{Isa, Kernel};
+pub use qadd::{qadd_u8, QAdd};
 pub use quantize::{
     dequantize_i8, dequantize_u8, dynamic_qparams_u8, dynamic_quantize_u8, min_max, quantize_i8,
     quantize_u8, requantize_i8, requantize_u8, QParams,

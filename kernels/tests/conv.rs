@@ -135,6 +135,26 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
                 kern.isa(),
                 c
             );
+            // Fused residual add: the same bytes as the conv's output then the add's rule.
+            let add = residual_add(&mut rng);
+            let other = gen_u8(&mut rng, out.len(), 0);
+            let mut fused = vec![0u8; out.len()];
+            conv2d_u8s8_add(
+                &kern,
+                t,
+                &packed,
+                &ep,
+                &other,
+                &add,
+                OutputSlice::U8(&mut fused),
+            )
+            .unwrap();
+            let want: Vec<u8> = out
+                .iter()
+                .zip(&other)
+                .map(|(&x, &y)| add.one(x, y))
+                .collect();
+            prop_assert!(fused == want, "residual, isa {} {:?}", kern.isa(), c);
         } else {
             let mut out = vec![0i32; c.batch * oh * ow * c_out];
             conv2d_u8s8(
@@ -150,6 +170,21 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
         paths.ran(kern.isa());
     }
     Ok(())
+}
+
+/// A u8 QLinearAdd with a random table half the time.
+fn residual_add(rng: &mut Rng) -> QAdd {
+    let s = |rng: &mut Rng| (0.05 + rng.f32()) * 0.1;
+    let post: Option<Vec<u8>> =
+        (rng.below(2) == 0).then(|| (0..256).map(|_| rng.next() as u8).collect());
+    QAdd::new(
+        (s(rng), rng.below(256) as i32),
+        (s(rng), rng.below(256) as i32),
+        (s(rng), rng.below(256) as i32),
+        false,
+        post.as_deref(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -325,6 +360,25 @@ fn depthwise_3x3_and_resnet_like_shapes() {
             zx: 0,
             zw: 0,
             seed: 5,
+            u8out: true,
+        },
+        // the same over more than one im2col chunk (440 rows), u8 out: chunk offsets of the
+        // fused residual add
+        C {
+            batch: 1,
+            h: 40,
+            w: 44,
+            cig: 3,
+            cog: 64,
+            groups: 1,
+            depthwise: false,
+            k: (7, 7),
+            s: (2, 2),
+            d: (1, 1),
+            pads: [3; 4],
+            zx: 9,
+            zw: 0,
+            seed: 10,
             u8out: true,
         },
     ];

@@ -9,8 +9,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_u8s8, gemm_u8s8, gemm_u8s8_is_exact, Epilogue, Kernel, MatrixU8, OutputSlice, PackedB,
-    PackedConv, Scale, TensorU8, WeightLayout,
+    conv2d_u8s8, conv2d_u8s8_add, gemm_u8s8, gemm_u8s8_is_exact, Epilogue, Kernel, MatrixU8,
+    OutputSlice, PackedB, PackedConv, QAdd, Scale, TensorU8, WeightLayout,
 };
 
 pub enum Int8Node {
@@ -174,9 +174,36 @@ impl Int8Node {
         pool: &mut Pool,
     ) -> R<Tensor> {
         match self {
-            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, pool),
+            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, None, pool),
             Int8Node::Gemm(x) => x.run(args, None, pool),
             Int8Node::Runtime(x) => x.run(args, None, pool),
+        }
+    }
+
+    /// A convolution with a residual QLinearAdd fused into its output tiles: `out = add(conv,
+    /// other)` (the convolution's output is the add's operand A). `other` has the output's
+    /// shape, stored NHWC exactly when the output is.
+    pub fn run_residual(
+        &self,
+        args: &[Option<&Tensor>],
+        in_nhwc: bool,
+        out_nhwc: bool,
+        other: &Tensor,
+        add: &QAdd,
+        pool: &mut Pool,
+    ) -> R<Tensor> {
+        match self {
+            Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, Some((other, add)), pool),
+            Int8Node::Gemm(_) | Int8Node::Runtime(_) => Err("residual add on a GEMM".into()),
+        }
+    }
+
+    /// The output element type (u8 / i8 requantized, or i32).
+    pub fn out_dtype(&self) -> DType {
+        match self {
+            Int8Node::Conv(c) => c.y_dtype,
+            Int8Node::Gemm(x) => x.y_dtype,
+            Int8Node::Runtime(_) => DType::I32,
         }
     }
 
@@ -296,6 +323,7 @@ impl ConvNode {
         args: &[Option<&Tensor>],
         in_nhwc: bool,
         out_nhwc: bool,
+        res: Option<(&Tensor, &QAdd)>,
         pool: &mut Pool,
     ) -> R<Tensor> {
         let x = args.first().copied().flatten().ok_or("missing input")?;
@@ -327,11 +355,16 @@ impl ConvNode {
         } else {
             let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
             let nhwc = t.bytes_mut();
+            let hw = h * w;
             for b in 0..nb {
-                for ch in 0..c {
-                    let plane = &src[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                    for (p, &v) in plane.iter().enumerate() {
-                        nhwc[(b * h * w + p) * c + ch] = v ^ flip;
+                let img = &src[b * c * hw..(b + 1) * c * hw];
+                // Pixel-major: sequential writes, `c` sequential read streams.
+                for (p, px) in nhwc[b * hw * c..(b + 1) * hw * c]
+                    .chunks_exact_mut(c)
+                    .enumerate()
+                {
+                    for (ch, d) in px.iter_mut().enumerate() {
+                        *d = img[ch * hw + p] ^ flip;
                     }
                 }
             }
@@ -358,6 +391,41 @@ impl ConvNode {
             ep
         };
         let co = self.c_out;
+        // The residual operand in NHWC (converted when the output is to be NCHW, as it is then).
+        let mut other_nhwc = None;
+        let res = match res {
+            None => None,
+            Some((t, add)) => {
+                let want: &[usize] = if out_nhwc {
+                    &[nb, oh, ow, co]
+                } else {
+                    &[nb, co, oh, ow]
+                };
+                if t.shape() != want || t.dtype() != self.y_dtype {
+                    return Err(format!(
+                        "residual operand {:?} {} does not match the output",
+                        t.shape(),
+                        t.dtype()
+                    ));
+                }
+                if out_nhwc {
+                    Some((t.bytes(), add))
+                } else {
+                    let mut c = pool.tensor(t.dtype(), &[nb, oh, ow, co]);
+                    let (src, dst) = (t.bytes(), c.bytes_mut());
+                    for b in 0..nb {
+                        for ch in 0..co {
+                            let plane = &src[(b * co + ch) * oh * ow..(b * co + ch + 1) * oh * ow];
+                            for (p, &v) in plane.iter().enumerate() {
+                                dst[(b * oh * ow + p) * co + ch] = v;
+                            }
+                        }
+                    }
+                    other_nhwc = Some(c);
+                    Some((other_nhwc.as_ref().unwrap().bytes(), add))
+                }
+            }
+        };
         let mut out = pool.tensor(self.y_dtype, &[nb, oh, ow, co]);
         {
             let slice = match self.y_dtype {
@@ -365,9 +433,18 @@ impl ConvNode {
                 DType::I8 => OutputSlice::I8(out.view_mut::<i8>().map_err(|e| e.to_string())?),
                 _ => OutputSlice::I32(out.view_mut::<i32>().map_err(|e| e.to_string())?),
             };
-            conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice).map_err(|e| e.to_string())?;
+            match res {
+                None => conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice),
+                Some((other, add)) => {
+                    conv2d_u8s8_add(&self.kernel, xt, &self.packed, &ep, other, add, slice)
+                }
+            }
+            .map_err(|e| e.to_string())?;
         }
         if let Some(t) = converted {
+            pool.give(t);
+        }
+        if let Some(t) = other_nhwc {
             pool.give(t);
         }
         if out_nhwc {

@@ -37,6 +37,7 @@ use std::collections::HashSet;
 fn accepts(st: &Step, arg: usize) -> bool {
     match &st.kind {
         Kind::Int8(k) => k.is_conv() && arg == 0,
+        Kind::ConvAdd { res_arg, .. } => arg == 0 || arg == *res_arg,
         Kind::F32 { node, .. } => node.is_conv() && arg == 0,
         Kind::Native(op) => {
             matches!(
@@ -52,6 +53,7 @@ fn accepts(st: &Step, arg: usize) -> bool {
 fn is_conv(st: &Step) -> bool {
     match &st.kind {
         Kind::Int8(k) => k.is_conv(),
+        Kind::ConvAdd { .. } => true,
         Kind::F32 { node, .. } => node.is_conv(),
         _ => false,
     }
@@ -94,6 +96,19 @@ pub(super) fn plan_nhwc(
             }
         }
         for st in steps.iter() {
+            // A fused residual add reads its other operand in the output's layout.
+            if let Kind::ConvAdd { res_arg, .. } = &st.kind {
+                if let (Some(Some(Arg::Slot(r))), Some(Some(o))) =
+                    (st.args.get(*res_arg), st.outs.first())
+                {
+                    if nhwc[*r] != nhwc[*o] {
+                        nhwc[*r] = false;
+                        nhwc[*o] = false;
+                        changed = true;
+                    }
+                }
+                continue;
+            }
             if !follower(st) {
                 continue;
             }

@@ -8,7 +8,9 @@
 //!   quantized CNN / BERT graphs run, and the reference interpreter for the rest (reported);
 //! - fusion: dynamic quantization's `MatMulInteger -> Cast -> Mul(a_scale * w_scale) -> Add(bias)`
 //!   becomes one int8 GEMM with a dequantizing f32 epilogue; a Relu after an fp32 Conv / Gemm goes
-//!   into the kernel;
+//!   into the kernel; a residual QLinearAdd (with its folded DQ-[Relu]-Q table) whose other
+//!   operand is ready runs inside the int8 convolution producing its first operand, tile by tile
+//!   (`conv2d_u8s8_add`, same bytes as conv then add);
 //! - layout: 4-D values produced by convolutions stay NHWC (the kernels' layout) through
 //!   element-wise followers (QLinearAdd, Quantize/DequantizeLinear, Relu, Clip) into the next
 //!   convolution or global pooling, so conv chains convert NCHW <-> NHWC only at region
@@ -66,6 +68,14 @@ enum Kind {
         relu: bool,
     },
     Native(native::NativeOp),
+    /// A convolution whose only consumer is a QLinearAdd (with its folded DQ-[Relu]-Q tables):
+    /// the add runs on each output tile right after the convolution's epilogue
+    /// (`conv2d_u8s8_add`); `args[res_arg]` is the add's other operand.
+    ConvAdd {
+        node: int8::Int8Node,
+        add: octet_kernels::QAdd,
+        res_arg: usize,
+    },
     Ref,
 }
 
@@ -289,13 +299,12 @@ fn match_gelu(
 }
 
 /// Match `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor, 8-bit) at the DQ `d`:
-/// (fused nodes, last node, table, output dtype, the chain's parameters).
-#[allow(clippy::type_complexity)]
+/// (fused nodes, last node, table, output dtype).
 fn match_requant_chain(
     g: &Graph,
     d: NodeIndex,
     outs: &HashSet<Outlet>,
-) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType, native::Chain)> {
+) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType)> {
     if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
         return None;
     }
@@ -321,13 +330,46 @@ fn match_requant_chain(
     }
     fused.push(c);
     let lut = native::requant_table(in_dt == DType::I8, dq, relu, q, out_dt == DType::I8);
-    let chain = native::Chain {
-        dq,
-        relu,
-        q,
-        out_signed: out_dt == DType::I8,
-    };
-    Some((fused, c, lut, out_dt, chain))
+    Some((fused, c, lut, out_dt))
+}
+
+/// Match a residual `QLinearAdd(conv, other)` (either operand order) [`-> DequantizeLinear ->
+/// [Relu] -> QuantizeLinear`] after the int8 convolution `n`, where `other` is already computed
+/// (`slot_of`) and the add's SIMD kernel form exists: (fused nodes, last node, other, the add
+/// with the convolution as operand A).
+#[allow(clippy::type_complexity)]
+fn match_residual(
+    g: &Graph,
+    n: NodeIndex,
+    k: &int8::Int8Node,
+    slot_of: &HashMap<Outlet, usize>,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, Outlet, octet_kernels::QAdd)> {
+    if !k.is_conv() || !matches!(k.out_dtype(), DType::U8 | DType::I8) {
+        return None;
+    }
+    let (add, slot) = only_consumer(g, Outlet::new(n, 0), outs)?;
+    if !matches!(g.node(add).op, Op::QLinearBinary(BinaryOp::Add)) || !(slot == 0 || slot == 3) {
+        return None;
+    }
+    let other = g.operand(add, 3 - slot)?;
+    if !slot_of.contains_key(&other) {
+        return None;
+    }
+    let mut op = native::NativeOp::build(g, add)?;
+    let mut fused = vec![add];
+    let mut last = add;
+    if let Some((d, _)) = only_consumer(g, Outlet::new(add, 0), outs) {
+        if let Some((more, l, lut, dt)) = match_requant_chain(g, d, outs) {
+            if op.compose(&lut, dt) {
+                fused.push(d);
+                fused.extend(more);
+                last = l;
+            }
+        }
+    }
+    let (q, out_dt) = op.residual_add(slot)?;
+    (out_dt == k.out_dtype()).then_some((fused, last, other, q))
 }
 
 /// Match `Where(IsNaN(s), c, s)` after the Softmax `s`: (fused nodes, last node, c).
@@ -408,7 +450,7 @@ impl Engine {
             let chain = match_requant_chain(g, n, &graph_outs);
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
-            } else if let Some((more, last, lut, out_dtype, _)) = chain {
+            } else if let Some((more, last, lut, out_dtype)) = chain {
                 for &f in &more {
                     skip.insert(f);
                     op_label.push('+');
@@ -484,7 +526,30 @@ impl Engine {
                                         "int8",
                                     )
                                 }
-                                None => (Kind::Int8(k), "int8"),
+                                None => match match_residual(g, n, &k, &slot_of, &graph_outs) {
+                                    Some((more, last, other, add)) => {
+                                        for &f in &more {
+                                            skip.insert(f);
+                                            op_label.push('+');
+                                            op_label.push_str(g.node(f).op.name());
+                                        }
+                                        if let Some(r) = nodes.last_mut() {
+                                            r.kernel.push_str(" + fused residual qlinear_add");
+                                        }
+                                        out_node = last;
+                                        let res_arg = args.len();
+                                        args.push(Some(Arg::Slot(slot_of[&other])));
+                                        (
+                                            Kind::ConvAdd {
+                                                node: k,
+                                                add,
+                                                res_arg,
+                                            },
+                                            "int8",
+                                        )
+                                    }
+                                    None => (Kind::Int8(k), "int8"),
+                                },
                             }
                         }
                     }
@@ -535,10 +600,10 @@ impl Engine {
                                     if let Some((d, _)) =
                                         only_consumer(g, Outlet::new(n, 0), &graph_outs)
                                     {
-                                        if let Some((more, last, lut, dt, ch)) =
+                                        if let Some((more, last, lut, dt)) =
                                             match_requant_chain(g, d, &graph_outs)
                                         {
-                                            if op.compose(&lut, dt, ch) {
+                                            if op.compose(&lut, dt) {
                                                 skip.insert(d);
                                                 op_label.push_str("+DequantizeLinear");
                                                 for &f in &more {
@@ -785,6 +850,20 @@ impl Engine {
                         Kind::Int8(k) => {
                             vec![k
                                 .run(&args, st.in_nhwc, st.out_nhwc, bufs)
+                                .map_err(node_err)?]
+                        }
+                        Kind::ConvAdd { node, add, res_arg } => {
+                            let other = args[*res_arg]
+                                .ok_or_else(|| node_err("residual operand missing".into()))?;
+                            vec![node
+                                .run_residual(
+                                    &args[..*res_arg],
+                                    st.in_nhwc,
+                                    st.out_nhwc,
+                                    other,
+                                    add,
+                                    bufs,
+                                )
                                 .map_err(node_err)?]
                         }
                         Kind::DynGemm {

@@ -11,8 +11,8 @@
 use octet_ir::{BinaryOp, DType, Graph, NodeIndex, Op, Tensor, UnaryOp};
 use octet_kernels::{
     dequantize_i8, dequantize_u8, dynamic_quantize_u8, erf_inplace, gelu_inplace, gemm_f32,
-    layer_norm_rows, quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel, PackedBF32,
-    WeightLayout,
+    layer_norm_rows, qadd_u8, quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel,
+    PackedBF32, QAdd, WeightLayout,
 };
 
 use super::pool::Pool;
@@ -36,12 +36,9 @@ pub enum NativeOp {
     QAdd {
         lut: Vec<u8>,
         out_dtype: DType,
-        /// The formula's parameters, for the vectorized path (same IEEE operations).
-        p: QAddParams,
-        /// A byte table applied after the add (a folded DQ-[Relu]-Q chain).
-        post: Option<Vec<u8>>,
-        /// The same chain as arithmetic, for the vectorized path (one folded chain only).
-        chain: Option<Chain>,
+        /// The same add (and folded DQ-[Relu]-Q tables) for the SIMD kernel `qadd_u8` (same IEEE
+        /// operations as the reference), when its parameters are in the kernel's domain.
+        kq: Option<QAdd>,
     },
     /// A per-byte table: `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor) folded.
     Lut {
@@ -203,17 +200,14 @@ impl NativeOp {
                 NativeOp::QAdd {
                     lut,
                     out_dtype: x_dt?,
-                    p: QAddParams {
-                        a_s,
-                        a_zp: a_zp as i32,
-                        b_s,
-                        b_zp: b_zp as i32,
-                        c_s,
-                        c_zp: c_zp as i32,
+                    kq: QAdd::new(
+                        (a_s, a_zp as i32),
+                        (b_s, b_zp as i32),
+                        (c_s, c_zp as i32),
                         signed,
-                    },
-                    post: None,
-                    chain: None,
+                        None,
+                    )
+                    .ok(),
                 }
             }
             Op::QLinearGlobalAveragePool {
@@ -564,31 +558,20 @@ impl NativeOp {
                 }
                 one(out)
             }
-            NativeOp::QAdd {
-                lut,
-                out_dtype,
-                p,
-                post,
-                chain,
-            } => {
+            NativeOp::QAdd { lut, out_dtype, kq } => {
                 let b = args.get(3).copied().flatten().ok_or("missing B")?;
                 if b.shape() != x.shape() {
                     return Err("QLinearAdd operands differ in shape".into());
                 }
                 let mut out = pool.tensor(*out_dtype, x.shape());
                 let o = out.bytes_mut();
-                let done = qadd_simd(x.bytes(), b.bytes(), o, p, chain.as_ref());
-                if let (Some(post), None) = (post, chain) {
-                    for d in o[..done].iter_mut() {
-                        *d = post[*d as usize];
+                match kq {
+                    Some(q) => qadd_u8(k, x.bytes(), b.bytes(), o, q).map_err(e)?,
+                    None => {
+                        for ((d, &p), &q) in o.iter_mut().zip(x.bytes()).zip(b.bytes()) {
+                            *d = lut[(p as usize) << 8 | q as usize];
+                        }
                     }
-                }
-                for ((d, &p), &q) in o[done..]
-                    .iter_mut()
-                    .zip(&x.bytes()[done..])
-                    .zip(&b.bytes()[done..])
-                {
-                    *d = lut[(p as usize) << 8 | q as usize];
                 }
                 one(out)
             }
@@ -714,18 +697,32 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 let mut out = pool.tensor(DType::F32, &[n, c, 1, 1]);
                 let ov = out.view_mut::<f32>().unwrap();
+                if channels_last {
+                    // Pixel-major, all channels at once (contiguous reads); each channel's sum
+                    // is still the sequential fold over pixels that `Iterator::sum` computes,
+                    // from the same starting value.
+                    let zero: f64 = std::iter::empty::<f64>().sum();
+                    let mut sums = vec![zero; c];
+                    for b in 0..n {
+                        sums.fill(zero);
+                        for p in 0..count {
+                            let row = &xv[(b * count + p) * c..(b * count + p + 1) * c];
+                            for (acc, &v) in sums.iter_mut().zip(row) {
+                                *acc += v as f64;
+                            }
+                        }
+                        for (o, &sum) in ov[b * c..(b + 1) * c].iter_mut().zip(&sums) {
+                            *o = (sum / count as f64) as f32;
+                        }
+                    }
+                    return one(out);
+                }
                 for b in 0..n {
                     for ch in 0..c {
-                        let sum: f64 = if channels_last {
-                            (0..count)
-                                .map(|p| xv[(b * count + p) * c + ch] as f64)
-                                .sum()
-                        } else {
-                            xv[(b * c + ch) * count..(b * c + ch + 1) * count]
-                                .iter()
-                                .map(|&v| v as f64)
-                                .sum()
-                        };
+                        let sum: f64 = xv[(b * c + ch) * count..(b * c + ch + 1) * count]
+                            .iter()
+                            .map(|&v| v as f64)
+                            .sum();
                         ov[b * c + ch] = (sum / count as f64) as f32;
                     }
                 }
@@ -1193,27 +1190,37 @@ pub fn requant_table(
 
 impl NativeOp {
     /// Fold a following byte table into a QLinearAdd (exact: a composition of tables).
-    pub fn compose(&mut self, next: &[u8], dtype: DType, ch: Chain) -> bool {
+    pub fn compose(&mut self, next: &[u8], dtype: DType) -> bool {
         match self {
-            NativeOp::QAdd {
-                lut,
-                out_dtype,
-                post,
-                chain,
-                ..
-            } => {
-                *chain = if post.is_none() { Some(ch) } else { None };
+            NativeOp::QAdd { lut, out_dtype, kq } => {
                 for v in lut.iter_mut() {
                     *v = next[*v as usize];
                 }
-                *post = Some(match post.take() {
-                    None => next.to_vec(),
-                    Some(p) => p.iter().map(|&v| next[v as usize]).collect(),
-                });
+                if let Some(q) = kq {
+                    let post: Vec<u8> = match &q.post {
+                        None => next.to_vec(),
+                        Some(p) => p.iter().map(|&v| next[v as usize]).collect(),
+                    };
+                    *kq = QAdd::new(q.a, q.b, q.c, q.signed, Some(&post)).ok();
+                }
                 *out_dtype = dtype;
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The kernel form of a QLinearAdd (with its folded tables) whose operand `slot` (0 = A,
+    /// 3 = B) is to be produced by a convolution's fused epilogue: that operand becomes the
+    /// kernel's A. `None` if the add is not in the SIMD kernel's domain.
+    pub fn residual_add(&self, slot: usize) -> Option<(QAdd, DType)> {
+        match self {
+            NativeOp::QAdd {
+                kq: Some(q),
+                out_dtype,
+                ..
+            } => Some((if slot == 3 { q.swapped() } else { q.clone() }, *out_dtype)),
+            _ => None,
         }
     }
 
@@ -1226,138 +1233,4 @@ impl NativeOp {
             _ => None,
         }
     }
-}
-
-/// QLinearAdd parameters (per tensor).
-#[derive(Clone, Copy, Debug)]
-pub struct QAddParams {
-    a_s: f32,
-    a_zp: i32,
-    b_s: f32,
-    b_zp: i32,
-    c_s: f32,
-    c_zp: i32,
-    signed: bool,
-}
-
-/// The vectorized QLinearAdd: `round_half_even(((a - a_zp) * a_s + (b - b_zp) * b_s) / c_s) +
-/// c_zp`, saturated, with the same IEEE f32 operations as the reference (so bit-identical).
-/// Returns how many leading elements it wrote (0 without AVX2).
-fn qadd_simd(a: &[u8], b: &[u8], out: &mut [u8], p: &QAddParams, chain: Option<&Chain>) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 detected; the function reads/writes below the common length.
-            return unsafe { qadd_avx2(a, b, out, p, chain) };
-        }
-    }
-    let _ = (a, b, out, p, chain);
-    0
-}
-
-/// A folded `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor).
-#[derive(Clone, Copy, Debug)]
-pub struct Chain {
-    pub dq: (f32, i32),
-    pub relu: bool,
-    pub q: (f32, i32),
-    pub out_signed: bool,
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn qadd_avx2(
-    a: &[u8],
-    b: &[u8],
-    out: &mut [u8],
-    p: &QAddParams,
-    chain: Option<&Chain>,
-) -> usize {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len()).min(out.len()) / 8 * 8;
-    let (azp, bzp, czp) = (
-        _mm256_set1_epi32(p.a_zp),
-        _mm256_set1_epi32(p.b_zp),
-        _mm256_set1_epi32(p.c_zp),
-    );
-    let (as_, bs, cs) = (
-        _mm256_set1_ps(p.a_s),
-        _mm256_set1_ps(p.b_s),
-        _mm256_set1_ps(p.c_s),
-    );
-    let (fl, fh) = (_mm256_set1_ps(-16_777_216.0), _mm256_set1_ps(16_777_216.0));
-    let (lo, hi) = if p.signed {
-        (_mm256_set1_epi32(-128), _mm256_set1_epi32(127))
-    } else {
-        (_mm256_set1_epi32(0), _mm256_set1_epi32(255))
-    };
-    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    let ch = chain.copied().unwrap_or(Chain {
-        dq: (1.0, 0),
-        relu: false,
-        q: (1.0, 0),
-        out_signed: p.signed,
-    });
-    let (dzp, ds, qs, qzp) = (
-        _mm256_set1_epi32(ch.dq.1),
-        _mm256_set1_ps(ch.dq.0),
-        _mm256_set1_ps(ch.q.0),
-        _mm256_set1_epi32(ch.q.1),
-    );
-    let (olo, ohi) = if ch.out_signed {
-        (_mm256_set1_epi32(-128), _mm256_set1_epi32(127))
-    } else {
-        (_mm256_set1_epi32(0), _mm256_set1_epi32(255))
-    };
-    let zero = _mm256_setzero_ps();
-    let out_signed = if chain.is_some() {
-        ch.out_signed
-    } else {
-        p.signed
-    };
-    let mut i = 0;
-    while i < n {
-        let la = _mm_loadl_epi64(a.as_ptr().add(i) as *const __m128i);
-        let lb = _mm_loadl_epi64(b.as_ptr().add(i) as *const __m128i);
-        let (ia, ib) = if p.signed {
-            (_mm256_cvtepi8_epi32(la), _mm256_cvtepi8_epi32(lb))
-        } else {
-            (_mm256_cvtepu8_epi32(la), _mm256_cvtepu8_epi32(lb))
-        };
-        let xa = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ia, azp)), as_);
-        let yb = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ib, bzp)), bs);
-        let r = _mm256_div_ps(_mm256_add_ps(xa, yb), cs);
-        let r = _mm256_min_ps(_mm256_max_ps(r, fl), fh);
-        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
-        let q = _mm256_add_epi32(_mm256_cvtps_epi32(r), czp);
-        let mut q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
-        if chain.is_some() {
-            // DequantizeLinear, Relu, QuantizeLinear: the reference's f32 operations.
-            let mut f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, dzp)), ds);
-            if ch.relu {
-                // `if f < 0 { 0 } else { f }`
-                f = _mm256_blendv_ps(f, zero, _mm256_cmp_ps::<_CMP_LT_OQ>(f, zero));
-            }
-            let r = _mm256_div_ps(f, qs);
-            let r = _mm256_min_ps(_mm256_max_ps(r, fl), fh);
-            let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
-            q = _mm256_add_epi32(_mm256_cvtps_epi32(r), qzp);
-            q = _mm256_min_epi32(_mm256_max_epi32(q, olo), ohi);
-        }
-        // 8 x i32 (in range) -> 8 bytes: pack within lanes, then gather the two halves.
-        let w = _mm256_packs_epi32(q, q); // lane0: e0..3 e0..3, lane1: e4..7 e4..7 (i16)
-        let bytes = if out_signed {
-            _mm256_packs_epi16(w, w)
-        } else {
-            _mm256_packus_epi16(w, w)
-        };
-        let bytes = _mm256_permutevar8x32_epi32(bytes, perm);
-        // dwords now: [e0..3, e4..7, ...]: the low 8 bytes are elements 0..7.
-        _mm_storel_epi64(
-            out.as_mut_ptr().add(i) as *mut __m128i,
-            _mm256_castsi256_si128(bytes),
-        );
-        i += 8;
-    }
-    n
 }

@@ -44,6 +44,9 @@ pub(crate) struct EpiPlan<'a> {
     pub zp: i32,
     pub lo: i32,
     pub hi: i32,
+    /// A residual add the fused VNNI kernel applies in registers to whole 64-column rows (the
+    /// tiles for which the driver passes the other operand's pointer).
+    pub res: Option<&'a crate::qadd::QAdd>,
 }
 
 pub(crate) const CLAMP_F: f32 = 16_777_216.0;
@@ -270,6 +273,97 @@ pub(crate) mod x86 {
                 }
             }
         }
+    }
+
+    /// The U8/I8 epilogue of one full row of 64 columns held in four registers (columns
+    /// `j .. j+64`), narrowed with saturating packs (exact: every value is already inside
+    /// `[lo, hi]`) and one dword transpose instead of four narrowing stores. Returns the 64
+    /// bytes in column order; the same values as four `vec16` calls.
+    #[inline(always)]
+    pub(crate) unsafe fn row64_bytes(
+        p: &EpiPlan,
+        acc: [__m512i; 4],
+        rt: __m512i,
+        j: usize,
+        signed: bool,
+    ) -> __m512i {
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let (flo, fhi) = (
+            _mm512_set1_ps((p.lo - p.zp) as f32),
+            _mm512_set1_ps((p.hi - p.zp) as f32),
+        );
+        let zp = _mm512_set1_epi32(p.zp);
+        let mut q = [_mm512_setzero_si512(); 4];
+        for (c, qc) in q.iter_mut().enumerate() {
+            let v = _mm512_add_epi32(
+                _mm512_add_epi32(
+                    acc[c],
+                    _mm512_loadu_si512(p.colterm.as_ptr().add(j + 16 * c) as *const _),
+                ),
+                rt,
+            );
+            let f = _mm512_mul_ps(
+                _mm512_cvt_roundepi32_ps::<RNE>(v),
+                _mm512_loadu_ps(p.scale.as_ptr().add(j + 16 * c)),
+            );
+            let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
+            *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), zp);
+        }
+        // In-lane packs leave dword (lane L, vector c) at index 4L + c; column order wants it at
+        // 4c + L: a 4 x 4 dword transpose.
+        let packed = if signed {
+            _mm512_packs_epi16(
+                _mm512_packs_epi32(q[0], q[1]),
+                _mm512_packs_epi32(q[2], q[3]),
+            )
+        } else {
+            _mm512_packus_epi16(
+                _mm512_packus_epi32(q[0], q[1]),
+                _mm512_packus_epi32(q[2], q[3]),
+            )
+        };
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_epi32(idx, packed)
+    }
+
+    /// For a convolution whose output feeds a fused residual add as operand A (zero point
+    /// `a_zp`, scale `a_s`): the add's `xa = ((q - a_zp) as f32) * a_s` of one full row of 64
+    /// columns, computed from the float epilogue without forming the byte `q`. With `f` the
+    /// clamped product (as in `vec16`) and `r = round_half_even(f)` (an integer-valued float,
+    /// `|r| <= 2^24`), `q - a_zp = r + (zp - a_zp)` exactly, so `xa = (r + (zp - a_zp)) * a_s`
+    /// (the integer add is exact in f32): the same value as dequantizing the stored byte.
+    #[inline(always)]
+    pub(crate) unsafe fn row64_xa(
+        p: &EpiPlan,
+        acc: [__m512i; 4],
+        rt: __m512i,
+        j: usize,
+        zpd: __m512,
+        a_s: __m512,
+    ) -> [__m512; 4] {
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let (flo, fhi) = (
+            _mm512_set1_ps((p.lo - p.zp) as f32),
+            _mm512_set1_ps((p.hi - p.zp) as f32),
+        );
+        let mut xa = [_mm512_setzero_ps(); 4];
+        for (c, x) in xa.iter_mut().enumerate() {
+            let v = _mm512_add_epi32(
+                _mm512_add_epi32(
+                    acc[c],
+                    _mm512_loadu_si512(p.colterm.as_ptr().add(j + 16 * c) as *const _),
+                ),
+                rt,
+            );
+            let f = _mm512_mul_ps(
+                _mm512_cvt_roundepi32_ps::<RNE>(v),
+                _mm512_loadu_ps(p.scale.as_ptr().add(j + 16 * c)),
+            );
+            let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
+            let r = _mm512_roundscale_ps::<RNE>(f);
+            *x = _mm512_mul_ps(_mm512_add_ps(r, zpd), a_s);
+        }
+        xa
     }
 
     /// AVX2 epilogue for whole groups of 8 columns; returns how many columns it did (the rest go

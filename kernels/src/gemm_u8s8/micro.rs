@@ -94,6 +94,7 @@ pub(crate) unsafe fn run_fused(
     nc: usize,
     out: super::epilogue::OutPtr,
     ldc: usize,
+    rp: *const u8,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
@@ -103,23 +104,23 @@ pub(crate) unsafe fn run_fused(
             ($($r:literal),*) => {
                 match (rows, nc.div_ceil(16)) {
                     $(
-                        ($r, 1) => f::<$r, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                        ($r, 2) => f::<$r, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                        ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                        ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                        ($r, 1) => f::<$r, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                        ($r, 2) => f::<$r, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                        ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                        ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
                     )*
-                    (7, 1) => f::<7, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (7, _) => f::<7, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (8, 1) => f::<8, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (8, _) => f::<8, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (9, 1) => f::<9, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (9, _) => f::<9, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (10, 1) => f::<10, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (10, _) => f::<10, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (11, 1) => f::<11, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (11, _) => f::<11, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (12, 1) => f::<12, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
-                    (12, _) => f::<12, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc),
+                    (7, 1) => f::<7, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (7, _) => f::<7, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (8, 1) => f::<8, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (8, _) => f::<8, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (9, 1) => f::<9, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (9, _) => f::<9, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (10, 1) => f::<10, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (10, _) => f::<10, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (11, 1) => f::<11, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (11, _) => f::<11, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (12, 1) => f::<12, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (12, _) => f::<12, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
                     (_, _) => unreachable!("rows {rows}"),
                 }
             };
@@ -127,7 +128,9 @@ pub(crate) unsafe fn run_fused(
         go!(1, 2, 3, 4, 5, 6);
         return true;
     }
-    let _ = (isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc);
+    let _ = (
+        isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp,
+    );
     false
 }
 
@@ -150,29 +153,30 @@ pub(crate) unsafe fn run_fused_ind(
     nc: usize,
     out: super::epilogue::OutPtr,
     ldc: usize,
+    rp: *const u8,
 ) {
     use x86::vnni_fused_ind as f;
     macro_rules! go {
         ($($r:literal),*) => {
             match (rows, nc.div_ceil(16)) {
                 $(
-                    ($r, 1) => f::<$r, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                    ($r, 2) => f::<$r, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                    ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                    ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                    ($r, 1) => f::<$r, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    ($r, 2) => f::<$r, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
                 )*
-                (7, 1) => f::<7, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (7, _) => f::<7, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (8, 1) => f::<8, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (8, _) => f::<8, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (9, 1) => f::<9, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (9, _) => f::<9, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (10, 1) => f::<10, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (10, _) => f::<10, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (11, 1) => f::<11, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (11, _) => f::<11, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (12, 1) => f::<12, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
-                (12, _) => f::<12, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc),
+                (7, 1) => f::<7, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (7, _) => f::<7, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (8, 1) => f::<8, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (8, _) => f::<8, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (9, 1) => f::<9, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (9, _) => f::<9, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (10, 1) => f::<10, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (10, _) => f::<10, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (11, 1) => f::<11, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (11, _) => f::<11, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (12, 1) => f::<12, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (12, _) => f::<12, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
                 (_, _) => unreachable!("rows {rows}"),
             }
         };
@@ -217,7 +221,7 @@ unsafe fn scalar<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::NR;
-    use crate::gemm_u8s8::epilogue::x86::{mask16, vec16};
+    use crate::gemm_u8s8::epilogue::x86::{mask16, row64_bytes, row64_xa, vec16};
     use crate::gemm_u8s8::epilogue::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
 
@@ -288,6 +292,7 @@ mod x86 {
         nc: usize,
         out: OutPtr,
         ldc: usize,
+        rp: *const u8,
     ) {
         let acc = if R == 1 && C == 4 {
             let mut t = [[_mm512_setzero_si512(); C]; R];
@@ -297,7 +302,7 @@ mod x86 {
         } else {
             vnni_acc::<R, C>(kg, a, a_rs, b)
         };
-        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc);
+        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 
     /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`).
@@ -311,8 +316,49 @@ mod x86 {
         nc: usize,
         out: OutPtr,
         ldc: usize,
+        rp: *const u8,
     ) {
-        if nc == 16 * C {
+        if C == 4 && nc == 64 && matches!(out, OutPtr::U8(_) | OutPtr::I8(_)) {
+            // Whole 64-column rows of bytes: pack the four vectors, one 64-byte store (or, with
+            // a residual add, the add on the packed rows in registers, then the store).
+            let signed = matches!(out, OutPtr::I8(_));
+            let base = match out {
+                OutPtr::U8(o) => o,
+                OutPtr::I8(o) => o as *mut u8,
+                _ => unreachable!(),
+            };
+            match plan.res {
+                Some(q) if !rp.is_null() => {
+                    // The residual add takes the conv's value in float (`row64_xa`): the
+                    // output bytes of the conv are never formed.
+                    let zpd = _mm512_set1_ps((plan.zp - q.a.1) as f32);
+                    let a_s = _mm512_set1_ps(q.a.0);
+                    let mut xa = [[_mm512_setzero_ps(); 4]; R];
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        let rt = _mm512_set1_epi32(*rowterm.add(r));
+                        let a4 = [acc_r[0], acc_r[1], acc_r[2], acc_r[3]];
+                        xa[r] = row64_xa(plan, a4, rt, j0, zpd, a_s);
+                    }
+                    crate::qadd::x86::add_rows64_xa(
+                        q,
+                        &xa,
+                        rp,
+                        ldc,
+                        base,
+                        ldc,
+                        crate::qadd::x86::has_vbmi(),
+                    )
+                }
+                _ => {
+                    for (r, acc_r) in acc.iter().enumerate() {
+                        let rt = _mm512_set1_epi32(*rowterm.add(r));
+                        let a4 = [acc_r[0], acc_r[1], acc_r[2], acc_r[3]];
+                        let v = row64_bytes(plan, a4, rt, j0, signed);
+                        _mm512_storeu_si512(base.add(r * ldc) as *mut _, v);
+                    }
+                }
+            }
+        } else if nc == 16 * C {
             for (r, acc_r) in acc.iter().enumerate() {
                 let rt = _mm512_set1_epi32(*rowterm.add(r));
                 let orow = out.add(r * ldc);
@@ -389,9 +435,10 @@ mod x86 {
         nc: usize,
         out: OutPtr,
         ldc: usize,
+        rp: *const u8,
     ) {
         let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b);
-        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc);
+        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`

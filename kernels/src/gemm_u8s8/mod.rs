@@ -22,6 +22,7 @@ pub use pack::{PackedB, WeightLayout, NR};
 
 use crate::error::{bad, check_matrix, KernelError};
 use crate::isa::{Isa, Kernel};
+use crate::qadd::QAdd;
 use rayon::prelude::*;
 
 /// A row-major u8 activation matrix: `rows` x K (K is taken from the [`PackedB`]), row stride `ld`.
@@ -238,12 +239,92 @@ pub fn gemm_u8s8(
     a: MatrixU8<'_>,
     b: &PackedB,
     ep: &Epilogue<'_>,
+    out: OutputSlice<'_>,
+    ldc: usize,
+) -> Result<(), KernelError> {
+    gemm_u8s8_res(kernel, a, b, ep, out, ldc, None)
+}
+
+/// A residual QLinearAdd applied to each output tile right after its epilogue, while the tile
+/// is in L1: `out = add(out, other)` with the conv/GEMM output as operand A (see
+/// [`crate::QAdd`]). `other` has the output's layout (same offsets, row stride `ldc`).
+#[derive(Clone, Copy)]
+pub(crate) struct Residual<'a> {
+    pub other: &'a [u8],
+    pub add: &'a QAdd,
+}
+
+/// Checks a residual against the output (type and extent).
+fn check_residual(
+    r: Option<&Residual<'_>>,
+    out: &OutputSlice<'_>,
+    m: usize,
+    n: usize,
+    ldc: usize,
+) -> Result<(), KernelError> {
+    let Some(r) = r else { return Ok(()) };
+    match (out, r.add.signed) {
+        (OutputSlice::U8(_), false) | (OutputSlice::I8(_), true) => {}
+        _ => return Err(bad("residual add: output type does not match the add")),
+    }
+    check_matrix("residual operand", r.other.len(), m, n, ldc)
+}
+
+/// Applies the residual add to `rows` x `nc` outputs at `o` (row stride `ldc`), reading the
+/// other operand at the same offset `off` from its base.
+///
+/// # Safety
+/// The tile is inside the output and the residual operand (both checked with `check_matrix`).
+#[inline(always)]
+unsafe fn apply_residual(
+    isa: Isa,
+    r: &Residual<'_>,
+    o: OutPtr,
+    off: usize,
+    rows: usize,
+    nc: usize,
+    ldc: usize,
+) {
+    let o = match o {
+        OutPtr::U8(p) => p,
+        OutPtr::I8(p) => p as *mut u8,
+        _ => return,
+    };
+    let m = crate::qadd::Strided {
+        a: o,
+        b: r.other.as_ptr().add(off),
+        out: o,
+        lda: ldc,
+        ldb: ldc,
+        ldo: ldc,
+    };
+    crate::qadd::qadd_rows(isa, m, rows, nc, r.add);
+}
+
+/// The residual operand's address for a tile at output offset `off` when the fused VNNI kernel
+/// applies the add in registers (whole 64-column panels), else null (the driver then applies it
+/// to the stored tile).
+fn inreg_ptr(isa: Isa, res: Option<&Residual<'_>>, off: usize, nc: usize) -> *const u8 {
+    match res {
+        Some(r) if isa == Isa::Avx512Vnni && nc == NR => r.other[off..].as_ptr(),
+        _ => std::ptr::null(),
+    }
+}
+
+/// [`gemm_u8s8`] with an optional residual add fused after the epilogue.
+pub(crate) fn gemm_u8s8_res(
+    kernel: &Kernel,
+    a: MatrixU8<'_>,
+    b: &PackedB,
+    ep: &Epilogue<'_>,
     mut out: OutputSlice<'_>,
     ldc: usize,
+    res: Option<&Residual<'_>>,
 ) -> Result<(), KernelError> {
     let (m, n, k) = (a.rows, b.n, b.k);
     check_matrix("gemm_u8s8 A", a.data.len(), m, k, a.ld)?;
     check_matrix("gemm_u8s8 output", out.len(), m, n, ldc)?;
+    check_residual(res, &out, m, n, ldc)?;
     if !(0..=255).contains(&a.zero_point) {
         return Err(bad(format!(
             "gemm_u8s8: activation zero point {} outside [0, 255]",
@@ -278,6 +359,7 @@ pub fn gemm_u8s8(
         zp: ep.out_zero_point,
         lo,
         hi,
+        res: res.map(|r| r.add),
     };
 
     let isa = kernel.isa();
@@ -325,6 +407,7 @@ pub fn gemm_u8s8(
                 unsafe {
                     let a_tile = abase.add((i - it.m0) * a_rs);
                     let o = outp.0.add(i * ldc + j0);
+                    let rp = inreg_ptr(isa, res, i * ldc + j0, nc);
                     let fused = micro::run_fused(
                         isa,
                         rows,
@@ -338,6 +421,7 @@ pub fn gemm_u8s8(
                         nc,
                         o,
                         ldc,
+                        rp,
                     );
                     if !fused {
                         micro::run(isa, rows, kp / 4, a_tile, a_rs, bp, tile.0.as_mut_ptr());
@@ -352,6 +436,9 @@ pub fn gemm_u8s8(
                                 o.add(r * ldc),
                             );
                         }
+                    }
+                    if let Some(res) = res.filter(|_| !fused || rp.is_null()) {
+                        apply_residual(isa, res, o, i * ldc + j0, rows, nc, ldc);
                     }
                 }
                 i += rows;
@@ -455,6 +542,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
     ep: &Epilogue<'_>,
     mut out: OutputSlice<'_>,
     ldc: usize,
+    res: Option<&Residual<'_>>,
 ) -> Result<(), KernelError> {
     let (m, n, k) = (a.rows, b.n, b.k);
     if kernel.isa() != Isa::Avx512Vnni
@@ -469,6 +557,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         ));
     }
     check_matrix("gemm_u8s8 output", out.len(), m, n, ldc)?;
+    check_residual(res, &out, m, n, ldc)?;
     let (scale, lo, hi) = validate_epilogue("gemm_u8s8", ep, n, &out)?;
     if m == 0 || n == 0 {
         return Ok(());
@@ -489,6 +578,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         zp: ep.out_zero_point,
         lo,
         hi,
+        res: res.map(|r| r.add),
     };
     let threads = rayon::current_num_threads();
     let items = plan_items(m, b.panels(), b.kp, 6, threads);
@@ -505,6 +595,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             let mut i = it.m0;
             while i < it.m1 {
                 let rows = micro::tile_rows(Isa::Avx512Vnni, nc).min(it.m1 - i);
+                let rp = inreg_ptr(Isa::Avx512Vnni, res, i * ldc + j0, nc);
                 // SAFETY: the Kernel is Avx512Vnni (checked above); the caller guarantees the
                 // pointers; rows i..i+rows have `taps` pointers each; the output was checked.
                 #[cfg(target_arch = "x86_64")]
@@ -520,7 +611,19 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
                     nc,
                     outp.0.add(i * ldc + j0),
                     ldc,
+                    rp,
                 );
+                if let Some(res) = res.filter(|_| rp.is_null()) {
+                    apply_residual(
+                        Isa::Avx512Vnni,
+                        res,
+                        outp.0.add(i * ldc + j0),
+                        i * ldc + j0,
+                        rows,
+                        nc,
+                        ldc,
+                    );
+                }
                 i += rows;
             }
         }
