@@ -397,3 +397,73 @@ fn basic_tries_recipes_per_op_type_and_dynamic_matmuls() {
     );
     assert!(r.met);
 }
+
+#[test]
+fn dynamic_tuning_tries_smoothquant_and_its_config_reproduces_the_model() {
+    let data = npz("tiny_bert_inputs.npz");
+    let shapes: Vec<(String, Vec<usize>)> = data
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let g = octet::prepare::load(&fixture("tiny_bert.onnx"), &shapes)
+        .unwrap()
+        .graph;
+    let mut bound = g.clone();
+    octet::prepare::prepare(&mut bound, &shapes).unwrap();
+    let reference = octet::engine::Engine::new(bound, None)
+        .unwrap()
+        .run(&data)
+        .unwrap()
+        .remove(0)
+        .1;
+    let eval = tuner::builtin_eval(&data, Metric::Cosine, None, Some(&reference));
+    let r = tuner::tune(
+        &g,
+        &data,
+        &eval,
+        TuneOptions {
+            strategy: Strategy::Basic,
+            // An unreachable goal, so that the recipe trials run.
+            criterion: Criterion {
+                tolerance: Tolerance::Absolute(0.0),
+                higher_is_better: true,
+            },
+            max_trials: 3,
+            timeout: None,
+            base: QuantConfig {
+                approach: octet::quantizer::Approach::Dynamic,
+                quiet: true,
+                ..QuantConfig::default()
+            },
+            threads: None,
+            eval_shapes: shapes.clone(),
+            verbose: true,
+            bf16: true,
+        },
+    )
+    .unwrap();
+    let changes: Vec<&str> = r.trials.iter().map(|t| t.change.as_str()).collect();
+    assert_eq!(
+        changes,
+        vec![
+            "default int8 config",
+            "recipe: SmoothQuant alpha 0.5",
+            "recipe: SmoothQuant alpha 0.6"
+        ]
+    );
+    let best = r.best_trial();
+    let cfg = QuantConfig::from_json(&best.config.to_json()).unwrap();
+    assert_eq!(cfg.approach, octet::quantizer::Approach::Dynamic);
+    let (again, _) = octet::quantizer::quantize_dynamic_with(&g, Some(&data), &cfg).unwrap();
+    let run = |q: &Graph| {
+        let mut b = q.clone();
+        octet::prepare::prepare(&mut b, &shapes).unwrap();
+        octet::prepare::engine(b, None)
+            .unwrap()
+            .run(&data)
+            .unwrap()
+            .remove(0)
+            .1
+    };
+    assert_eq!(run(&r.best_graph), run(&again));
+}

@@ -41,6 +41,10 @@ pub struct TuneArgs {
     /// Calibration method to start from.
     #[arg(long, default_value = "minmax")]
     pub calib_method: String,
+    /// `static` (calibrated activations) or `dynamic` (activations quantized at run time, the
+    /// mode for BERT-class models; recipes are then SmoothQuant strengths from --calib).
+    #[arg(long, default_value = "static")]
+    pub approach: String,
     /// Where to write the tuned model (QDQ ONNX); its config goes to the same path with .json.
     #[arg(long, short)]
     pub output: PathBuf,
@@ -146,6 +150,11 @@ pub fn tune(a: TuneArgs) -> anyhow::Result<()> {
         base: QuantConfig {
             preset,
             calib_method,
+            approach: match a.approach.as_str() {
+                "static" => crate::quantizer::Approach::Static,
+                "dynamic" => crate::quantizer::Approach::Dynamic,
+                x => anyhow::bail!("--approach '{x}': expected static or dynamic"),
+            },
             quiet: a.quiet,
             ..QuantConfig::default()
         },

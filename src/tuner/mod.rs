@@ -247,6 +247,10 @@ impl<'a> Tuner<'a> {
 
     /// Build the model for `cfg` (quantize from the cached table).
     pub fn build(&mut self, cfg: &QuantConfig) -> Result<Graph, TuneError> {
+        if cfg.approach == quantizer::Approach::Dynamic {
+            let (g, _) = quantizer::quantize_dynamic_with(self.graph, Some(self.calib), cfg)?;
+            return Ok(g);
+        }
         let tables = cfg
             .calib_methods()
             .into_iter()

@@ -204,10 +204,31 @@ fn recipes(base: &QuantConfig, op: &str) -> Vec<(String, QuantConfig)> {
     v
 }
 
+/// Dynamic quantization's recipes: SmoothQuant strengths (when the base has none).
+fn dynamic_recipes(base: &QuantConfig) -> Vec<(String, QuantConfig)> {
+    if base.smooth_quant.is_some() {
+        return vec![];
+    }
+    [0.5f32, 0.6, 0.75]
+        .into_iter()
+        .map(|a| {
+            (
+                format!("recipe: SmoothQuant alpha {a}"),
+                QuantConfig {
+                    smooth_quant: Some(a),
+                    ..base.clone()
+                },
+            )
+        })
+        .collect()
+}
+
 fn basic(t: &mut Tuner) -> Result<(), TuneError> {
     let base = t.opts.base.clone();
+    let dynamic = base.approach == crate::quantizer::Approach::Dynamic;
     try_trial!(t, "default int8 config", &base);
-    // Op-type-wise recipe tuning: per op type, keep the recipe that improves accuracy most.
+    // Op-type-wise recipe tuning: per op type, keep the recipe that improves accuracy most
+    // (dynamic quantization: the SmoothQuant strength).
     let mut best_cfg = base.clone();
     let mut best_acc = t
         .trials
@@ -215,7 +236,17 @@ fn basic(t: &mut Tuner) -> Result<(), TuneError> {
         .map(|x| x.accuracy)
         .unwrap_or(f64::NEG_INFINITY);
     let hib = t.opts.criterion.higher_is_better;
-    for op in op_types(t.graph) {
+    if dynamic {
+        for (change, cfg) in dynamic_recipes(&base) {
+            try_trial!(t, &change, &cfg);
+            let acc = t.trials.last().unwrap().accuracy;
+            if (hib && acc > best_acc) || (!hib && acc < best_acc) {
+                best_acc = acc;
+                best_cfg = cfg;
+            }
+        }
+    }
+    for op in op_types(t.graph).into_iter().filter(|_| !dynamic) {
         let start = best_cfg.clone();
         for (change, cfg) in recipes(&start, &op) {
             try_trial!(t, &change, &cfg);
@@ -232,7 +263,7 @@ fn basic(t: &mut Tuner) -> Result<(), TuneError> {
     let nodes = quantizable(t.graph);
     let mut single: Vec<(Vec<String>, f64)> = vec![];
     for n in &nodes {
-        if is_matmul(t.graph, n) {
+        if is_matmul(t.graph, n) && !dynamic {
             try_trial!(
                 t,
                 &format!("{n} to dynamic int8 (activation quantized at run time)"),
@@ -386,6 +417,11 @@ fn node_sensitivity(t: &mut Tuner, cfg: &QuantConfig) -> Result<Vec<(String, f64
 
 fn sensitivity(t: &mut Tuner) -> Result<(), TuneError> {
     let base = t.opts.base.clone();
+    if base.approach == crate::quantizer::Approach::Dynamic {
+        // The probes compare QDQ pairs of a static model; dynamic models have none.
+        t.log("sensitivity ranks the QDQ tensors of static quantization; dynamic base: running the basic strategy".into());
+        return basic(t);
+    }
     try_trial!(t, "default int8 config", &base);
     let ranked = node_sensitivity(t, &base)?;
     if t.opts.verbose {
