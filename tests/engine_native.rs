@@ -148,3 +148,21 @@ fn transposes_match_the_reference() {
     }
     println!("{cases} transposes identical to the reference");
 }
+
+#[test]
+fn residual_adds_of_an_fp32_resnet_stay_channels_last() {
+    // Same-shape f32 Add runs in NHWC, so a ResNet's blocks convert layouts only at the model's
+    // edges, not around every residual connection.
+    let fx = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/resnet8.onnx");
+    let g = octet::prepare::load(
+        std::path::Path::new(fx),
+        &[("input".into(), vec![1, 3, 32, 32])],
+    )
+    .unwrap()
+    .graph;
+    let e = octet::engine::Engine::new(g, Some(1)).unwrap();
+    let steps = e.steps();
+    let adds: Vec<_> = steps.iter().filter(|s| s.op == "Add").collect();
+    assert!(!adds.is_empty());
+    assert!(adds.iter().all(|s| s.nhwc), "{steps:?}");
+}

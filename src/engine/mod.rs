@@ -104,6 +104,8 @@ pub struct StepInfo {
     pub node: String,
     pub op: String,
     pub exec: &'static str,
+    /// The step's output is in NHWC (channels-last) layout.
+    pub nhwc: bool,
 }
 
 /// A graph compiled to an execution plan.
@@ -740,6 +742,7 @@ impl Engine {
                 node: self.graph.node(s.node).name.clone(),
                 op: s.op.clone(),
                 exec: s.exec,
+                nhwc: s.out_nhwc,
             })
             .collect()
     }

@@ -56,7 +56,9 @@ pub enum NativeOp {
         lo: f32,
         hi: f32,
     },
-    Binary(BinaryOp),
+    /// f32 Add/Sub/Mul/Div with broadcasting; the flag: both operands have the same shape (so it
+    /// can run on NHWC data).
+    Binary(BinaryOp, bool),
     Erf,
     /// ReduceSum / ReduceMean of f32 over one axis (`[outer, n, inner] -> [outer, inner]`),
     /// summed in f64 like the reference, rounded once.
@@ -244,7 +246,13 @@ impl NativeOp {
             Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div))
                 if f32_in && in_dtype(g, n, 1) == Some(DType::F32) =>
             {
-                NativeOp::Binary(*b)
+                let shape = |i: usize| {
+                    g.operand(n, i)
+                        .and_then(|o| g.ty(o))
+                        .and_then(|t| t.shape.as_fixed().map(|s| s.to_vec()))
+                };
+                let same = shape(0).is_some() && shape(0) == shape(1);
+                NativeOp::Binary(*b, same)
             }
             Op::Reduce {
                 op: op @ (octet_ir::ReduceOp::Sum | octet_ir::ReduceOp::Mean),
@@ -439,6 +447,8 @@ impl NativeOp {
             | NativeOp::Clip { .. }
             | NativeOp::Lut { .. } => &[0],
             NativeOp::QAdd { .. } => &[0, 3],
+            // Same-shape operands (a residual Add): element-wise in any layout.
+            NativeOp::Binary(_, true) => &[0, 1],
             NativeOp::MaxPool { .. } => &[0],
             _ => &[],
         }
@@ -454,7 +464,7 @@ impl NativeOp {
             NativeOp::QGap { .. } => "qlinear_global_avgpool",
             NativeOp::Relu => "relu (simd)",
             NativeOp::Clip { .. } => "clip",
-            NativeOp::Binary(_) => "binary f32 (broadcast)",
+            NativeOp::Binary(..) => "binary f32 (broadcast)",
             NativeOp::Erf => "erf (simd)",
             NativeOp::ReduceAxis { .. } => "reduce one axis f32 (f64 sums)",
             NativeOp::Softmax => "softmax_rows (simd)",
@@ -744,7 +754,7 @@ impl NativeOp {
                     .map_err(e)?;
                 one(out)
             }
-            NativeOp::Binary(op) => {
+            NativeOp::Binary(op, _) => {
                 let b = args.get(1).copied().flatten().ok_or("missing B")?;
                 one(binary_f32(k, *op, x, b, pool)?)
             }
