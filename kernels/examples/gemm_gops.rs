@@ -11,7 +11,7 @@
 //! fp32 lines (`"op":"f32gemm"`): GFLOPS against 117 per core. bf16 lines (`--bf16`,
 //! `"op":"bf16gemm"` / `"conv_bf16"`): GFLOPS against 234 per core (`vdpbf16ps` does two
 //! multiply-adds per f32 lane); `"bf16_dot"` says whether the instruction or its emulation ran.
-//! `--resnet50`: fp32 `conv2d_f32` (bias + ReLU) on each distinct convolution shape of
+//! `--resnet50` (with `--conv SUBSTRING`: only the matching shapes): fp32 `conv2d_f32` (bias + ReLU) on each distinct convolution shape of
 //! ResNet-50 at batch 1 / 224x224 (`"op":"conv_f32_r50"`, with the layer's count in the model)
 //! and a last line with the count-weighted total (the model's fp32 convolution time).
 use octet_kernels::*;
@@ -225,7 +225,7 @@ fn main() {
         }
     }
     if args.iter().any(|a| a == "--resnet50") {
-        resnet50(&kernel, &pool, secs, threads);
+        resnet50(&kernel, &pool, secs, threads, get("--conv"));
     }
     if args.iter().any(|a| a == "--elementwise") {
         // Element-wise kernels, 1M floats (softmax / layer norm: 2731 rows of 384), Gelem/s.
@@ -293,10 +293,19 @@ const R50: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
     ("3x3_512-512@7", 3, 1, 1, 512, 512, 7, 2),
 ];
 
-fn resnet50(kernel: &Kernel, pool: &rayon::ThreadPool, secs: f64, threads: usize) {
+fn resnet50(
+    kernel: &Kernel,
+    pool: &rayon::ThreadPool,
+    secs: f64,
+    threads: usize,
+    filter: Option<String>,
+) {
     let isa = kernel.isa();
     let (mut total_ms, mut total_flop) = (0.0, 0.0);
     for &(name, k, s, p, ci, co, hw, count) in R50 {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
         let geom = ConvGeometry::new(k, k).stride(s, s).pad(p);
         let x: Vec<f32> = (0..hw * hw * ci)
             .map(|i| ((i * 7 + 3) % 23) as f32 * 0.05 - 0.5)

@@ -141,7 +141,7 @@ pub fn conv2d_f32(
         }
         return Ok((oh, ow));
     }
-    let ind = Indirection::new(geom, (h, w, c_in), (oh, ow), cig);
+    let ind = Indirection::new(geom, (h, w, c_in), ow, cig);
     let threads = rayon::current_num_threads();
     let mut ptrs = vec![PtrCell(std::ptr::null()); rows * ind.segs];
     // At least one float per output row so that every row gets a (possibly unused) chunk.
@@ -195,6 +195,17 @@ struct PtrCell(*const f32);
 unsafe impl Send for PtrCell {}
 unsafe impl Sync for PtrCell {}
 
+/// Where one (output column, segment along x) reads, the same for every in-range input row.
+#[derive(Clone, Copy)]
+enum XCls {
+    /// Entirely inside the row, starting at input column `ix0`.
+    In(usize),
+    /// Entirely in the horizontal padding.
+    Zero,
+    /// Partly in the padding: copied into scratch slot `slot`, first tap at column `ix0`.
+    Border { slot: usize, ix0: isize },
+}
+
 /// How output pixels map to K segments (see [`conv2d_f32`]).
 struct Indirection {
     geom: ConvGeometry,
@@ -202,40 +213,43 @@ struct Indirection {
     w: usize,
     c_in: usize,
     cig: usize,
-    ow: usize,
-    /// Taps per segment along x: `kw` (a whole kernel row) or 1.
-    cols: usize,
     /// Segments per output pixel, floats per segment.
     segs: usize,
     seg: usize,
-    /// For each output column: its slot among the columns whose kernel rows are partly in the
-    /// horizontal padding (they need a copied segment), if it is one.
-    border: Vec<Option<usize>>,
-    /// Scratch floats per output row of pixels: `kh * border columns * seg`.
+    /// `[ox][segment along x]` classification (shared by all kernel rows).
+    xcls: Vec<XCls>,
+    /// Columns with a `Border` segment.
+    nb: usize,
+    /// Scratch floats per output row of pixels: `kh * nb * seg`.
     scratch_per_row: usize,
 }
 
 impl Indirection {
-    fn new(
-        geom: ConvGeometry,
-        (h, w, c_in): (usize, usize, usize),
-        (_oh, ow): (usize, usize),
-        cig: usize,
-    ) -> Self {
+    fn new(geom: ConvGeometry, (h, w, c_in): (usize, usize, usize), ow: usize, cig: usize) -> Self {
         let (kh, kw) = geom.kernel;
         let merged = geom.groups == 1 && geom.dilation.1 == 1;
         let cols = if merged { kw } else { 1 };
-        let mut border = vec![None; ow];
+        let gxn = kw / cols;
+        let mut xcls = Vec::with_capacity(ow * gxn);
         let mut nb = 0;
-        if cols > 1 {
-            for (ox, b) in border.iter_mut().enumerate() {
-                let ix0 = (ox * geom.stride.1) as isize - geom.pads[1] as isize;
-                let ix1 = ix0 + (kw - 1) as isize;
-                let any_in = ix1 >= 0 && ix0 < w as isize;
-                if any_in && (ix0 < 0 || ix1 >= w as isize) {
-                    *b = Some(nb);
-                    nb += 1;
-                }
+        for ox in 0..ow {
+            let mut slot = None;
+            for gx in 0..gxn {
+                let ix0 = (ox * geom.stride.1 + gx * cols * geom.dilation.1) as isize
+                    - geom.pads[1] as isize;
+                let ix1 = ix0 + ((cols - 1) * geom.dilation.1) as isize;
+                xcls.push(if ix0 >= 0 && ix1 < w as isize {
+                    XCls::In(ix0 as usize)
+                } else if ix1 < 0 || ix0 >= w as isize {
+                    XCls::Zero
+                } else {
+                    // Only possible with cols = kw (one segment per kernel row): gxn = 1.
+                    let s = *slot.get_or_insert_with(|| {
+                        nb += 1;
+                        nb - 1
+                    });
+                    XCls::Border { slot: s, ix0 }
+                });
             }
         }
         let seg = cols * cig;
@@ -245,11 +259,10 @@ impl Indirection {
             w,
             c_in,
             cig,
-            ow,
-            cols,
-            segs: kh * (kw / cols),
+            segs: kh * gxn,
             seg,
-            border,
+            xcls,
+            nb,
             scratch_per_row: kh * nb * seg,
         }
     }
@@ -267,43 +280,40 @@ impl Indirection {
         scratch: &mut [f32],
     ) {
         let geom = self.geom;
-        let (kh, kw) = geom.kernel;
-        let (h, w, c_in, cig, cols) = (self.h, self.w, self.c_in, self.cig, self.cols);
-        let groups_x = kw / cols;
-        let nb = self.border.iter().flatten().count();
+        let kh = geom.kernel.0;
+        let (h, w, c_in, cig, segs) = (self.h, self.w, self.c_in, self.cig, self.segs);
+        let gxn = segs / kh;
+        let z = zeros.as_ptr();
         for ky in 0..kh {
             let iy = (oy * geom.stride.0 + ky * geom.dilation.0) as isize - geom.pads[0] as isize;
-            let row_in = iy >= 0 && (iy as usize) < h;
-            let base = if row_in { (b * h + iy as usize) * w } else { 0 };
-            for ox in 0..self.ow {
-                for gx in 0..groups_x {
-                    let kx0 = gx * cols;
-                    let ix0 = (ox * geom.stride.1 + kx0 * geom.dilation.1) as isize
-                        - geom.pads[1] as isize;
-                    let ix1 = ix0 + ((cols - 1) * geom.dilation.1) as isize;
-                    let e = &mut ptrs[ox * self.segs + ky * groups_x + gx];
-                    let all_in = ix0 >= 0 && ix1 < w as isize;
-                    let any_in = ix1 >= 0 && ix0 < w as isize;
-                    e.0 = if !row_in || !any_in {
-                        zeros.as_ptr()
-                    } else if all_in {
-                        x[(base + ix0 as usize) * c_in + ci0..].as_ptr()
-                    } else if let Some(slot) = self.border[ox] {
-                        // Only with merged kernel rows (cols = kw, one group): copy and pad.
-                        let d = &mut scratch[(ky * nb + slot) * self.seg..][..self.seg];
-                        for kx in 0..cols {
-                            let ix = ix0 + kx as isize;
-                            let dd = &mut d[kx * cig..(kx + 1) * cig];
-                            if ix >= 0 && (ix as usize) < w {
-                                let s = (base + ix as usize) * c_in + ci0;
-                                dd.copy_from_slice(&x[s..s + cig]);
-                            } else {
-                                dd.fill(0.0);
+            let entries = ptrs.chunks_exact_mut(segs).zip(self.xcls.chunks_exact(gxn));
+            if iy < 0 || iy as usize >= h {
+                for (e, _) in entries {
+                    e[ky * gxn..(ky + 1) * gxn].fill(PtrCell(z));
+                }
+                continue;
+            }
+            let row = &x[(b * h + iy as usize) * w * c_in..][..w * c_in];
+            let rp = row[ci0..].as_ptr();
+            for (e, cls) in entries {
+                for (d, c) in e[ky * gxn..(ky + 1) * gxn].iter_mut().zip(cls) {
+                    d.0 = match *c {
+                        // In bounds: ix0 + taps <= w, checked when classified.
+                        XCls::In(ix0) => rp.wrapping_add(ix0 * c_in),
+                        XCls::Zero => z,
+                        XCls::Border { slot, ix0 } => {
+                            let dst = &mut scratch[(ky * self.nb + slot) * self.seg..][..self.seg];
+                            for (kx, dd) in dst.chunks_exact_mut(cig).enumerate() {
+                                let ix = ix0 + kx as isize;
+                                if ix >= 0 && (ix as usize) < w {
+                                    let s = ix as usize * c_in + ci0;
+                                    dd.copy_from_slice(&row[s..s + cig]);
+                                } else {
+                                    dd.fill(0.0);
+                                }
                             }
+                            dst.as_ptr()
                         }
-                        d.as_ptr()
-                    } else {
-                        unreachable!("a partial segment is always in a border column")
                     };
                 }
             }
