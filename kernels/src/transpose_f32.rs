@@ -4,6 +4,7 @@
 
 use crate::error::{bad, KernelError};
 use crate::isa::{Isa, Kernel};
+use rayon::prelude::*;
 
 /// `dst` (`cols` x `rows`, row-major) = the transpose of `src` (`rows` x `cols`, row-major).
 /// For one NCHW image `rows = C, cols = H*W` gives NHWC; `rows = H*W, cols = C` goes back.
@@ -24,39 +25,54 @@ pub fn transpose_f32(
             dst.len()
         )));
     }
-    // 16 x 16 blocks (8 x 8 register tiles inside on AVX2): the 16 source rows of a block column
-    // and the 16 destination rows stay in L1.
-    const B: usize = 16;
+    if n == 0 {
+        return Ok(());
+    }
     let simd = matches!(kernel.isa(), Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
+    // Destination rows c0..c0+16 are one contiguous chunk: chunks are independent (in parallel
+    // on the current rayon pool when it has several threads and the matrix is large).
+    let chunk = B * rows;
+    let run = |(ci, d): (usize, &mut [f32])| block_column(simd, src, rows, cols, ci * B, d);
+    if rayon::current_num_threads() > 1 && n >= 1 << 16 {
+        dst[..n].par_chunks_mut(chunk).enumerate().for_each(run);
+    } else {
+        dst[..n].chunks_mut(chunk).enumerate().for_each(run);
+    }
+    Ok(())
+}
+
+/// 16 x 16 blocks (8 x 8 register tiles inside on AVX2): the 16 source rows of a block and the 16
+/// destination rows stay in L1.
+const B: usize = 16;
+
+/// Destination rows `c0..c0 + d.len() / rows` (source columns), all source rows.
+fn block_column(simd: bool, src: &[f32], rows: usize, cols: usize, c0: usize, d: &mut [f32]) {
+    let c1 = c0 + d.len() / rows;
     for r0 in (0..rows).step_by(B) {
         let r1 = (r0 + B).min(rows);
-        for c0 in (0..cols).step_by(B) {
-            let c1 = (c0 + B).min(cols);
-            if simd && r1 - r0 == B && c1 - c0 == B {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the Kernel proves AVX2; the 16 x 16 block is inside both matrices
-                // (checked lengths above).
-                unsafe {
-                    for (dr, dc) in [(0, 0), (0, 8), (8, 0), (8, 8)] {
-                        x86::tile8(
-                            src.as_ptr().add((r0 + dr) * cols + c0 + dc),
-                            cols,
-                            dst.as_mut_ptr().add((c0 + dc) * rows + r0 + dr),
-                            rows,
-                        );
-                    }
-                    continue;
+        if simd && r1 - r0 == B && c1 - c0 == B {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller holds a Kernel proving AVX2; the 16 x 16 block is inside `src`
+            // (rows x cols, length checked) and `d` (16 rows of `rows` floats).
+            unsafe {
+                for (dr, dc) in [(0, 0), (0, 8), (8, 0), (8, 8)] {
+                    x86::tile8(
+                        src.as_ptr().add((r0 + dr) * cols + c0 + dc),
+                        cols,
+                        d.as_mut_ptr().add(dc * rows + r0 + dr),
+                        rows,
+                    );
                 }
+                continue;
             }
-            for c in c0..c1 {
-                let d = &mut dst[c * rows + r0..c * rows + r1];
-                for (r, v) in (r0..r1).zip(d.iter_mut()) {
-                    *v = src[r * cols + c];
-                }
+        }
+        for c in c0..c1 {
+            let dd = &mut d[(c - c0) * rows + r0..(c - c0) * rows + r1];
+            for (r, v) in (r0..r1).zip(dd.iter_mut()) {
+                *v = src[r * cols + c];
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(target_arch = "x86_64")]
