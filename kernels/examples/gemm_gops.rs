@@ -267,7 +267,17 @@ fn main() {
 
 /// ResNet-50 (torchvision v1.5, stride in the 3x3) convolutions at batch 1, 224x224:
 /// (name, kernel, stride, pad, c_in, c_out, input h = w, count in the model).
-const R50: &[(&str, usize, usize, usize, usize, usize, usize, usize)] = &[
+type R50Layer = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+const R50: &[R50Layer] = &[
     ("stem7x7s2_3-64@224", 7, 2, 3, 3, 64, 224, 1),
     ("1x1_64-64@56", 1, 1, 0, 64, 64, 56, 1),
     ("3x3_64-64@56", 3, 1, 1, 64, 64, 56, 3),
