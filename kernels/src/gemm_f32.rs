@@ -472,7 +472,12 @@ mod x86 {
         }
         for (r, acc_r) in acc.iter().enumerate() {
             for (c, v) in acc_r.iter().enumerate() {
-                _mm512_mask_storeu_ps(job.out.add(r * job.ldc + 16 * c), mask[c], *v);
+                let o = job.out.add(r * job.ldc + 16 * c);
+                if mask[c] == 0xffff {
+                    _mm512_storeu_ps(o, *v);
+                } else {
+                    _mm512_mask_storeu_ps(o, mask[c], *v);
+                }
             }
         }
     }
@@ -529,10 +534,17 @@ mod x86 {
                     }
                 }
             }
+            // vmaskmovps stores are slow on AMD (microcoded): only for a partial chunk.
+            let full = valid >= 16;
             for (r, acc_r) in acc.iter().enumerate() {
                 let o = job.out.add(r * job.ldc + 16 * chunk);
-                _mm256_maskstore_ps(o, m0, acc_r[0]);
-                _mm256_maskstore_ps(o.add(8), m1, acc_r[1]);
+                if full {
+                    _mm256_storeu_ps(o, acc_r[0]);
+                    _mm256_storeu_ps(o.add(8), acc_r[1]);
+                } else {
+                    _mm256_maskstore_ps(o, m0, acc_r[0]);
+                    _mm256_maskstore_ps(o.add(8), m1, acc_r[1]);
+                }
             }
         }
     }
