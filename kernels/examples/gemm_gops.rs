@@ -3,7 +3,7 @@
 //!
 //! cargo run -p octet-kernels --release --example gemm_gops -- [--threads N] [--isa NAME]
 //!     [--shapes MxNxK,...] [--secs S] [--no-f32] [--no-conv] [--conv NAME-SUBSTRING] [--elementwise]
-//!     [--bf16] [--no-int8]
+//!     [--bf16] [--no-int8] [--resnet50]
 //!     (`--shapes none` skips the GEMM shapes)
 //!
 //! int8 lines: u8 x s8 GEMM with the fused per-channel requantization to u8 (the graph's real
@@ -11,6 +11,9 @@
 //! fp32 lines (`"op":"f32gemm"`): GFLOPS against 117 per core. bf16 lines (`--bf16`,
 //! `"op":"bf16gemm"` / `"conv_bf16"`): GFLOPS against 234 per core (`vdpbf16ps` does two
 //! multiply-adds per f32 lane); `"bf16_dot"` says whether the instruction or its emulation ran.
+//! `--resnet50` (with `--conv SUBSTRING`: only the matching shapes): fp32 `conv2d_f32` (bias + ReLU) on each distinct convolution shape of
+//! ResNet-50 at batch 1 / 224x224 (`"op":"conv_f32_r50"`, with the layer's count in the model)
+//! and a last line with the count-weighted total (the model's fp32 convolution time).
 use octet_kernels::*;
 use std::time::Instant;
 
@@ -232,6 +235,9 @@ fn main() {
             );
         }
     }
+    if args.iter().any(|a| a == "--resnet50") {
+        resnet50(&kernel, &pool, secs, threads, get("--conv"));
+    }
     if args.iter().any(|a| a == "--elementwise") {
         // Element-wise kernels, 1M floats (softmax / layer norm: 2731 rows of 384), Gelem/s.
         let n = 384 * 2731;
@@ -277,4 +283,86 @@ fn main() {
             report(name, t);
         }
     }
+}
+
+/// ResNet-50 (torchvision v1.5, stride in the 3x3) convolutions at batch 1, 224x224:
+/// (name, kernel, stride, pad, c_in, c_out, input h = w, count in the model).
+type R50Layer = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+const R50: &[R50Layer] = &[
+    ("stem7x7s2_3-64@224", 7, 2, 3, 3, 64, 224, 1),
+    ("1x1_64-64@56", 1, 1, 0, 64, 64, 56, 1),
+    ("3x3_64-64@56", 3, 1, 1, 64, 64, 56, 3),
+    ("1x1_64-256@56", 1, 1, 0, 64, 256, 56, 4),
+    ("1x1_256-64@56", 1, 1, 0, 256, 64, 56, 2),
+    ("1x1_256-128@56", 1, 1, 0, 256, 128, 56, 1),
+    ("3x3s2_128-128@56", 3, 2, 1, 128, 128, 56, 1),
+    ("1x1s2_256-512@56", 1, 2, 0, 256, 512, 56, 1),
+    ("1x1_128-512@28", 1, 1, 0, 128, 512, 28, 4),
+    ("1x1_512-128@28", 1, 1, 0, 512, 128, 28, 3),
+    ("3x3_128-128@28", 3, 1, 1, 128, 128, 28, 3),
+    ("1x1_512-256@28", 1, 1, 0, 512, 256, 28, 1),
+    ("3x3s2_256-256@28", 3, 2, 1, 256, 256, 28, 1),
+    ("1x1s2_512-1024@28", 1, 2, 0, 512, 1024, 28, 1),
+    ("1x1_256-1024@14", 1, 1, 0, 256, 1024, 14, 6),
+    ("1x1_1024-256@14", 1, 1, 0, 1024, 256, 14, 5),
+    ("3x3_256-256@14", 3, 1, 1, 256, 256, 14, 5),
+    ("1x1_1024-512@14", 1, 1, 0, 1024, 512, 14, 1),
+    ("3x3s2_512-512@14", 3, 2, 1, 512, 512, 14, 1),
+    ("1x1s2_1024-2048@14", 1, 2, 0, 1024, 2048, 14, 1),
+    ("1x1_512-2048@7", 1, 1, 0, 512, 2048, 7, 3),
+    ("1x1_2048-512@7", 1, 1, 0, 2048, 512, 7, 2),
+    ("3x3_512-512@7", 3, 1, 1, 512, 512, 7, 2),
+];
+
+fn resnet50(
+    kernel: &Kernel,
+    pool: &rayon::ThreadPool,
+    secs: f64,
+    threads: usize,
+    filter: Option<String>,
+) {
+    let isa = kernel.isa();
+    let (mut total_ms, mut total_flop) = (0.0, 0.0);
+    for &(name, k, s, p, ci, co, hw, count) in R50 {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let geom = ConvGeometry::new(k, k).stride(s, s).pad(p);
+        let x: Vec<f32> = (0..hw * hw * ci)
+            .map(|i| ((i * 7 + 3) % 23) as f32 * 0.05 - 0.5)
+            .collect();
+        let wt: Vec<f32> = (0..co * k * k * ci)
+            .map(|i| ((i * 13 + 5) % 29) as f32 * 0.01 - 0.14)
+            .collect();
+        let bias: Vec<f32> = (0..co).map(|i| (i % 5) as f32 * 0.1 - 0.2).collect();
+        let pf = PackedConvF32::new(geom, ci, co, &wt).unwrap();
+        let (oh, ow) = geom.out_size(hw, hw).unwrap();
+        let mut out = vec![0f32; oh * ow * co];
+        let t = pool.install(|| {
+            median_secs(secs, || {
+                conv2d_f32(kernel, &x, (1, hw, hw), &pf, Some(&bias), true, &mut out).unwrap();
+            })
+        });
+        let flop = 2.0 * (oh * ow * co * k * k * ci) as f64;
+        let gf = flop / t / 1e9;
+        total_ms += count as f64 * t * 1e3;
+        total_flop += count as f64 * flop;
+        println!(
+            "{{\"shape\":\"{name}\",\"op\":\"conv_f32_r50\",\"gflops\":{gf:.1},\"ms\":{:.3},\"count\":{count},\"isa\":\"{isa}\",\"threads\":{threads}}}",
+            t * 1e3
+        );
+    }
+    println!(
+        "{{\"shape\":\"resnet50_convs_total\",\"op\":\"conv_f32_r50\",\"gflops\":{:.1},\"ms\":{total_ms:.2},\"isa\":\"{isa}\",\"threads\":{threads}}}",
+        total_flop / total_ms / 1e6
+    );
 }

@@ -19,7 +19,8 @@
 //!   residual QLinearAdd.
 //! - QLinearAdd (+ byte table): [`QAdd`], [`qadd_u8`].
 //! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
-//!   [`conv2d_f32`] (NHWC, im2col + GEMM).
+//!   [`conv2d_f32`] (NHWC; 1x1 in place, other layers through an indirection buffer, no im2col),
+//!   [`transpose_f32`] (NCHW <-> NHWC).
 //! - bf16 (AVX512-BF16 `vdpbf16ps`, bit-exact emulation elsewhere; [`Kernel::has_bf16_dot`]):
 //!   [`PackedBBf16::new`], [`gemm_bf16`] (f32 in/out, bf16 products, f32 sums, bias + ReLU fused),
 //!   [`PackedConvBf16::new`], [`conv2d_bf16`] (NHWC, im2col + GEMM); the instruction semantics
@@ -84,6 +85,7 @@ mod qadd;
 mod quantize;
 pub mod reference;
 mod simd;
+mod transpose_f32;
 
 pub use bf16::{bf16_to_f32, dpbf16_step, dpbf16ps_emulated, f32_to_bf16};
 pub use conv::{conv2d_u8s8, conv2d_u8s8_add, ConvGeometry, PackedConv, TensorU8};
@@ -105,3 +107,4 @@ pub use quantize::{
     dequantize_i8, dequantize_u8, dynamic_qparams_u8, dynamic_quantize_u8, min_max, quantize_i8,
     quantize_u8, requantize_i8, requantize_u8, QParams,
 };
+pub use transpose_f32::transpose_f32;

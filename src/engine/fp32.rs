@@ -5,8 +5,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_bf16, conv2d_f32, gemm_bf16, gemm_f32, ConvGeometry, Kernel, PackedBBf16, PackedBF32,
-    PackedConvBf16, PackedConvF32, WeightLayout,
+    conv2d_bf16, conv2d_f32, gemm_bf16, gemm_f32, transpose_f32, ConvGeometry, Kernel, PackedBBf16,
+    PackedBF32, PackedConvBf16, PackedConvF32, WeightLayout,
 };
 
 /// Conv weights packed for the fp32 or the bf16 kernel.
@@ -186,7 +186,7 @@ impl F32Node {
             F32Node::Conv {
                 packed: ConvWeights::F32(_),
                 ..
-            } => "conv2d_f32 im2col+gemm".into(),
+            } => "conv2d_f32 (indirection + gemm)".into(),
             F32Node::Gemm {
                 packed: GemmWeights::F32(_),
                 ..
@@ -267,11 +267,9 @@ impl F32Node {
                     let mut t = pool.tensor(DType::F32, &[nb, h, w, c]);
                     let nhwc = t.view_mut::<f32>().unwrap();
                     for b in 0..nb {
-                        for ch in 0..c {
-                            for p in 0..h * w {
-                                nhwc[(b * h * w + p) * c + ch] = xv[(b * c + ch) * h * w + p];
-                            }
-                        }
+                        let n = c * h * w;
+                        let (src, dst) = (&xv[b * n..(b + 1) * n], &mut nhwc[b * n..(b + 1) * n]);
+                        transpose_f32(kernel, src, c, h * w, dst).map_err(|e| e.to_string())?;
                     }
                     converted = Some(t);
                     converted.as_ref().unwrap().view::<f32>().unwrap()
@@ -294,7 +292,14 @@ impl F32Node {
                 if out_nhwc {
                     Ok(out)
                 } else {
-                    let t = super::layout::nhwc_to_nchw(&out, pool);
+                    let mut t = pool.tensor(DType::F32, &[nb, *c_out, oh, ow]);
+                    let (tv, ov) = (t.view_mut::<f32>().unwrap(), out.view::<f32>().unwrap());
+                    let n = oh * ow * c_out;
+                    for b in 0..nb {
+                        let (src, dst) = (&ov[b * n..(b + 1) * n], &mut tv[b * n..(b + 1) * n]);
+                        transpose_f32(kernel, src, oh * ow, *c_out, dst)
+                            .map_err(|e| e.to_string())?;
+                    }
                     pool.give(out);
                     Ok(t)
                 }
