@@ -598,6 +598,18 @@ impl Engine {
                                 (Kind::Native(op), "native")
                             }
                             Some(mut op) => {
+                                if matches!(op, native::NativeOp::Binary(BinaryOp::Add, true)) {
+                                    if let Some((r, _)) =
+                                        only_consumer(g, Outlet::new(n, 0), &graph_outs)
+                                    {
+                                        if matches!(g.node(r).op, Op::Unary(UnaryOp::Relu)) {
+                                            op = native::NativeOp::AddRelu;
+                                            skip.insert(r);
+                                            out_node = r;
+                                            op_label.push_str("+Relu");
+                                        }
+                                    }
+                                }
                                 if matches!(op, native::NativeOp::QAdd { .. }) {
                                     if let Some((d, _)) =
                                         only_consumer(g, Outlet::new(n, 0), &graph_outs)

@@ -59,6 +59,8 @@ pub enum NativeOp {
     /// f32 Add/Sub/Mul/Div with broadcasting; the flag: both operands have the same shape (so it
     /// can run on NHWC data).
     Binary(BinaryOp, bool),
+    /// Same-shape f32 Add followed by Relu (a ResNet block's end), in one pass over the data.
+    AddRelu,
     Erf,
     /// ReduceSum / ReduceMean of f32 over one axis (`[outer, n, inner] -> [outer, inner]`),
     /// summed in f64 like the reference, rounded once.
@@ -448,7 +450,7 @@ impl NativeOp {
             | NativeOp::Lut { .. } => &[0],
             NativeOp::QAdd { .. } => &[0, 3],
             // Same-shape operands (a residual Add): element-wise in any layout.
-            NativeOp::Binary(_, true) => &[0, 1],
+            NativeOp::Binary(_, true) | NativeOp::AddRelu => &[0, 1],
             NativeOp::MaxPool { .. } => &[0],
             _ => &[],
         }
@@ -465,6 +467,7 @@ impl NativeOp {
             NativeOp::Relu => "relu (simd)",
             NativeOp::Clip { .. } => "clip",
             NativeOp::Binary(..) => "binary f32 (broadcast)",
+            NativeOp::AddRelu => "add + relu f32 (one pass)",
             NativeOp::Erf => "erf (simd)",
             NativeOp::ReduceAxis { .. } => "reduce one axis f32 (f64 sums)",
             NativeOp::Softmax => "softmax_rows (simd)",
@@ -757,6 +760,33 @@ impl NativeOp {
             NativeOp::Binary(op, _) => {
                 let b = args.get(1).copied().flatten().ok_or("missing B")?;
                 one(binary_f32(k, *op, x, b, pool)?)
+            }
+            NativeOp::AddRelu => {
+                let b = args.get(1).copied().flatten().ok_or("missing B")?;
+                if x.shape() != b.shape() {
+                    return Err(format!(
+                        "fused Add+Relu needs equal shapes, got {:?} and {:?}",
+                        x.shape(),
+                        b.shape()
+                    ));
+                }
+                let (av, bv) = (
+                    x.view::<f32>().map_err(|e| e.to_string())?,
+                    b.view::<f32>().map_err(|e| e.to_string())?,
+                );
+                let mut out = pool.tensor(DType::F32, x.shape());
+                let ov = out.view_mut::<f32>().unwrap();
+                // Chunks that stay in L1 between the add and the relu.
+                const CHUNK: usize = 4096;
+                for ((o, a), b) in ov
+                    .chunks_mut(CHUNK)
+                    .zip(av.chunks(CHUNK))
+                    .zip(bv.chunks(CHUNK))
+                {
+                    octet_kernels::add(k, a, b, o).map_err(e)?;
+                    octet_kernels::relu_inplace(k, o);
+                }
+                one(out)
             }
             NativeOp::Reshape(shape) => {
                 one(pool.copy_of(x).reshaped(shape).ok_or("bad reshape")?)
