@@ -622,11 +622,28 @@ impl Op {
         matches!(self, Op::Shape { .. } | Op::Size)
     }
 
-    /// Operand slots whose values are usually constant parameters (weights), for reports.
+    /// Conv / Gemm / MatMul / ConvTranspose: the float compute ops quantization targets.
     pub fn is_quantizable_compute(&self) -> bool {
         matches!(
             self,
             Op::Conv(_) | Op::Gemm { .. } | Op::MatMul | Op::ConvTranspose(_)
+        )
+    }
+
+    /// An op that only appears in a quantized model: it quantizes values or computes on
+    /// integers (QDQ, dynamic quantization and QOperator forms).
+    pub fn is_quantized_form(&self) -> bool {
+        matches!(
+            self,
+            Op::QuantizeLinear { .. }
+                | Op::DynamicQuantizeLinear
+                | Op::QLinearConv(_)
+                | Op::ConvInteger(_)
+                | Op::QLinearMatMul
+                | Op::MatMulInteger
+                | Op::QGemm { .. }
+                | Op::QLinearBinary(_)
+                | Op::QLinearGlobalAveragePool { .. }
         )
     }
 

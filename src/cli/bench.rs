@@ -6,7 +6,7 @@
 use crate::passes::bind_shapes::parse_shape_arg;
 use crate::prepare;
 use crate::quantizer::{self, Approach, QuantConfig};
-use octet_ir::{DType, Dim, Op, Tensor};
+use octet_ir::{DType, Dim, Tensor};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -174,18 +174,7 @@ pub fn prepare_engine(a: &BenchArgs) -> anyhow::Result<Prepared> {
     let g = match (a.quantize.as_deref(), a.approach.as_deref(), a.fp32) {
         (None, None, _) | (None, Some("fp32"), _) => {
             // A model quantized elsewhere (QDQ / QOperator / dynamic) runs as it is.
-            let quantized = g.g.node_weights().any(|n| {
-                matches!(
-                    n.op,
-                    Op::QuantizeLinear { .. }
-                        | Op::DynamicQuantizeLinear
-                        | Op::QLinearConv(_)
-                        | Op::QLinearMatMul
-                        | Op::MatMulInteger
-                        | Op::ConvInteger(_)
-                        | Op::QGemm { .. }
-                )
-            });
+            let quantized = g.g.node_weights().any(|n| n.op.is_quantized_form());
             mode = if quantized { "pre-quantized" } else { "fp32" };
             g
         }

@@ -57,15 +57,7 @@ pub fn export(a: ExportArgs) -> anyhow::Result<()> {
             g
         }
     };
-    let has_q = g.g.node_indices().any(|n| {
-        matches!(
-            g.node(n).op,
-            octet_ir::Op::QuantizeLinear { .. }
-                | octet_ir::Op::QLinearConv(_)
-                | octet_ir::Op::QGemm { .. }
-                | octet_ir::Op::MatMulInteger
-        )
-    });
+    let has_q = g.g.node_weights().any(|n| n.op.is_quantized_form());
     if !has_q {
         anyhow::bail!(
             "{}: the model is not quantized; pass --calib C.npz to quantize it first",
