@@ -619,6 +619,42 @@ pub fn quantize_dynamic_with(
     calib: Option<&[(String, Tensor)]>,
     cfg: &QuantConfig,
 ) -> Result<(Graph, QuantReport), QuantizeError> {
+    dynamic_impl(graph, calib, None, cfg)
+}
+
+/// SmoothQuant's statistics for `graph`: per-channel max |x| of every activation it could
+/// smooth, over the calibration data. Computed once, they serve any alpha and any exclusions
+/// (the tuner's trials) through [`quantize_dynamic_with_stats`].
+pub fn smooth_quant_stats(
+    graph: &Graph,
+    calib: &[(String, Tensor)],
+    batch_size: usize,
+) -> Result<SmoothStats, QuantizeError> {
+    let targets = crate::passes::smooth_quant::targets(graph, &BTreeSet::new());
+    let outlets: Vec<octet_ir::Outlet> = targets.iter().map(|(x, _)| *x).collect();
+    Ok(calibrate::channels::channel_absmax(
+        graph, calib, &outlets, batch_size,
+    )?)
+}
+
+/// Per-channel activation maxima by tensor (see [`smooth_quant_stats`]).
+pub type SmoothStats = std::collections::HashMap<octet_ir::Outlet, Vec<f32>>;
+
+/// Dynamic quantization with SmoothQuant statistics computed earlier for this `graph`.
+pub fn quantize_dynamic_with_stats(
+    graph: &Graph,
+    stats: &SmoothStats,
+    cfg: &QuantConfig,
+) -> Result<(Graph, QuantReport), QuantizeError> {
+    dynamic_impl(graph, None, Some(stats), cfg)
+}
+
+fn dynamic_impl(
+    graph: &Graph,
+    calib: Option<&[(String, Tensor)]>,
+    stats: Option<&SmoothStats>,
+    cfg: &QuantConfig,
+) -> Result<(Graph, QuantReport), QuantizeError> {
     let mut g = graph.clone();
     cfg.check(&g)?;
     let (_, weight) = cfg.schemes();
@@ -635,17 +671,21 @@ pub fn quantize_dynamic_with(
                 "smooth_quant alpha {alpha} is outside (0, 1]"
             )));
         }
-        let Some(calib) = calib else {
-            return Err(QuantizeError::Config(
+        let computed;
+        let stats = match (stats, calib) {
+            (Some(s), _) => s,
+            (None, Some(calib)) => {
+                computed = smooth_quant_stats(graph, calib, cfg.calib_batch_size)?;
+                &computed
+            }
+            (None, None) => return Err(QuantizeError::Config(
                 "SmoothQuant needs calibration data (per-channel activation ranges): give --calib"
                     .into(),
-            ));
+            )),
         };
         let skip: BTreeSet<String> = fp32.keys().cloned().collect();
         let targets = crate::passes::smooth_quant::targets(&g, &skip);
-        let outlets: Vec<octet_ir::Outlet> = targets.iter().map(|(x, _)| *x).collect();
-        let stats = calibrate::channels::channel_absmax(&g, calib, &outlets, cfg.calib_batch_size)?;
-        smoothed = crate::passes::smooth_quant::smooth(&mut g, &targets, &stats, alpha);
+        smoothed = crate::passes::smooth_quant::smooth(&mut g, &targets, stats, alpha);
     }
     let mut nodes = dynamic::quantize_dynamic_graph(&mut g, weight, cfg.per_channel, &fp32, None)?;
     for l in nodes.iter_mut() {

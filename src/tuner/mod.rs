@@ -210,6 +210,8 @@ pub struct Tuner<'a> {
     eval: &'a EvalFn<'a>,
     pub opts: TuneOptions,
     tables: Vec<CalibrationTable>,
+    /// SmoothQuant's per-channel statistics (dynamic tuning), once computed.
+    smooth_stats: Option<quantizer::SmoothStats>,
     pub trials: Vec<Trial>,
     graphs: Vec<Option<Graph>>,
     pub baseline: f64,
@@ -248,8 +250,19 @@ impl<'a> Tuner<'a> {
     /// Build the model for `cfg` (quantize from the cached table).
     pub fn build(&mut self, cfg: &QuantConfig) -> Result<Graph, TuneError> {
         if cfg.approach == quantizer::Approach::Dynamic {
-            let (g, _) = quantizer::quantize_dynamic_with(self.graph, Some(self.calib), cfg)?;
-            return Ok(g);
+            if cfg.smooth_quant.is_none() {
+                return Ok(quantizer::quantize_dynamic(self.graph, cfg)?.0);
+            }
+            // SmoothQuant's statistics do not depend on the trial: computed once.
+            if self.smooth_stats.is_none() {
+                self.smooth_stats = Some(quantizer::smooth_quant_stats(
+                    self.graph,
+                    self.calib,
+                    cfg.calib_batch_size,
+                )?);
+            }
+            let stats = self.smooth_stats.as_ref().expect("computed above");
+            return Ok(quantizer::quantize_dynamic_with_stats(self.graph, stats, cfg)?.0);
         }
         let tables = cfg
             .calib_methods()
@@ -390,6 +403,7 @@ pub fn tune(
         eval,
         opts,
         tables: vec![],
+        smooth_stats: None,
         trials: vec![],
         graphs: vec![],
         baseline,
