@@ -122,8 +122,8 @@ impl MapOp for Relu {
 }
 
 /// Applies `Op` to every element: SIMD over whole vectors (two independent vectors per step,
-/// doubling the instruction-level parallelism of the long polynomial chains), the same
-/// algorithm on `f32` for the tail.
+/// doubling the instruction-level parallelism of the long polynomial chains), the tail padded
+/// into one more vector.
 #[inline(always)]
 unsafe fn map_body<V: F32x, Op: MapOp>(x: *mut f32, n: usize) {
     let mut i = 0;
@@ -138,9 +138,15 @@ unsafe fn map_body<V: F32x, Op: MapOp>(x: *mut f32, n: usize) {
         Op::apply(V::load(x.add(i))).store(x.add(i));
         i += V::LANES;
     }
-    while i < n {
-        *x.add(i) = Op::apply(*x.add(i));
-        i += 1;
+    if i < n {
+        // The tail through the same vector code (via a padded copy), so an element's value
+        // does not depend on its position: a GEMM epilogue applying `Op` per tile gives the
+        // same bits as one pass over the whole tensor.
+        let mut buf = [0f32; 16];
+        debug_assert!(V::LANES <= buf.len());
+        std::ptr::copy_nonoverlapping(x.add(i), buf.as_mut_ptr(), n - i);
+        Op::apply(V::load(buf.as_ptr())).store(buf.as_mut_ptr());
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), x.add(i), n - i);
     }
 }
 
@@ -296,6 +302,11 @@ entry!(layer_norm_e -> (), layer_norm_body, (x: *const f32, out: *mut f32, n: us
 pub fn gelu_inplace(kernel: &Kernel, x: &mut [f32]) {
     // SAFETY: pointer and length of one slice.
     unsafe { gelu_e(kernel.isa(), x.as_mut_ptr(), x.len()) }
+}
+/// [`gelu_inplace`] on an ISA the caller has proven (a `Kernel` of that ISA exists).
+pub(crate) fn gelu_isa(isa: Isa, x: &mut [f32]) {
+    // SAFETY: pointer and length of one slice; the caller proves `isa`.
+    unsafe { gelu_e(isa, x.as_mut_ptr(), x.len()) }
 }
 /// In place `x = erf(x)`.
 pub fn erf_inplace(kernel: &Kernel, x: &mut [f32]) {

@@ -667,3 +667,82 @@ fn u8_times_u8_via_from_u8() {
     }
     paths.finish();
 }
+
+/// The F32 epilogue's GELU and post-scale, applied per tile, equal the separate passes
+/// (`gelu_inplace` on the whole output, then the per-column multiply) bit for bit, on every ISA
+/// and for 1 and 2 threads (different tilings).
+#[test]
+fn f32_gelu_post_scale_equal_separate_passes_every_isa() {
+    let paths = PathsRan::new("gemm_u8s8 f32 gelu + post-scale");
+    let pools: Vec<rayon::ThreadPool> = [1, 2]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        ..Config::default()
+    });
+    runner
+        .run(&(case(), any::<bool>()), |(c, post)| {
+            let mut rng = Rng(c.seed ^ 0x5eed);
+            let a = gen_u8(&mut rng, c.m * c.k, c.amode);
+            let b = gen_i8(&mut rng, c.k * c.n, c.bmode, -128, 128);
+            let scales: Vec<f32> = (0..c.n).map(|_| (0.5 + rng.f32()) * 1e-3).collect();
+            let fbias: Vec<f32> = (0..c.n).map(|_| rng.f32() - 0.5).collect();
+            let ps: Vec<f32> = (0..c.n).map(|_| 0.25 + rng.f32()).collect();
+            let packed = PackedB::new(c.k, c.n, &b, WeightLayout::KxN, c.zb).unwrap();
+            let am = MatrixU8 {
+                data: &a,
+                rows: c.m,
+                ld: c.k,
+                zero_point: c.za,
+            };
+            let plain = Epilogue::requant(Scale::PerChannel(&scales), 0).with_f32_bias(&fbias);
+            let mut fused = plain.with_f32_gelu();
+            if post {
+                fused = fused.with_f32_post_scale(&ps);
+            }
+            for kern in kernels() {
+                let mut want = vec![0f32; c.m * c.n];
+                gemm_u8s8(&kern, am, &packed, &plain, OutputSlice::F32(&mut want), c.n).unwrap();
+                gelu_inplace(&kern, &mut want);
+                if post {
+                    for (i, y) in want.iter_mut().enumerate() {
+                        *y *= ps[i % c.n];
+                    }
+                }
+                let want: Vec<u32> = want.iter().map(|x| x.to_bits()).collect();
+                for pool in &pools {
+                    let mut got = vec![0f32; c.m * c.n];
+                    pool.install(|| {
+                        gemm_u8s8(&kern, am, &packed, &fused, OutputSlice::F32(&mut got), c.n)
+                    })
+                    .unwrap();
+                    let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                    prop_assert_eq!(&got, &want, "isa {} {:?}", kern.isa(), c);
+                }
+                paths.ran(kern.isa());
+            }
+            Ok(())
+        })
+        .unwrap();
+    // A GELU epilogue on a byte output is an error, not a silent no-op.
+    let kern = Kernel::best().unwrap();
+    let packed = PackedB::new(4, 2, &[1i8; 8], WeightLayout::KxN, 0).unwrap();
+    let a = [1u8; 4];
+    let am = MatrixU8 {
+        data: &a,
+        rows: 1,
+        ld: 4,
+        zero_point: 0,
+    };
+    let mut out = [0u8; 2];
+    let ep = Epilogue::requant(Scale::PerTensor(0.1), 0).with_f32_gelu();
+    assert!(gemm_u8s8(&kern, am, &packed, &ep, OutputSlice::U8(&mut out), 2).is_err());
+    paths.finish();
+}

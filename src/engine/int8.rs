@@ -595,6 +595,10 @@ pub struct Dequant<'a> {
     pub a_scale: f32,
     pub w_scale: &'a [f32],
     pub bias: Option<&'a [f32]>,
+    /// Then GELU (the engine's native GELU values).
+    pub gelu: bool,
+    /// Then a per-column multiply.
+    pub post_scale: Option<&'a [f32]>,
 }
 
 impl GemmNode {
@@ -652,6 +656,12 @@ impl GemmNode {
             let mut ep = Epilogue::requant(Scale::PerChannel(&scales), 0);
             if let Some(b) = d.bias {
                 ep = ep.with_f32_bias(b);
+            }
+            if d.gelu {
+                ep = ep.with_f32_gelu();
+            }
+            if let Some(ps) = d.post_scale {
+                ep = ep.with_f32_post_scale(ps);
             }
             let mut out = pool.tensor(DType::F32, &shape);
             let slice = OutputSlice::F32(out.view_mut::<f32>().map_err(|e| e.to_string())?);

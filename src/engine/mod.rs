@@ -59,6 +59,10 @@ enum Kind {
         node: int8::Int8Node,
         w_scale: Vec<f32>,
         bias: Option<Vec<f32>>,
+        /// GELU fused into the epilogue (the BERT intermediate layer).
+        gelu: bool,
+        /// A per-column constant Mul after it (SmoothQuant's `1 / s`), fused too.
+        post_scale: Option<Vec<f32>>,
     },
     /// MatMulInteger of two run-time operands + `Cast -> Mul(Mul(sa, sb))`: args 0..4 of the
     /// MatMulInteger, args 4 and 5 the (run-time, scalar) scales.
@@ -207,6 +211,53 @@ fn match_dyn_matmul(
         }
     }
     Some((fused, last, scale, ws, bias))
+}
+
+/// After a fused dynamic MatMul ending at `last` (N columns): the GELU chain reading it
+/// (`Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5`) and then, optionally, a Mul by a
+/// constant `[N]` vector: (fused nodes, new last node, post-scale).
+fn match_gemm_gelu(
+    g: &Graph,
+    last: NodeIndex,
+    n_cols: usize,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, Option<Vec<f32>>)> {
+    let x = Outlet::new(last, 0);
+    if outs.contains(&x) {
+        return None;
+    }
+    let cons = g.consumers(x);
+    if cons.len() != 2 {
+        return None;
+    }
+    let div = cons
+        .iter()
+        .find(|(n, s)| *s == 0 && matches!(g.node(*n).op, Op::Binary(BinaryOp::Div)))?
+        .0;
+    let (more, m2) = match_gelu(g, div, outs)?;
+    // The GELU's `Mul x` must be the other consumer.
+    if !cons.iter().all(|(n, _)| *n == div || more.contains(n)) {
+        return None;
+    }
+    let mut fused = vec![div];
+    fused.extend(more);
+    let mut end = m2;
+    let mut post = None;
+    if let Some((mul, slot)) = only_consumer(g, Outlet::new(m2, 0), outs) {
+        if matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
+            if let (Some(v), Some(t)) = (
+                const_f32(g, g.operand(mul, 1 - slot)),
+                g.const_operand(mul, 1 - slot),
+            ) {
+                if v.len() == n_cols && t.shape() == [n_cols] {
+                    post = Some(v);
+                    fused.push(mul);
+                    end = mul;
+                }
+            }
+        }
+    }
+    Some((fused, end, post))
 }
 
 /// Match `MatMulInteger -> Cast(f32) -> Mul(., Mul(sa, sb))` with `sa`, `sb` one-element f32
@@ -508,7 +559,20 @@ impl Engine {
                             (Kind::RuntimeDeq(k), "int8")
                         } else {
                             match fused {
-                                Some((more, last, scale, w_scale, bias)) => {
+                                Some((mut more, mut last, scale, w_scale, bias)) => {
+                                    let (gelu, post_scale) = match match_gemm_gelu(
+                                        g,
+                                        last,
+                                        k.gemm().map_or(0, |x| x.n()),
+                                        &graph_outs,
+                                    ) {
+                                        Some((m2, l2, post)) => {
+                                            more.extend(m2);
+                                            last = l2;
+                                            (true, post)
+                                        }
+                                        None => (false, None),
+                                    };
                                     for &f in &more {
                                         skip.insert(f);
                                         op_label.push('+');
@@ -524,6 +588,8 @@ impl Engine {
                                             node: k,
                                             w_scale,
                                             bias,
+                                            gelu,
+                                            post_scale,
                                         },
                                         "int8",
                                     )
@@ -885,6 +951,8 @@ impl Engine {
                             node,
                             w_scale,
                             bias,
+                            gelu,
+                            post_scale,
                         } => {
                             let s = args[4]
                                 .and_then(|t| t.view::<f32>().ok())
@@ -894,6 +962,8 @@ impl Engine {
                                 a_scale: s,
                                 w_scale,
                                 bias: bias.as_deref(),
+                                gelu: *gelu,
+                                post_scale: post_scale.as_deref(),
                             };
                             let gm = node.gemm().expect("gemm");
                             vec![gm.run(&args[..4], Some(deq), bufs).map_err(node_err)?]

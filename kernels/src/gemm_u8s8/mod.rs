@@ -70,6 +70,12 @@ pub struct Epilogue<'a> {
     pub clamp: Option<(i32, i32)>,
     /// f32 bias added after dequantization (F32 only, length N).
     pub f32_bias: Option<&'a [f32]>,
+    /// F32 only: GELU (exact-erf form, [`gelu_inplace`](crate::gelu_inplace)'s values) applied
+    /// to each output tile while it is in L1, after the bias.
+    pub f32_gelu: bool,
+    /// F32 only: per-column factor applied last (length N), e.g. SmoothQuant's `1 / s` for the
+    /// next layer's input.
+    pub f32_post_scale: Option<&'a [f32]>,
 }
 
 impl<'a> Epilogue<'a> {
@@ -81,6 +87,8 @@ impl<'a> Epilogue<'a> {
             out_zero_point: 0,
             clamp: None,
             f32_bias: None,
+            f32_gelu: false,
+            f32_post_scale: None,
         }
     }
     /// Requantize with `scale` and output zero point `zp`.
@@ -91,6 +99,8 @@ impl<'a> Epilogue<'a> {
             out_zero_point: zp,
             clamp: None,
             f32_bias: None,
+            f32_gelu: false,
+            f32_post_scale: None,
         }
     }
     /// Adds an int32 bias.
@@ -107,6 +117,19 @@ impl<'a> Epilogue<'a> {
     pub fn with_f32_bias(mut self, b: &'a [f32]) -> Self {
         self.f32_bias = Some(b);
         self
+    }
+    /// Applies GELU to the F32 output (after the bias).
+    pub fn with_f32_gelu(mut self) -> Self {
+        self.f32_gelu = true;
+        self
+    }
+    /// Multiplies each F32 output column by `s[j]` last.
+    pub fn with_f32_post_scale(mut self, s: &'a [f32]) -> Self {
+        self.f32_post_scale = Some(s);
+        self
+    }
+    pub(crate) fn has_f32_post(&self) -> bool {
+        self.f32_gelu || self.f32_post_scale.is_some()
     }
 }
 
@@ -146,6 +169,20 @@ impl OutputSlice<'_> {
     /// Whether the slice is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Splits the first `total` elements into consecutive slices of `len` (the last may be
+    /// shorter), e.g. blocks of whole output rows for separate workers. `None` if `total`
+    /// exceeds the slice or `len` is 0.
+    pub(crate) fn chunks(&mut self, total: usize, len: usize) -> Option<Vec<OutputSlice<'_>>> {
+        if len == 0 || total > self.len() {
+            return None;
+        }
+        Some(match self {
+            OutputSlice::U8(s) => s[..total].chunks_mut(len).map(OutputSlice::U8).collect(),
+            OutputSlice::I8(s) => s[..total].chunks_mut(len).map(OutputSlice::I8).collect(),
+            OutputSlice::I32(s) => s[..total].chunks_mut(len).map(OutputSlice::I32).collect(),
+            OutputSlice::F32(s) => s[..total].chunks_mut(len).map(OutputSlice::F32).collect(),
+        })
     }
     pub(crate) fn ptr(&mut self) -> OutPtr {
         match self {
@@ -317,9 +354,26 @@ pub(crate) fn gemm_u8s8_res(
     a: MatrixU8<'_>,
     b: &PackedB,
     ep: &Epilogue<'_>,
+    out: OutputSlice<'_>,
+    ldc: usize,
+    res: Option<&Residual<'_>>,
+) -> Result<(), KernelError> {
+    let threads = rayon::current_num_threads();
+    gemm_u8s8_res_on(kernel, a, b, ep, out, ldc, res, threads)
+}
+
+/// [`gemm_u8s8_res`] split for `threads` workers (1: on the calling thread, for callers that
+/// already parallelise over whole calls). The result does not depend on `threads`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_u8s8_res_on(
+    kernel: &Kernel,
+    a: MatrixU8<'_>,
+    b: &PackedB,
+    ep: &Epilogue<'_>,
     mut out: OutputSlice<'_>,
     ldc: usize,
     res: Option<&Residual<'_>>,
+    threads: usize,
 ) -> Result<(), KernelError> {
     let (m, n, k) = (a.rows, b.n, b.k);
     check_matrix("gemm_u8s8 A", a.data.len(), m, k, a.ld)?;
@@ -368,7 +422,7 @@ pub(crate) fn gemm_u8s8_res(
     // Read A in place when every row has kp readable bytes (bytes beyond K meet zero weights,
     // so their values never matter); otherwise copy rows into a zero-padded scratch.
     let direct = k % 4 == 0 || (a.ld >= kp && a.data.len() >= (m - 1) * a.ld + kp);
-    let threads = rayon::current_num_threads();
+    let post = ep.has_f32_post();
     let items = plan_items(m, b.panels(), kp, mr, threads);
     let outp = SendOut(out.ptr());
 
@@ -440,6 +494,9 @@ pub(crate) fn gemm_u8s8_res(
                     if let Some(res) = res.filter(|_| !fused || rp.is_null()) {
                         apply_residual(isa, res, o, i * ldc + j0, rows, nc, ldc);
                     }
+                    if let (true, OutPtr::F32(of)) = (post, o) {
+                        f32_post(isa, ep, of, j0, rows, nc, ldc);
+                    }
                 }
                 i += rows;
             }
@@ -476,6 +533,17 @@ pub(crate) fn validate_epilogue(
                 fb.len()
             )));
         }
+    }
+    if let Some(ps) = ep.f32_post_scale {
+        if ps.len() != n {
+            return Err(bad(format!(
+                "{what}: f32 post-scale has {} values, N = {n}",
+                ps.len()
+            )));
+        }
+    }
+    if ep.has_f32_post() && !matches!(out, OutputSlice::F32(_)) {
+        return Err(bad(format!("{what}: GELU / post-scale need an f32 output")));
     }
     let scale: Vec<f32> = match ep.scale {
         Scale::PerTensor(s) => vec![s; n],
@@ -634,6 +702,33 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         items.par_iter().for_each(run_item);
     }
     Ok(())
+}
+
+/// GELU and the post-scale on the F32 tile `rows x nc` at `o` (columns `j0..`), in L1.
+///
+/// # Safety
+/// `o` addresses `rows` rows of stride `ldc` with `nc` writable floats each; `j0 + nc` is within
+/// the epilogue's per-column slices (validated); `isa` is supported.
+unsafe fn f32_post(
+    isa: Isa,
+    ep: &Epilogue<'_>,
+    o: *mut f32,
+    j0: usize,
+    rows: usize,
+    nc: usize,
+    ldc: usize,
+) {
+    for r in 0..rows {
+        let row = std::slice::from_raw_parts_mut(o.add(r * ldc), nc);
+        if ep.f32_gelu {
+            crate::elementwise::gelu_isa(isa, row);
+        }
+        if let Some(ps) = ep.f32_post_scale {
+            for (y, &s) in row.iter_mut().zip(&ps[j0..j0 + nc]) {
+                *y *= s;
+            }
+        }
+    }
 }
 
 static ZERO_ROWS: [i32; 16] = [0; 16];
