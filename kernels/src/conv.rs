@@ -6,7 +6,8 @@
 use crate::depthwise::{depthwise_u8s8, DepthwiseWeights};
 use crate::error::{bad, KernelError};
 use crate::gemm_u8s8::{
-    gemm_u8s8_res, Epilogue, MatrixU8, OutputSlice, PackedB, Residual, Scale, WeightLayout,
+    gemm_u8s8_res, gemm_u8s8_res_on, Epilogue, MatrixU8, OutputSlice, PackedB, Residual, Scale,
+    WeightLayout,
 };
 use crate::isa::Kernel;
 use crate::qadd::{qadd_raw, QAdd};
@@ -236,6 +237,11 @@ fn conv2d_impl(
     mut out: OutputSlice<'_>,
     res: Option<&Residual<'_>>,
 ) -> Result<(usize, usize), KernelError> {
+    if ep.has_f32_post() {
+        return Err(bad(
+            "conv: the GELU / post-scale epilogue is for GEMMs only",
+        ));
+    }
     let geom = w.geom;
     let (oh, ow) = geom.out_size(x.h, x.w)?;
     let c_in = w.c_in;
@@ -364,12 +370,41 @@ fn conv2d_impl(
         // im2col in row chunks; row stride padded to a multiple of 4 so the GEMM reads in place.
         let ld = kk.div_ceil(4) * 4;
         let chunk = IM2COL_ROWS.min(rows);
+        let nthreads = rayon::current_num_threads();
+        if g == 1 && nthreads > 1 && rows >= 2 * nthreads * chunk {
+            // Many chunks (e.g. the 7x7 stem): each worker takes whole chunks, im2col and GEMM on
+            // one thread, instead of two fork/joins per ~10 us chunk. Same bytes: each output
+            // row is one micro-kernel call either way.
+            use rayon::prelude::*;
+            let parts = out
+                .chunks(rows * c_out, chunk * c_out)
+                .ok_or_else(|| bad("conv: output too small"))?;
+            parts.into_par_iter().enumerate().try_for_each_init(
+                || vec![0u8; chunk * ld],
+                |scratch, (ci, o)| {
+                    let r0 = ci * chunk;
+                    let r1 = (r0 + chunk).min(rows);
+                    im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, scratch);
+                    let a = MatrixU8 {
+                        data: &scratch[..(r1 - r0) * ld],
+                        rows: r1 - r0,
+                        ld,
+                        zero_point: x.zero_point,
+                    };
+                    let r = res.map(|r| Residual {
+                        other: &r.other[r0 * c_out..],
+                        add: r.add,
+                    });
+                    gemm_u8s8_res_on(kernel, a, pack, &gep, o, c_out, r.as_ref(), 1)
+                },
+            )?;
+            continue;
+        }
         scratch.resize(chunk * ld, 0);
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
             // im2col rows are independent: split them over the pool (identical bytes either way).
-            let nthreads = rayon::current_num_threads();
             let rows_here = r1 - r0;
             if nthreads > 1 && rows_here >= 64 {
                 use rayon::prelude::*;

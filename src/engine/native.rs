@@ -1157,43 +1157,63 @@ struct PoolGeo {
     nhwc: bool,
 }
 
-fn maxpool<T: Copy>(x: &[T], y: &mut [T], g: &PoolGeo, lowest: T, max: impl Fn(T, T) -> T) {
-    let (n, c, h, w) = (g.n, g.c, g.h, g.w);
+fn maxpool<T: Copy + Send + Sync>(
+    x: &[T],
+    y: &mut [T],
+    g: &PoolGeo,
+    lowest: T,
+    max: impl Fn(T, T) -> T + Sync,
+) {
+    use rayon::prelude::*;
+    let (c, h, w) = (g.c, g.h, g.w);
     let taps = |o: usize, s: usize, d: usize, p: usize, k: usize, lim: usize| {
         (0..k).filter_map(move |t| {
             let i = (o * s + t * d) as isize - p as isize;
             (i >= 0 && (i as usize) < lim).then_some(i as usize)
         })
     };
-    for b in 0..n {
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                if g.nhwc {
-                    let o0 = ((b * g.oh + oy) * g.ow + ox) * c;
-                    let orow = &mut y[o0..o0 + c];
-                    orow.fill(lowest);
-                    for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
-                        for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
-                            let i0 = ((b * h + iy) * w + ix) * c;
-                            for (o, &v) in orow.iter_mut().zip(&x[i0..i0 + c]) {
-                                *o = max(*o, v);
-                            }
-                        }
-                    }
-                } else {
-                    for ch in 0..c {
-                        let plane = &x[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                        let mut m = lowest;
-                        for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
-                            for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
-                                m = max(m, plane[iy * w + ix]);
-                            }
-                        }
-                        y[((b * c + ch) * g.oh + oy) * g.ow + ox] = m;
+    // NHWC: one output row (b, oy) per task; NCHW: one output plane (b, ch) per task. Each task
+    // writes only its own chunk, so any split gives the same bytes.
+    let nhwc_row = |(row, yrow): (usize, &mut [T])| {
+        let (b, oy) = (row / g.oh, row % g.oh);
+        for ox in 0..g.ow {
+            let orow = &mut yrow[ox * c..(ox + 1) * c];
+            orow.fill(lowest);
+            for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
+                for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
+                    let i0 = ((b * h + iy) * w + ix) * c;
+                    for (o, &v) in orow.iter_mut().zip(&x[i0..i0 + c]) {
+                        *o = max(*o, v);
                     }
                 }
             }
         }
+    };
+    let nchw_plane = |(bc, yplane): (usize, &mut [T])| {
+        let plane = &x[bc * h * w..(bc + 1) * h * w];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut m = lowest;
+                for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
+                    for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
+                        m = max(m, plane[iy * w + ix]);
+                    }
+                }
+                yplane[oy * g.ow + ox] = m;
+            }
+        }
+    };
+    let chunk = if g.nhwc { g.ow * c } else { g.oh * g.ow };
+    if chunk == 0 {
+        return;
+    }
+    let y = &mut y[..g.n * g.oh * g.ow * c];
+    let parallel = rayon::current_num_threads() > 1 && y.len() >= 32 * 1024;
+    match (g.nhwc, parallel) {
+        (true, true) => y.par_chunks_mut(chunk).enumerate().for_each(nhwc_row),
+        (true, false) => y.chunks_mut(chunk).enumerate().for_each(nhwc_row),
+        (false, true) => y.par_chunks_mut(chunk).enumerate().for_each(nchw_plane),
+        (false, false) => y.chunks_mut(chunk).enumerate().for_each(nchw_plane),
     }
 }
 
