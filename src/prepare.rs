@@ -4,7 +4,7 @@
 
 use crate::frontend::onnx;
 use crate::passes::{
-    bf16_casts::FoldBf16Casts, bind_shapes::BindShapes, fold_constants::FoldConstants,
+    bf16_casts::FoldBf16Casts, bind_shapes::BindShapes, cse::Cse, fold_constants::FoldConstants,
     run_pipeline, PassError,
 };
 use octet_ir::{Graph, Tensor};
@@ -36,7 +36,7 @@ pub fn prepare(g: &mut Graph, shapes: &[(String, Vec<usize>)]) -> Result<(), Pas
     let bind = BindShapes {
         shapes: shapes.to_vec(),
     };
-    run_pipeline(g, &[&bind, &FoldConstants, &FoldBf16Casts], true)
+    run_pipeline(g, &[&bind, &FoldConstants, &Cse, &FoldBf16Casts], true)
 }
 
 /// Names of the graph inputs, in order.

@@ -95,6 +95,8 @@ pub enum NativeOp {
     Gap,
     /// Where(cond bool, x f32, y f32) with broadcasting.
     Where,
+    /// Expand (any dtype) to this fixed output shape: a broadcasting copy.
+    Expand(Vec<usize>),
     IsNaN,
     /// Softmax then NaN -> constant: `Where(IsNaN(Softmax(x)), c, Softmax(x))` fused.
     SoftmaxNanTo(f32),
@@ -348,6 +350,21 @@ impl NativeOp {
                 NativeOp::Where
             }
             Op::Unary(UnaryOp::IsNaN) if f32_in => NativeOp::IsNaN,
+            Op::Expand => {
+                let xs = g.operand(n, 0).and_then(|o| g.ty(o))?.shape.as_fixed()?;
+                let os = out_shape(g, n)?;
+                // Shapes as inference bound them: the input broadcasts to the output.
+                if xs.len() > os.len()
+                    || xs
+                        .iter()
+                        .rev()
+                        .zip(os.iter().rev())
+                        .any(|(&a, &b)| a != b && a != 1)
+                {
+                    return None;
+                }
+                NativeOp::Expand(os)
+            }
             Op::MaxPool(p)
                 if matches!(x_dt, Some(DType::U8 | DType::I8 | DType::F32))
                     && node.outputs.len() == 1 =>
@@ -477,6 +494,7 @@ impl NativeOp {
             NativeOp::Gather => "gather rows",
             NativeOp::MatMulF32 => "batched gemm_f32",
             NativeOp::Where => "where f32 (broadcast)",
+            NativeOp::Expand(_) => "expand (broadcast copy)",
             NativeOp::IsNaN => "isnan",
             NativeOp::SoftmaxNanTo(_) => "softmax_rows (simd) + NaN replace (fused IsNaN-Where)",
             NativeOp::Logic(_) => "bool and/or (broadcast)",
@@ -745,6 +763,11 @@ impl NativeOp {
                 let b = args.get(1).copied().flatten().ok_or("missing B")?;
                 one(logic(*op, x, b, pool)?)
             }
+            NativeOp::Expand(shape) => {
+                let mut out = pool.tensor(x.dtype(), shape);
+                expand_bytes(x.bytes(), x.shape(), shape, x.dtype().size(), out.bytes_mut())?;
+                one(out)
+            }
             NativeOp::Where => {
                 let a = args.get(1).copied().flatten().ok_or("missing X")?;
                 let b = args.get(2).copied().flatten().ok_or("missing Y")?;
@@ -831,6 +854,50 @@ fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
 }
 
 /// Element strides of `s` broadcast to `out` (0 on broadcast axes).
+/// Broadcasting copy of `src` (shape `s`, elements of `es` bytes) to `dst` (shape `out`):
+/// whole rows copied when the innermost axis is not broadcast, the element repeated when it is.
+fn expand_bytes(
+    src: &[u8],
+    s: &[usize],
+    out: &[usize],
+    es: usize,
+    dst: &mut [u8],
+) -> Result<(), String> {
+    if s.len() > out.len() || src.len() != s.iter().product::<usize>() * es {
+        return Err(format!("expand: input shape {s:?} does not broadcast to {out:?}"));
+    }
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let r = out.len();
+    if r == 0 {
+        dst.copy_from_slice(&src[..es]);
+        return Ok(());
+    }
+    let st = bstrides(s, out);
+    let inner = out[r - 1];
+    let mut idx = vec![0usize; r];
+    for row in dst.chunks_mut(inner * es) {
+        let off: usize = (0..r - 1).map(|d| idx[d] * st[d]).sum();
+        if st[r - 1] == 0 {
+            let e = &src[off * es..(off + 1) * es];
+            for d in row.chunks_mut(es) {
+                d.copy_from_slice(e);
+            }
+        } else {
+            row.copy_from_slice(&src[off * es..(off + inner) * es]);
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            if idx[d] < out[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    Ok(())
+}
+
 fn bstrides(s: &[usize], out: &[usize]) -> Vec<usize> {
     let r = out.len();
     let mut st = vec![0; r];

@@ -4,6 +4,7 @@
 
 pub mod bf16_casts;
 pub mod bind_shapes;
+pub mod cse;
 pub mod fold_batchnorm;
 pub mod fold_constants;
 pub mod insert_qdq;
