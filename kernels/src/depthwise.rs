@@ -104,7 +104,7 @@ impl DepthwiseWeights {
 
 #[derive(Clone, Copy)]
 struct SendPtr(OutPtr);
-// SAFETY: each output row (b, oy) is written by exactly one task.
+// SAFETY: each output row (b, oy) is written by exactly one task (a row or a pair of rows).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
@@ -132,6 +132,7 @@ pub(crate) fn depthwise_u8s8(
         && dw.w8.is_some()
         && geom.dilation.1 == 1
         && matches!(geom.stride.1, 1 | 2);
+    let pair = fast3 && geom.stride == (1, 1) && geom.dilation.0 == 1;
     let mut colterm: Vec<i32> = match ep.bias {
         Some(b) => b.to_vec(),
         None => vec![0; c],
@@ -159,6 +160,7 @@ pub(crate) fn depthwise_u8s8(
         wrow: dw.wrow.as_ptr(),
         w8: dw.w8.as_ref().map_or(std::ptr::null(), |v| v.as_ptr()),
         fast3,
+        pair,
         c,
         kh,
         kw,
@@ -190,12 +192,13 @@ pub(crate) fn depthwise_u8s8(
             )
         };
     };
-    let rows = x.batch * oh;
-    if rayon::current_num_threads() > 1 && rows > 1 {
-        (0..rows).into_par_iter().for_each_init(init, row_task);
+    // Tasks: output rows, or pairs of output rows (the last one of an odd `oh` alone).
+    let tasks = x.batch * if pair { oh.div_ceil(2) } else { oh };
+    if rayon::current_num_threads() > 1 && tasks > 1 {
+        (0..tasks).into_par_iter().for_each_init(init, row_task);
     } else {
         let mut scratch = init();
-        (0..rows).for_each(|r| row_task(&mut scratch, r));
+        (0..tasks).for_each(|r| row_task(&mut scratch, r));
     }
     Ok(())
 }
@@ -209,6 +212,9 @@ struct RowArgs<'a> {
     w8: *const i32,
     /// Take the 3x3 VNNI path (`x86::dw3x3_row_vnni`).
     fast3: bool,
+    /// `fast3` with stride 1 and no dilation vertically and horizontally: tasks are pairs of
+    /// output rows sharing one gather of their four input rows.
+    pair: bool,
     c: usize,
     kh: usize,
     kw: usize,
@@ -280,7 +286,8 @@ unsafe fn dw_row_body(
 }
 
 /// Per-ISA instantiations of `dw_row_body`, so the tap loop, accumulation and epilogue inline
-/// into one function with the ISA's features.
+/// into one function with the ISA's features. `row` is the task index: the output row
+/// `b * oh + oy`, except on the 3x3 VNNI path with `a.pair` (see `x86::dw3x3_row_vnni`).
 unsafe fn dw_row(
     isa: Isa,
     a: &RowArgs,
@@ -582,30 +589,57 @@ mod x86 {
         t
     };
 
-    /// A whole output row of a 3x3 depthwise conv (horizontal stride 1 or 2, no horizontal
-    /// dilation) on AVX-512 VNNI with `vpdpbusd`; see the module doc.
+    /// One task of a 3x3 depthwise conv (horizontal stride 1 or 2, no horizontal dilation) on
+    /// AVX-512 VNNI with `vpdpbusd`, see the module doc: output row `unit`, or with `a.pair` the
+    /// output rows `2i, 2i + 1` of image `b` (`unit = b * ceil(oh / 2) + i`).
     ///
     /// SAFETY: Kernel proves AVX-512 F/BW/VL/VNNI; `a.fast3` (so `a.w8` holds `3 * c` dwords and
     /// `plan.colterm` includes the zero-point correction); every input read is either inside the
     /// image (interior blocks by construction, border blocks checked per column) or in the local
     /// zero-point buffer; masked accesses stay below `c`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub(super) unsafe fn dw3x3_row_vnni(a: &RowArgs, plan: &EpiPlan, row: usize, out: OutPtr) {
-        if a.geom.stride.1 == 1 {
-            dw3x3_body::<1>(a, plan, row, out)
+    pub(super) unsafe fn dw3x3_row_vnni(a: &RowArgs, plan: &EpiPlan, unit: usize, out: OutPtr) {
+        if a.pair {
+            let hp = a.oh.div_ceil(2);
+            let (b, oy) = (unit / hp, 2 * (unit % hp));
+            if oy + 1 < a.oh {
+                dw3x3_vnni::<1, true>(a, plan, b * a.oh + oy, out)
+            } else {
+                dw3x3_vnni::<1, false>(a, plan, b * a.oh + oy, out)
+            }
+        } else if a.geom.stride.1 == 1 {
+            dw3x3_vnni::<1, false>(a, plan, unit, out)
         } else {
-            dw3x3_body::<2>(a, plan, row, out)
+            dw3x3_vnni::<2, false>(a, plan, unit, out)
         }
     }
 
-    /// What one block of pixels needs: three kernel rows as (pointer at column 0 and channel
-    /// `ch`, column stride in bytes), a padding row being the zero-point buffer with stride 0.
+    /// One instantiation of `dw3x3_body` per function (not inlined into one), so each gets its
+    /// own register allocation.
+    ///
+    /// SAFETY: as `dw3x3_row_vnni`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline(never)]
+    unsafe fn dw3x3_vnni<const S: usize, const PAIR: bool>(
+        a: &RowArgs,
+        plan: &EpiPlan,
+        row: usize,
+        out: OutPtr,
+    ) {
+        dw3x3_body::<S, PAIR>(a, plan, row, out)
+    }
+
+    /// What one block of pixels needs: the kernel rows (three; four when PAIR: the input rows
+    /// of output rows `oy` and `oy + 1`) as (pointer at column 0 and channel `ch`, column stride
+    /// in bytes), a padding row being the zero-point buffer with stride 0.
     struct Block3<'a, 'b> {
         a: &'a RowArgs<'b>,
         plan: &'a EpiPlan<'a>,
-        rows: [(*const u8, usize); 3],
+        rows: [(*const u8, usize); 4],
         zbuf: *const u8,
+        /// Per kx: `[w0, w1, w2, 0]` bytes (output row `oy`), and `[0, w0, w1, w2]` (row `oy + 1`).
         wk: [__m512i; 3],
+        wk2: [__m512i; 3],
         idx: __m512i,
         out_row: OutPtr,
         ch: usize,
@@ -622,57 +656,88 @@ mod x86 {
         }
     }
 
-    /// One input column of the three kernel rows (16 bytes at each of `p`) as dwords
-    /// `[x0, x1, x2, x0]` per channel (the fourth byte meets a zero weight).
+    /// One input column of the kernel rows (16 bytes at each of `p`) as dwords
+    /// `[x0, x1, x2, x0]` per channel, `[x0, x1, x2, x3]` when PAIR (the weights are zero where
+    /// a byte is not a tap).
     #[inline(always)]
-    unsafe fn column<const FULL: bool>(k: &Block3, p: [*const u8; 3]) -> __m512i {
+    unsafe fn column<const FULL: bool, const PAIR: bool>(k: &Block3, p: [*const u8; 4]) -> __m512i {
         let v = _mm512_shuffle_epi8(bcast16::<FULL>(p[0], k.m), k.idx);
         let v =
             _mm512_mask_shuffle_epi8(v, 0x2222_2222_2222_2222, bcast16::<FULL>(p[1], k.m), k.idx);
-        _mm512_mask_shuffle_epi8(v, 0x4444_4444_4444_4444, bcast16::<FULL>(p[2], k.m), k.idx)
+        let v =
+            _mm512_mask_shuffle_epi8(v, 0x4444_4444_4444_4444, bcast16::<FULL>(p[2], k.m), k.idx);
+        if PAIR {
+            _mm512_mask_shuffle_epi8(v, 0x8888_8888_8888_8888, bcast16::<FULL>(p[3], k.m), k.idx)
+        } else {
+            v
+        }
     }
 
-    /// Output pixels `ox .. ox + P` (those below `ow`) of 16 channels: each of the
-    /// `(P - 1) * S + 3` input columns is gathered once and multiplied into every pixel that
-    /// reads it, then the epilogue.
+    /// Output pixels `ox .. ox + P` (those below `ow`) of 16 channels, of one output row or
+    /// (PAIR) two: each of the `(P - 1) * S + 3` input columns is gathered once and multiplied
+    /// into every pixel that reads it, then the epilogue.
     #[inline(always)]
-    unsafe fn block3<const S: usize, const FULL: bool, const CHECKED: bool>(k: &Block3, ox: usize) {
+    unsafe fn block3<const S: usize, const FULL: bool, const CHECKED: bool, const PAIR: bool>(
+        k: &Block3,
+        ox: usize,
+    ) {
         let ix0 = (ox * S) as isize - k.a.geom.pads[1] as isize;
         let mut cols = [_mm512_setzero_si512(); 2 * P + 1];
-        // Spelled out (LLVM does not fully unroll this loop by itself), so the columns and the
-        // accumulators are registers.
-        // Three row pointers walk the block one column at a time (wrapping: a checked block may
+        // The row pointers walk the block one column at a time (wrapping: a checked block may
         // start left of the image); checked blocks read the zero-point buffer instead of
-        // out-of-image columns.
-        let mut p = [0usize, 1, 2].map(|r| k.rows[r].0.wrapping_offset(ix0 * k.rows[r].1 as isize));
+        // out-of-image columns. Spelled out (LLVM does not fully unroll this loop by itself), so
+        // the columns and the accumulators are registers.
+        let nr = if PAIR { 4 } else { 3 };
+        let mut p = [k.zbuf; 4];
+        for (r, q) in p.iter_mut().enumerate().take(nr) {
+            *q = k.rows[r].0.wrapping_offset(ix0 * k.rows[r].1 as isize);
+        }
         unroll!(j in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16] {
             if j < (P - 1) * S + 3 {
                 cols[j] = if CHECKED {
                     let ix = ix0 + j as isize;
                     let inside = ix >= 0 && (ix as usize) < k.a.x.w;
-                    column::<FULL>(k, p.map(|q| if inside { q } else { k.zbuf }))
+                    column::<FULL, PAIR>(k, p.map(|q| if inside { q } else { k.zbuf }))
                 } else {
-                    column::<FULL>(k, p)
+                    column::<FULL, PAIR>(k, p)
                 };
-                for (r, q) in p.iter_mut().enumerate() {
+                for (r, q) in p.iter_mut().enumerate().take(nr) {
                     *q = q.wrapping_add(k.rows[r].1);
                 }
             }
         });
+        let n = if CHECKED { (k.a.ow - ox).min(P) } else { P };
         let mut acc = [_mm512_setzero_si512(); P];
         for (kx, &w) in k.wk.iter().enumerate() {
             for (p, v) in acc.iter_mut().enumerate() {
                 *v = _mm512_dpbusd_epi32(*v, cols[p * S + kx], w);
             }
         }
-        let n = if CHECKED { (k.a.ow - ox).min(P) } else { P };
         for (p, &v) in acc.iter().enumerate().take(n) {
             emit(k.plan, k.out_row, k.a.c, k.ch, k.m, FULL, ox + p, v);
         }
+        if PAIR {
+            let mut acc = [_mm512_setzero_si512(); P];
+            for (kx, &w) in k.wk2.iter().enumerate() {
+                for (p, v) in acc.iter_mut().enumerate() {
+                    *v = _mm512_dpbusd_epi32(*v, cols[p * S + kx], w);
+                }
+            }
+            let out_row2 = k.out_row.add(k.a.ow * k.a.c);
+            for (p, &v) in acc.iter().enumerate().take(n) {
+                emit(k.plan, out_row2, k.a.c, k.ch, k.m, FULL, ox + p, v);
+            }
+        }
     }
 
+    /// Output row `row`, and with PAIR (stride and dilation 1 vertically) row `row + 1` too.
     #[inline(always)]
-    unsafe fn dw3x3_body<const S: usize>(a: &RowArgs, plan: &EpiPlan, row: usize, out: OutPtr) {
+    unsafe fn dw3x3_body<const S: usize, const PAIR: bool>(
+        a: &RowArgs,
+        plan: &EpiPlan,
+        row: usize,
+        out: OutPtr,
+    ) {
         let (x, c) = (a.x, a.c);
         let b = row / a.oh;
         let oy = row % a.oh;
@@ -689,6 +754,7 @@ mod x86 {
             0
         }
         .max(ox_lo);
+        let nrows = if PAIR { 4 } else { 3 };
         let mut ch = 0;
         while ch < c {
             let rem = c - ch;
@@ -698,22 +764,28 @@ mod x86 {
             } else {
                 ((1u32 << rem) - 1) as u16
             };
-            let mut rows = [(zbuf.as_ptr(), 0usize); 3];
-            for (ky, r) in rows.iter_mut().enumerate() {
+            let mut rows = [(zbuf.as_ptr(), 0usize); 4];
+            for (ky, r) in rows.iter_mut().enumerate().take(nrows) {
                 let iy = (oy * sh + ky * dh) as isize - a.geom.pads[0] as isize;
                 if iy >= 0 && (iy as usize) < x.h {
                     *r = (xp.add(((b * x.h + iy as usize) * x.w) * c + ch), c);
                 }
             }
+            let wk = [
+                _mm512_maskz_loadu_epi32(m, a.w8.add(ch)),
+                _mm512_maskz_loadu_epi32(m, a.w8.add(c + ch)),
+                _mm512_maskz_loadu_epi32(m, a.w8.add(2 * c + ch)),
+            ];
             let k = Block3 {
                 a,
                 plan,
                 rows,
                 zbuf: zbuf.as_ptr(),
-                wk: [
-                    _mm512_maskz_loadu_epi32(m, a.w8.add(ch)),
-                    _mm512_maskz_loadu_epi32(m, a.w8.add(c + ch)),
-                    _mm512_maskz_loadu_epi32(m, a.w8.add(2 * c + ch)),
+                wk,
+                wk2: [
+                    _mm512_slli_epi32::<8>(wk[0]),
+                    _mm512_slli_epi32::<8>(wk[1]),
+                    _mm512_slli_epi32::<8>(wk[2]),
                 ],
                 idx: _mm512_loadu_si512(GATHER.as_ptr() as *const _),
                 out_row,
@@ -723,11 +795,11 @@ mod x86 {
             let mut ox = 0;
             while ox < a.ow {
                 if !full {
-                    block3::<S, false, true>(&k, ox);
+                    block3::<S, false, true, PAIR>(&k, ox);
                 } else if ox >= ox_lo && ox + P <= ox_hi {
-                    block3::<S, true, false>(&k, ox);
+                    block3::<S, true, false, PAIR>(&k, ox);
                 } else {
-                    block3::<S, true, true>(&k, ox);
+                    block3::<S, true, true, PAIR>(&k, ox);
                 }
                 ox += P;
             }

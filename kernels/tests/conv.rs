@@ -448,22 +448,24 @@ fn conv_identical_for_one_and_two_threads() {
             24,
             24,
         ),
+        // stride 1 depthwise: pairs of output rows per task on the VNNI path
+        (ConvGeometry::new(3, 3).pad(1).groups(40), 40, 40),
     ] {
-        let (h, w) = (23, 19);
-        let x = gen_u8(&mut rng, h * w * c_in, 0);
+        let (batch, h, w) = (2, 23, 19);
+        let x = gen_u8(&mut rng, batch * h * w * c_in, 0);
         let wt = gen_i8(&mut rng, c_out * 9 * (c_in / geom.groups), 0, -128, 127);
         let p = PackedConv::new(geom, c_in, c_out, &wt, 0).unwrap();
         let (oh, ow) = geom.out_size(h, w).unwrap();
         let mults: Vec<f32> = (0..c_out).map(|_| rng.f32() * 1e-3).collect();
         for kern in kernels() {
             let run = |pool: &rayon::ThreadPool| {
-                let mut out = vec![0u8; oh * ow * c_out];
+                let mut out = vec![0u8; batch * oh * ow * c_out];
                 pool.install(|| {
                     conv2d_u8s8(
                         &kern,
                         TensorU8 {
                             data: &x,
-                            batch: 1,
+                            batch,
                             h,
                             w,
                             zero_point: 9,
