@@ -10,7 +10,12 @@
 //! 9 and every column is converted once for all the pixels of a block that read it. Padding taps
 //! read the input zero point (a zero-point buffer stands in for rows and columns outside the
 //! image), so every pixel takes the same code and the zero-point correction `zx * sum(w - zw)`
-//! is one per-channel constant folded into the epilogue's bias.
+//! is one per-channel constant folded into the epilogue's bias. Still exact: `vpdpbusd` (not the
+//! saturating `vpdpbusds`) adds its four u8 x s8 products, each exact in 16 bits, in int32. With
+//! stride 1 and no dilation, output rows go in pairs: the four input rows of rows `oy, oy + 1`
+//! are gathered into one dword per channel, used with `[w0, w1, w2, 0]` for row `oy` and
+//! `[0, w0, w1, w2]` for row `oy + 1`. Pixels go in blocks of 8 (`x86::P`), whose accumulators
+//! and gathered columns stay in zmm registers.
 
 use crate::conv::{ConvGeometry, TensorU8};
 use crate::error::{bad, KernelError};
@@ -573,8 +578,9 @@ mod x86 {
         };
     }
 
-    /// Output pixels per block of the 3x3 VNNI path: P accumulators, 3 weight registers, the
-    /// shuffle index and the epilogue constants stay in zmm registers.
+    /// Output pixels per block of the 3x3 VNNI path: P accumulators (2P for a row pair), 3 (6)
+    /// weight registers, the shuffle index, the epilogue constants and the gathered columns as
+    /// they are used stay in zmm registers.
     const P: usize = 8;
 
     /// vpshufb index: dword `e` of 128-bit lane `k` takes byte `4k + e` (channel `4k + e` of a
