@@ -123,17 +123,32 @@ fn convs(c: &mut Criterion) {
             })
         });
     }
-    // depthwise 3x3 112x112x32, pad 1 (MobileNetV2 first block)
-    {
-        let (h, w, c) = (112, 112, 32);
+    // depthwise 3x3 pad 1, MobileNetV2 shapes (input h x w x c, stride); throughput counts the
+    // 2 * 9 ops of every output element.
+    for &(h, w, c, s) in &[
+        (112, 112, 32, 1),
+        (112, 112, 96, 2),
+        (56, 56, 144, 1),
+        (28, 28, 192, 1),
+        (14, 14, 384, 1),
+        (14, 14, 576, 2),
+        (7, 7, 960, 1),
+    ] {
         let x: Vec<u8> = (0..h * w * c).map(|i| (i * 7) as u8).collect();
         let wt: Vec<i8> = (0..c * 9).map(|i| (i * 13) as i8).collect();
-        let p = PackedConv::new(ConvGeometry::new(3, 3).pad(1).groups(c), c, c, &wt, 0).unwrap();
+        let geom = ConvGeometry::new(3, 3).pad(1).stride(s, s).groups(c);
+        let (oh, ow) = geom.out_size(h, w).unwrap();
+        let p = PackedConv::new(geom, c, c, &wt, 0).unwrap();
         let mults = vec![1e-3f32; c];
         let ep = Epilogue::requant(Scale::PerChannel(&mults), 0);
-        let mut out = vec![0u8; h * w * c];
-        g.throughput(Throughput::Elements(2 * (h * w * c * 9) as u64));
-        g.bench_function("dw3x3_112x112x32", |bch| {
+        let mut out = vec![0u8; oh * ow * c];
+        g.throughput(Throughput::Elements(2 * (oh * ow * c * 9) as u64));
+        let name = if s == 1 {
+            format!("dw3x3_{h}x{w}x{c}")
+        } else {
+            format!("dw3x3_{h}x{w}x{c}_s{s}")
+        };
+        g.bench_function(name, |bch| {
             bch.iter(|| {
                 pool.install(|| {
                     conv2d_u8s8(

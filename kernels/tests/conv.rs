@@ -448,22 +448,24 @@ fn conv_identical_for_one_and_two_threads() {
             24,
             24,
         ),
+        // stride 1 depthwise: pairs of output rows per task on the VNNI path
+        (ConvGeometry::new(3, 3).pad(1).groups(40), 40, 40),
     ] {
-        let (h, w) = (23, 19);
-        let x = gen_u8(&mut rng, h * w * c_in, 0);
+        let (batch, h, w) = (2, 23, 19);
+        let x = gen_u8(&mut rng, batch * h * w * c_in, 0);
         let wt = gen_i8(&mut rng, c_out * 9 * (c_in / geom.groups), 0, -128, 127);
         let p = PackedConv::new(geom, c_in, c_out, &wt, 0).unwrap();
         let (oh, ow) = geom.out_size(h, w).unwrap();
         let mults: Vec<f32> = (0..c_out).map(|_| rng.f32() * 1e-3).collect();
         for kern in kernels() {
             let run = |pool: &rayon::ThreadPool| {
-                let mut out = vec![0u8; oh * ow * c_out];
+                let mut out = vec![0u8; batch * oh * ow * c_out];
                 pool.install(|| {
                     conv2d_u8s8(
                         &kern,
                         TensorU8 {
                             data: &x,
-                            batch: 1,
+                            batch,
                             h,
                             w,
                             zero_point: 9,
@@ -480,5 +482,149 @@ fn conv_identical_for_one_and_two_threads() {
             paths.ran(kern.isa());
         }
     }
+    paths.finish();
+}
+
+/// The 3x3 depthwise fast paths (AVX-512 VNNI, horizontal stride 1 / 2: 8-pixel blocks,
+/// zero-point padding, the correction folded into the bias) and the general path they fall back
+/// to (horizontal dilation, weights whose `w - zw` leaves int8) against the oracle, for every
+/// output type with per-channel and per-tensor scales: tiny images, widths that leave block
+/// remainders, asymmetric pads, channel counts off 16, batch 2.
+#[test]
+fn depthwise_3x3_fast_paths_every_output() {
+    let paths = PathsRan::new("depthwise 3x3 fast paths");
+    let mut rng = Rng(0x5eed);
+    let mut cases = 0;
+    for &(h, w) in &[(1, 1), (2, 2), (3, 3), (7, 7), (5, 21), (4, 18), (2, 33)] {
+        for &c in &[1usize, 2, 8, 16, 35, 48] {
+            for &s in &[1usize, 2] {
+                for pads in [[1usize; 4], [0; 4], [2, 0, 1, 2], [0, 2, 2, 1]] {
+                    for d in [(1usize, 1usize), (2, 1), (1, 2)] {
+                        let batch = 1 + rng.below(2) as usize;
+                        let geom = ConvGeometry {
+                            kernel: (3, 3),
+                            stride: (s, s),
+                            dilation: d,
+                            pads,
+                            groups: c,
+                        };
+                        let Ok((oh, ow)) = geom.out_size(h, w) else {
+                            continue;
+                        };
+                        // Mostly int8-fitting `w - zw` (the fast path), sometimes not (fallback).
+                        // One channel is a plain GEMM convolution (groups = 1), not depthwise:
+                        // 7-bit weights there (the AVX2 GEMM's saturation is tested elsewhere).
+                        let (zw, wlo, whi) = match rng.below(4) {
+                            _ if c == 1 => (rng.below(21) as i32 - 10, -64, 64),
+                            0 => (0, -128, 127),
+                            1 => (rng.below(21) as i32 - 10, -64, 64),
+                            2 => (-100, -128, 127),
+                            _ => (0, -64, 64),
+                        };
+                        let zx = rng.below(256) as i32;
+                        let (am, wm) = (rng.below(3) as u8, rng.below(3) as u8);
+                        let x = gen_u8(&mut rng, batch * h * w * c, am);
+                        let wt = gen_i8(&mut rng, c * 9, wm, wlo, whi);
+                        let (acc, _, _) =
+                            reference::conv2d_u8s8_i32(&x, (batch, h, w, c), zx, &wt, c, zw, &geom);
+                        let bias: Vec<i32> =
+                            (0..c).map(|_| rng.below(2001) as i32 - 1000).collect();
+                        let mults: Vec<f32> = (0..c).map(|_| (0.5 + rng.f32()) * 1e-2).collect();
+                        let fb: Vec<f32> = (0..c).map(|_| rng.f32() - 0.5).collect();
+                        let packed = PackedConv::new(geom, c, c, &wt, zw).unwrap();
+                        let t = TensorU8 {
+                            data: &x,
+                            batch,
+                            h,
+                            w,
+                            zero_point: zx,
+                        };
+                        let len = batch * oh * ow * c;
+                        let ctx = format!(
+                            "{batch}x{h}x{w}x{c} s{s} d{d:?} pads {pads:?} zx {zx} zw {zw}"
+                        );
+                        for kern in kernels() {
+                            let isa = kern.isa();
+                            // u8, per-channel, bias, clamp
+                            let ep = Epilogue::requant(Scale::PerChannel(&mults), 100)
+                                .with_bias(&bias)
+                                .with_clamp(20, 240);
+                            let mut o = vec![0u8; len];
+                            conv2d_u8s8(&kern, t, &packed, &ep, OutputSlice::U8(&mut o)).unwrap();
+                            let want = reference::requantize_i32(
+                                &acc,
+                                c,
+                                Some(&bias),
+                                &mults,
+                                100,
+                                20,
+                                240,
+                            );
+                            let got: Vec<i32> = o.iter().map(|&v| v as i32).collect();
+                            assert_eq!(got, want, "u8 per-channel, isa {isa}, {ctx}");
+                            // u8, per-tensor, no bias
+                            let ep = Epilogue::requant(Scale::PerTensor(0.013), 7);
+                            conv2d_u8s8(&kern, t, &packed, &ep, OutputSlice::U8(&mut o)).unwrap();
+                            let want =
+                                reference::requantize_i32(&acc, c, None, &[0.013], 7, 0, 255);
+                            let got: Vec<i32> = o.iter().map(|&v| v as i32).collect();
+                            assert_eq!(got, want, "u8 per-tensor, isa {isa}, {ctx}");
+                            // i8, per-channel, bias
+                            let ep =
+                                Epilogue::requant(Scale::PerChannel(&mults), -3).with_bias(&bias);
+                            let mut o = vec![0i8; len];
+                            conv2d_u8s8(&kern, t, &packed, &ep, OutputSlice::I8(&mut o)).unwrap();
+                            let want = reference::requantize_i32(
+                                &acc,
+                                c,
+                                Some(&bias),
+                                &mults,
+                                -3,
+                                -128,
+                                127,
+                            );
+                            let got: Vec<i32> = o.iter().map(|&v| v as i32).collect();
+                            assert_eq!(got, want, "i8, isa {isa}, {ctx}");
+                            // f32, per-channel, int32 bias and f32 bias
+                            let ep = Epilogue::requant(Scale::PerChannel(&mults), 0)
+                                .with_bias(&bias)
+                                .with_f32_bias(&fb);
+                            let mut o = vec![0f32; len];
+                            conv2d_u8s8(&kern, t, &packed, &ep, OutputSlice::F32(&mut o)).unwrap();
+                            let want: Vec<f32> = acc
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &v)| {
+                                    let j = i % c;
+                                    v.wrapping_add(bias[j]) as f32 * mults[j] + fb[j]
+                                })
+                                .collect();
+                            assert!(
+                                o.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "f32, isa {isa}, {ctx}"
+                            );
+                            // raw int32 with bias
+                            let ep = Epilogue {
+                                bias: Some(&bias),
+                                ..Epilogue::raw()
+                            };
+                            let mut o = vec![0i32; len];
+                            conv2d_u8s8(&kern, t, &packed, &ep, OutputSlice::I32(&mut o)).unwrap();
+                            let want: Vec<i32> = acc
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &v)| v.wrapping_add(bias[i % c]))
+                                .collect();
+                            assert_eq!(o, want, "i32, isa {isa}, {ctx}");
+                            paths.ran(isa);
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("[depthwise 3x3 fast paths] {cases} shapes");
+    assert!(cases > 500);
     paths.finish();
 }
