@@ -61,6 +61,47 @@ fn int8_gemm(c: &mut Criterion) {
             })
         });
     }
+    // BERT's dense layers as dynamic quantization runs them: dequantized f32 output (+ bias),
+    // and the intermediate layer with GELU fused.
+    for &(m, n, k, gelu) in &[
+        (128, 1536, 384, false),
+        (128, 1536, 384, true),
+        (128, 384, 1536, false),
+    ] {
+        let a: Vec<u8> = (0..m * k).map(|i| (i * 7) as u8).collect();
+        let b: Vec<i8> = (0..k * n).map(|i| (i * 13) as i8).collect();
+        let p = PackedB::new(k, n, &b, WeightLayout::KxN, 0).unwrap();
+        // Outputs mostly in [-3, 3], as BERT's pre-GELU activations.
+        let scales = vec![3e-6f32; n];
+        let bias = vec![-0.5f32; n];
+        let mut ep = Epilogue::requant(Scale::PerChannel(&scales), 0).with_f32_bias(&bias);
+        if gelu {
+            ep = ep.with_f32_gelu();
+        }
+        let mut out = vec![0f32; m * n];
+        g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
+        let name = format!("{m}x{n}x{k}_f32{}", if gelu { "_gelu" } else { "" });
+        g.bench_function(name, |bch| {
+            bch.iter(|| {
+                pool.install(|| {
+                    gemm_u8s8(
+                        &kern,
+                        MatrixU8 {
+                            data: &a,
+                            rows: m,
+                            ld: k,
+                            zero_point: 3,
+                        },
+                        &p,
+                        &ep,
+                        OutputSlice::F32(&mut out),
+                        n,
+                    )
+                    .unwrap()
+                })
+            })
+        });
+    }
     g.finish();
 }
 

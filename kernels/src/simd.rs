@@ -32,6 +32,13 @@ pub(crate) trait F32x: Copy {
     unsafe fn recip(self) -> Self;
     /// `if self >= 0 { a } else { b }` lane-wise.
     unsafe fn select_nonneg(self, a: Self, b: Self) -> Self;
+    /// Whether every lane is `>= 0` (NaN is not).
+    unsafe fn all_nonneg(self) -> bool;
+    /// Piecewise polynomial through a 16-entry lane lookup: for `self` in `[0, 16 width)`, with
+    /// `i = trunc(self / width)`, `sum_k tables[k][i] * (self - (i + 0.5) width)^k` (Horner,
+    /// fused). Lanes outside that range get unspecified values. `None` where the ISA has no
+    /// 16-entry lane lookup (then the caller uses another formula).
+    unsafe fn poly16(self, width: f32, tables: &[[f32; 16]]) -> Option<Self>;
     unsafe fn hsum(self) -> f32;
     unsafe fn hmax(self) -> f32;
 }
@@ -101,6 +108,14 @@ impl F32x for f32 {
         } else {
             b
         }
+    }
+    #[inline(always)]
+    unsafe fn all_nonneg(self) -> bool {
+        self >= 0.0
+    }
+    #[inline(always)]
+    unsafe fn poly16(self, _: f32, _: &[[f32; 16]]) -> Option<Self> {
+        None
     }
     #[inline(always)]
     unsafe fn hsum(self) -> f32 {
@@ -199,6 +214,24 @@ mod x86 {
             V512(_mm512_mask_blend_ps(m, b.0, a.0))
         }
         #[inline(always)]
+        unsafe fn all_nonneg(self) -> bool {
+            _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, _mm512_setzero_ps()) == 0xFFFF
+        }
+        #[inline(always)]
+        unsafe fn poly16(self, width: f32, tables: &[[f32; 16]]) -> Option<Self> {
+            let w = _mm512_set1_ps(width);
+            // trunc: NaN and huge values give 0x80000000, whose low four bits index entry 0.
+            let i = _mm512_cvttps_epi32(_mm512_mul_ps(self.0, _mm512_set1_ps(1.0 / width)));
+            let center = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), w, _mm512_set1_ps(0.5 * width));
+            let u = _mm512_sub_ps(self.0, center);
+            let (last, rest) = tables.split_last()?;
+            let mut r = _mm512_permutexvar_ps(i, _mm512_loadu_ps(last.as_ptr()));
+            for t in rest.iter().rev() {
+                r = _mm512_fmadd_ps(r, u, _mm512_permutexvar_ps(i, _mm512_loadu_ps(t.as_ptr())));
+            }
+            Some(V512(r))
+        }
+        #[inline(always)]
         unsafe fn hsum(self) -> f32 {
             _mm512_reduce_add_ps(self.0)
         }
@@ -280,6 +313,14 @@ mod x86 {
         unsafe fn select_nonneg(self, a: Self, b: Self) -> Self {
             let m = _mm256_cmp_ps::<_CMP_GE_OQ>(self.0, _mm256_setzero_ps());
             V256(_mm256_blendv_ps(b.0, a.0, m))
+        }
+        #[inline(always)]
+        unsafe fn all_nonneg(self) -> bool {
+            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(self.0, _mm256_setzero_ps())) == 0xFF
+        }
+        #[inline(always)]
+        unsafe fn poly16(self, _: f32, _: &[[f32; 16]]) -> Option<Self> {
+            None
         }
         #[inline(always)]
         unsafe fn hsum(self) -> f32 {
