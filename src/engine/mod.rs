@@ -121,6 +121,9 @@ pub struct Engine {
     kernel: Kernel,
     report: Report,
     pool: Option<rayon::ThreadPool>,
+    /// Idle workers spin (yielding) during a run instead of sleeping between parallel kernel
+    /// calls; `OCTET_NO_SPIN=1` turns it off (e.g. on a machine with more threads than cores).
+    spin: bool,
     /// Buffers recycled across runs (taken by a run, returned at its end).
     buffers: std::sync::Mutex<pool::Pool>,
 }
@@ -798,6 +801,7 @@ impl Engine {
                 nodes,
             },
             pool,
+            spin: std::env::var_os("OCTET_NO_SPIN").is_none(),
             buffers: Default::default(),
             graph,
         })
@@ -845,6 +849,9 @@ impl Engine {
         times: Option<&mut [f64]>,
     ) -> Result<Vec<(String, Tensor)>, EngineError> {
         match &self.pool {
+            Some(p) if p.current_num_threads() > 1 && self.spin => {
+                p.install(|| spinning(p.current_num_threads(), || self.run_inner(inputs, times)))
+            }
             Some(p) => p.install(|| self.run_inner(inputs, times)),
             None => self.run_inner(inputs, times),
         }
@@ -1076,4 +1083,47 @@ impl Engine {
         }
         Ok(t)
     }
+}
+
+/// Runs `f` on the current worker while the pool's other workers spin, taking the kernels'
+/// parallel jobs the moment they appear, instead of sleeping between steps: a sleeping rayon
+/// worker needs a wake-up for every parallel kernel call (all-MiniLM-L6-v2, 2 threads: 244
+/// steps, 8.75 -> 7.77 ms with spinning). After 64 idle polls a spinner yields its core to any
+/// other runnable thread each round. The spinners end when `f` returns.
+fn spinning<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let me = rayon::current_thread_index();
+    let done = AtomicBool::new(false);
+    // One bit per worker that already runs a spinner (a spinner can pick up another spinner job
+    // while it polls; that one returns at once).
+    let busy = AtomicUsize::new(0);
+    rayon::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| {
+                let idx = rayon::current_thread_index();
+                if idx == me {
+                    return; // the thread running `f` picked up its own spinner job
+                }
+                let bit = 1usize << (idx.unwrap_or(0) % usize::BITS as usize);
+                if busy.fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+                    return;
+                }
+                let mut idle = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle = 0;
+                    } else if idle < 64 {
+                        idle += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        // Still polling, but let another runnable thread have the core.
+                        std::thread::yield_now();
+                    }
+                }
+            });
+        }
+        let r = f();
+        done.store(true, Ordering::Release);
+        r
+    })
 }
