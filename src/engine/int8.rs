@@ -176,7 +176,7 @@ impl Int8Node {
         match self {
             Int8Node::Conv(c) => c.run(args, in_nhwc, out_nhwc, None, pool),
             Int8Node::Gemm(x) => x.run(args, None, pool),
-            Int8Node::Runtime(x) => x.run(args, None, pool),
+            Int8Node::Runtime(x) => x.run(args, None, None, pool),
         }
     }
 

@@ -124,8 +124,16 @@ impl RuntimeMatMul {
     }
 
     /// `args`: A, B, a_zero_point, b_zero_point. `scale`: Some(a_scale * b_scale) for the fused
-    /// dequantizing epilogue (f32 output), None for the raw i32 output.
-    pub fn run(&self, args: &[Option<&Tensor>], scale: Option<f32>, pool: &mut Pool) -> R<Tensor> {
+    /// dequantizing epilogue (f32 output), None for the raw i32 output. `row_bias`: an f32 row
+    /// (N values) or matrix (M x N) added after the scale to every batch's output (an attention
+    /// mask `Add`; f32 output only).
+    pub fn run(
+        &self,
+        args: &[Option<&Tensor>],
+        scale: Option<f32>,
+        row_bias: Option<&[f32]>,
+        pool: &mut Pool,
+    ) -> R<Tensor> {
         let get = |i: usize| args.get(i).copied().flatten();
         let a = get(0).ok_or("missing A")?;
         let b = get(1).ok_or("missing B")?;
@@ -151,6 +159,15 @@ impl RuntimeMatMul {
         let b_zp = zero_point(get(3), "b_zero_point")?;
         let mut shape = batch.clone();
         shape.extend([m, n]);
+        let bias = row_bias;
+        if let Some(b) = bias {
+            if scale.is_none() || !(b.len() == n || b.len() == m * n) {
+                return Err(format!(
+                    "mask of {} values for a {m}x{n} output (needs the f32 epilogue and N or M*N values)",
+                    b.len()
+                ));
+            }
+        }
         let (av, bv) = (a.bytes(), b.bytes());
         let kernel = self.kernel;
         let one = |i: usize, out: OutputSlice| -> R<()> {
@@ -164,11 +181,25 @@ impl RuntimeMatMul {
                 ld: k,
                 zero_point: a_zp,
             };
-            let ep = match scale {
-                Some(s) => Epilogue::requant(Scale::PerTensor(s), 0),
-                None => Epilogue::raw(),
+            let row = bias.filter(|b| b.len() == n);
+            let ep = match (scale, row) {
+                (Some(s), Some(b)) => Epilogue::requant(Scale::PerTensor(s), 0).with_f32_bias(b),
+                (Some(s), None) => Epilogue::requant(Scale::PerTensor(s), 0),
+                (None, _) => Epilogue::raw(),
             };
-            gemm_u8s8(&kernel, am, &packed, &ep, out, n).map_err(|e| e.to_string())
+            match (out, bias.filter(|b| b.len() != n && b.len() == m * n)) {
+                (OutputSlice::F32(o), Some(mat)) => {
+                    // A whole-matrix mask: added to this batch's output while it is in cache,
+                    // after the scale, as the graph's Add.
+                    gemm_u8s8(&kernel, am, &packed, &ep, OutputSlice::F32(&mut *o), n)
+                        .map_err(|e| e.to_string())?;
+                    for (y, &b) in o.iter_mut().zip(mat) {
+                        *y += b;
+                    }
+                    Ok(())
+                }
+                (out, _) => gemm_u8s8(&kernel, am, &packed, &ep, out, n).map_err(|e| e.to_string()),
+            }
         };
         let mn = (m * n).max(1);
         match scale {

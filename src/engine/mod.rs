@@ -263,6 +263,40 @@ fn match_gemm_gelu(
     Some((fused, end, post))
 }
 
+/// Match `Add(x, mask)` (either order) as the only consumer of `last`, where `mask` is an f32
+/// value already computed that is one row `[1, .., 1, N]` or one matrix `[1, .., 1, M, N]` for
+/// every batch of x (`[.., M, N]`), and the Add keeps x's shape: (the Add, mask).
+fn match_row_bias_add(
+    g: &Graph,
+    last: NodeIndex,
+    slot_of: &HashMap<Outlet, usize>,
+    outs: &HashSet<Outlet>,
+) -> Option<(NodeIndex, Outlet)> {
+    let x = Outlet::new(last, 0);
+    let (add, slot) = only_consumer(g, x, outs)?;
+    if !matches!(g.node(add).op, Op::Binary(BinaryOp::Add)) {
+        return None;
+    }
+    let m = g.operand(add, 1 - slot)?;
+    if m == x || !slot_of.contains_key(&m) {
+        return None;
+    }
+    let shape = |o: Outlet| g.ty(o).and_then(|t| t.shape.as_fixed()).map(|s| s.to_vec());
+    let (xs, ms, os) = (shape(x)?, shape(m)?, shape(Outlet::new(add, 0))?);
+    // A row [.., 1, N] or a matrix [.., M, N], the same for every batch (leading dims 1).
+    let r = xs.len();
+    if r < 2 || ms.is_empty() || ms.len() > r {
+        return None;
+    }
+    let tail = &xs[r - ms.len().min(2)..];
+    let lead = &ms[..ms.len() - ms.len().min(2)];
+    let mine = &ms[ms.len() - ms.len().min(2)..];
+    let fits = lead.iter().all(|&d| d == 1)
+        && mine.last() == tail.last()
+        && (mine.len() == 1 || mine[0] == 1 || mine[0] == tail[0]);
+    (g.ty(m)?.dtype == DType::F32 && fits && os == xs).then_some((add, m))
+}
+
 /// Match `MatMulInteger -> Cast(f32) -> Mul(., Mul(sa, sb))` with `sa`, `sb` one-element f32
 /// values (e.g. the two DynamicQuantizeLinear scales): (fused nodes, final node, [sa, sb]). The
 /// scale product is fused too when the final Mul is its only consumer.
@@ -545,7 +579,14 @@ impl Engine {
                             .gemm()
                             .filter(|x| x.is_integer_out())
                             .and_then(|x| match_dyn_matmul(g, n, x.n(), &graph_outs));
-                        if let Some((more, last, scale)) = runtime {
+                        if let Some((mut more, mut last, scale)) = runtime {
+                            // An attention mask added right after (one row broadcast over
+                            // every batch and row): the epilogue's f32 bias.
+                            let mask = match_row_bias_add(g, last, &slot_of, &graph_outs);
+                            if let Some((add, _)) = mask {
+                                more.push(add);
+                                last = add;
+                            }
                             for &f in &more {
                                 skip.insert(f);
                                 op_label.push('+');
@@ -557,6 +598,9 @@ impl Engine {
                             args.truncate(4);
                             for o in scale {
                                 args.push(Some(Arg::Slot(slot_of[&o])));
+                            }
+                            if let Some((_, m)) = mask {
+                                args.push(Some(Arg::Slot(slot_of[&m])));
                             }
                             out_node = last;
                             (Kind::RuntimeDeq(k), "int8")
@@ -985,7 +1029,13 @@ impl Engine {
                             // Mul(a_scale, b_scale), as the graph computes it.
                             let s = scalar(4)? * scalar(5)?;
                             let rt = node.runtime().expect("runtime matmul");
-                            vec![rt.run(&args[..4], Some(s), bufs).map_err(node_err)?]
+                            let mask = match args.get(6).copied().flatten() {
+                                Some(t) => {
+                                    Some(t.view::<f32>().map_err(|e| node_err(e.to_string()))?)
+                                }
+                                None => None,
+                            };
+                            vec![rt.run(&args[..4], Some(s), mask, bufs).map_err(node_err)?]
                         }
                         Kind::F32 { node, relu } => {
                             vec![node

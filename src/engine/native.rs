@@ -765,7 +765,13 @@ impl NativeOp {
             }
             NativeOp::Expand(shape) => {
                 let mut out = pool.tensor(x.dtype(), shape);
-                expand_bytes(x.bytes(), x.shape(), shape, x.dtype().size(), out.bytes_mut())?;
+                expand_bytes(
+                    x.bytes(),
+                    x.shape(),
+                    shape,
+                    x.dtype().size(),
+                    out.bytes_mut(),
+                )?;
                 one(out)
             }
             NativeOp::Where => {
@@ -864,7 +870,9 @@ fn expand_bytes(
     dst: &mut [u8],
 ) -> Result<(), String> {
     if s.len() > out.len() || src.len() != s.iter().product::<usize>() * es {
-        return Err(format!("expand: input shape {s:?} does not broadcast to {out:?}"));
+        return Err(format!(
+            "expand: input shape {s:?} does not broadcast to {out:?}"
+        ));
     }
     if dst.is_empty() {
         return Ok(());
