@@ -5,7 +5,7 @@
 use crate::frontend::onnx;
 use crate::passes::{
     bf16_casts::FoldBf16Casts, bind_shapes::BindShapes, cse::Cse, fold_constants::FoldConstants,
-    run_pipeline, PassError,
+    hoist_scalar_mul::HoistScalarMul, run_pipeline, PassError,
 };
 use octet_ir::{Graph, Tensor};
 use std::path::Path;
@@ -36,7 +36,11 @@ pub fn prepare(g: &mut Graph, shapes: &[(String, Vec<usize>)]) -> Result<(), Pas
     let bind = BindShapes {
         shapes: shapes.to_vec(),
     };
-    run_pipeline(g, &[&bind, &FoldConstants, &Cse, &FoldBf16Casts], true)
+    run_pipeline(
+        g,
+        &[&bind, &FoldConstants, &Cse, &HoistScalarMul, &FoldBf16Casts],
+        true,
+    )
 }
 
 /// Names of the graph inputs, in order.

@@ -217,50 +217,65 @@ fn match_dyn_matmul(
 }
 
 /// After a fused dynamic MatMul ending at `last` (N columns): the GELU chain reading it
-/// (`Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5`) and then, optionally, a Mul by a
-/// constant `[N]` vector: (fused nodes, new last node, post-scale).
-fn match_gemm_gelu(
+/// (`Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5`), if any, and then, optionally, a Mul
+/// by a constant scalar or `[N]` vector (SmoothQuant's `1 / s`, attention's query/key scale):
+/// (fused nodes, new last node, GELU?, post-scale per column). None if neither is there.
+#[allow(clippy::type_complexity)]
+fn match_gemm_post(
     g: &Graph,
     last: NodeIndex,
     n_cols: usize,
     outs: &HashSet<Outlet>,
-) -> Option<(Vec<NodeIndex>, NodeIndex, Option<Vec<f32>>)> {
+) -> Option<(Vec<NodeIndex>, NodeIndex, bool, Option<Vec<f32>>)> {
     let x = Outlet::new(last, 0);
     if outs.contains(&x) {
         return None;
     }
+    let mut fused = vec![];
+    let mut end = last;
+    let mut gelu = false;
     let cons = g.consumers(x);
-    if cons.len() != 2 {
-        return None;
+    if cons.len() == 2 {
+        if let Some(div) = cons
+            .iter()
+            .find(|(n, s)| *s == 0 && matches!(g.node(*n).op, Op::Binary(BinaryOp::Div)))
+            .map(|c| c.0)
+        {
+            if let Some((more, m2)) = match_gelu(g, div, outs) {
+                // The GELU's `Mul x` must be the other consumer.
+                if cons.iter().all(|(n, _)| *n == div || more.contains(n)) {
+                    fused.push(div);
+                    fused.extend(more);
+                    end = m2;
+                    gelu = true;
+                }
+            }
+        }
     }
-    let div = cons
-        .iter()
-        .find(|(n, s)| *s == 0 && matches!(g.node(*n).op, Op::Binary(BinaryOp::Div)))?
-        .0;
-    let (more, m2) = match_gelu(g, div, outs)?;
-    // The GELU's `Mul x` must be the other consumer.
-    if !cons.iter().all(|(n, _)| *n == div || more.contains(n)) {
-        return None;
-    }
-    let mut fused = vec![div];
-    fused.extend(more);
-    let mut end = m2;
     let mut post = None;
-    if let Some((mul, slot)) = only_consumer(g, Outlet::new(m2, 0), outs) {
+    if let Some((mul, slot)) = only_consumer(g, Outlet::new(end, 0), outs) {
         if matches!(g.node(mul).op, Op::Binary(BinaryOp::Mul)) {
             if let (Some(v), Some(t)) = (
                 const_f32(g, g.operand(mul, 1 - slot)),
                 g.const_operand(mul, 1 - slot),
             ) {
-                if v.len() == n_cols && t.shape() == [n_cols] {
+                let shape =
+                    |o: Outlet| g.ty(o).and_then(|t| t.shape.as_fixed()).map(|s| s.to_vec());
+                let same = shape(Outlet::new(end, 0)).is_some()
+                    && shape(Outlet::new(end, 0)) == shape(Outlet::new(mul, 0));
+                if same && v.len() == 1 && t.shape().iter().all(|&d| d == 1) {
+                    post = Some(vec![v[0]; n_cols]);
+                } else if same && v.len() == n_cols && t.shape() == [n_cols] {
                     post = Some(v);
+                }
+                if post.is_some() {
                     fused.push(mul);
                     end = mul;
                 }
             }
         }
     }
-    Some((fused, end, post))
+    (gelu || post.is_some()).then_some((fused, end, gelu, post))
 }
 
 /// Match `Add(x, mask)` (either order) as the only consumer of `last`, where `mask` is an f32
@@ -607,16 +622,16 @@ impl Engine {
                         } else {
                             match fused {
                                 Some((mut more, mut last, scale, w_scale, bias)) => {
-                                    let (gelu, post_scale) = match match_gemm_gelu(
+                                    let (gelu, post_scale) = match match_gemm_post(
                                         g,
                                         last,
                                         k.gemm().map_or(0, |x| x.n()),
                                         &graph_outs,
                                     ) {
-                                        Some((m2, l2, post)) => {
+                                        Some((m2, l2, gelu, post)) => {
                                             more.extend(m2);
                                             last = l2;
-                                            (true, post)
+                                            (gelu, post)
                                         }
                                         None => (false, None),
                                     };

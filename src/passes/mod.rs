@@ -7,6 +7,7 @@ pub mod bind_shapes;
 pub mod cse;
 pub mod fold_batchnorm;
 pub mod fold_constants;
+pub mod hoist_scalar_mul;
 pub mod insert_qdq;
 pub mod qdq_to_qlinear;
 pub mod smooth_quant;
