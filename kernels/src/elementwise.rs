@@ -356,14 +356,43 @@ unsafe fn binary_body<V: F32x>(a: *const f32, b: *const f32, out: *mut f32, n: u
 }
 
 #[inline(always)]
-unsafe fn softmax_body<V: F32x>(x: *mut f32, n: usize) {
+unsafe fn softmax_rows_body<V: F32x>(x: *mut f32, total: usize, n: usize, nan_to: f32, fix: bool) {
+    let mut r = 0;
+    while r + n <= total {
+        let row = x.add(r);
+        let s = softmax_body::<V>(row, n);
+        // Outputs are `e * (1 / s)` with every `e` finite and >= 0 (`exp_v` maps NaN to 0), so
+        // only a zero, infinite or NaN sum (a row of -inf, say) can give NaN outputs: check
+        // just those rows, while each is in L1.
+        if fix && !(s > 0.0 && s.is_finite()) {
+            for j in 0..n {
+                if (*row.add(j)).is_nan() {
+                    *row.add(j) = nan_to;
+                }
+            }
+        }
+        r += n;
+    }
+}
+
+/// Softmax of one row in place; returns the sum of the exponentials.
+#[inline(always)]
+unsafe fn softmax_body<V: F32x>(x: *mut f32, n: usize) -> f32 {
     let nv = n / V::LANES * V::LANES;
     let mut vm: V = sp(f32::NEG_INFINITY);
+    let mut vm2: V = sp(f32::NEG_INFINITY);
     let mut i = 0;
+    // Two independent max chains (max is exact: the order does not matter).
+    while i + 2 * V::LANES <= nv {
+        vm = vm.max(V::load(x.add(i)));
+        vm2 = vm2.max(V::load(x.add(i + V::LANES)));
+        i += 2 * V::LANES;
+    }
     while i < nv {
         vm = vm.max(V::load(x.add(i)));
         i += V::LANES;
     }
+    vm = vm.max(vm2);
     let mut m = if nv > 0 { vm.hmax() } else { f32::NEG_INFINITY };
     for j in nv..n {
         m = m.max(*x.add(j));
@@ -392,6 +421,7 @@ unsafe fn softmax_body<V: F32x>(x: *mut f32, n: usize) {
     for j in nv..n {
         *x.add(j) *= 1.0 / s;
     }
+    s
 }
 
 #[inline(always)]
@@ -468,7 +498,7 @@ entry!(erf_e -> (), erf_body, (x: *mut f32, n: usize));
 entry!(exp_e -> (), exp_body, (x: *mut f32, n: usize));
 entry!(relu_e -> (), relu_body, (x: *mut f32, n: usize));
 entry!(binary_e -> (), binary_body, (a: *const f32, b: *const f32, out: *mut f32, n: usize, mul: bool));
-entry!(softmax_e -> (), softmax_body, (x: *mut f32, n: usize));
+entry!(softmax_e -> (), softmax_rows_body, (x: *mut f32, total: usize, n: usize, nan_to: f32, fix: bool));
 entry!(layer_norm_e -> (), layer_norm_body, (x: *const f32, out: *mut f32, n: usize, gamma: *const f32, beta: *const f32, eps: f32));
 
 /// In place `x = 0.5 x (1 + erf(x / sqrt 2))` (exact-erf GELU, ONNX Gelu default).
@@ -543,10 +573,27 @@ pub fn softmax_rows(kernel: &Kernel, x: &mut [f32], row_len: usize) -> Result<()
             x.len()
         )));
     }
-    for row in x.chunks_exact_mut(row_len) {
-        // SAFETY: one row slice.
-        unsafe { softmax_e(kernel.isa(), row.as_mut_ptr(), row_len) };
+    // SAFETY: whole rows of one slice.
+    unsafe { softmax_e(kernel.isa(), x.as_mut_ptr(), x.len(), row_len, 0.0, false) };
+    Ok(())
+}
+
+/// [`softmax_rows`] then NaN outputs replaced by `nan_to` (ONNX `Where(IsNaN(s), c, s)` after a
+/// Softmax, as BERT exports guard fully masked rows), row by row while each is in L1.
+pub fn softmax_rows_nan_to(
+    kernel: &Kernel,
+    x: &mut [f32],
+    row_len: usize,
+    nan_to: f32,
+) -> Result<(), KernelError> {
+    if row_len == 0 || !x.len().is_multiple_of(row_len) {
+        return Err(bad(format!(
+            "softmax_rows: length {} is not a multiple of row length {row_len}",
+            x.len()
+        )));
     }
+    // SAFETY: whole rows of one slice.
+    unsafe { softmax_e(kernel.isa(), x.as_mut_ptr(), x.len(), row_len, nan_to, true) };
     Ok(())
 }
 

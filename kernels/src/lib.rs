@@ -93,6 +93,7 @@ pub use conv_bf16::{conv2d_bf16, PackedConvBf16};
 pub use conv_f32::{conv2d_f32, PackedConvF32};
 pub use elementwise::{
     add, erf_inplace, exp_inplace, gelu_inplace, layer_norm_rows, mul, relu_inplace, softmax_rows,
+    softmax_rows_nan_to,
 };
 pub use error::KernelError;
 pub use gemm_bf16::{gemm_bf16, PackedBBf16};

@@ -310,3 +310,37 @@ fn gemm_f32_identical_for_any_thread_count() {
     }
     paths.finish();
 }
+
+/// `softmax_rows_nan_to`: rows whose softmax is NaN (all -inf, as a fully masked attention row)
+/// become the constant; every other row equals `softmax_rows` bit for bit; on every ISA.
+#[test]
+fn softmax_nan_to_replaces_only_nan_rows_every_isa() {
+    let paths = PathsRan::new("softmax + NaN replace");
+    let mut rng = Rng(11);
+    for n in [1usize, 5, 16, 33, 128] {
+        let rows = 4;
+        let mut x: Vec<f32> = (0..rows * n).map(|_| (rng.f32() - 0.5) * 20.0).collect();
+        // Row 1: fully masked; row 3: one masked element (a normal softmax).
+        x[n..2 * n].fill(f32::NEG_INFINITY);
+        if n > 1 {
+            x[3 * n] = f32::NEG_INFINITY;
+        }
+        for kern in kernels() {
+            let mut plain = x.clone();
+            softmax_rows(&kern, &mut plain, n).unwrap();
+            assert!(plain[n..2 * n].iter().all(|v| v.is_nan()), "n={n}");
+            let mut fixed = x.clone();
+            softmax_rows_nan_to(&kern, &mut fixed, n, 0.0).unwrap();
+            for (i, (&a, &b)) in plain.iter().zip(&fixed).enumerate() {
+                if (n..2 * n).contains(&i) {
+                    assert_eq!(b, 0.0, "{} n={n} element {i}", kern.isa());
+                } else {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{} n={n} element {i}", kern.isa());
+                }
+            }
+            paths.ran(kern.isa());
+        }
+    }
+    assert!(softmax_rows_nan_to(&Kernel::scalar(), &mut [0.0; 5], 2, 0.0).is_err());
+    paths.finish();
+}

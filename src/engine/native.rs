@@ -11,8 +11,8 @@
 use octet_ir::{BinaryOp, DType, Graph, NodeIndex, Op, Tensor, UnaryOp};
 use octet_kernels::{
     dequantize_i8, dequantize_u8, dynamic_quantize_u8, erf_inplace, gelu_inplace, gemm_f32,
-    layer_norm_rows, qadd_u8, quantize_i8, quantize_u8, relu_inplace, softmax_rows, Kernel,
-    PackedBF32, QAdd, WeightLayout,
+    layer_norm_rows, qadd_u8, quantize_i8, quantize_u8, relu_inplace, softmax_rows,
+    softmax_rows_nan_to, Kernel, PackedBF32, QAdd, WeightLayout,
 };
 
 use super::pool::Pool;
@@ -440,18 +440,13 @@ impl NativeOp {
                     };
                 }
             }
-            NativeOp::Softmax | NativeOp::SoftmaxNanTo(_) => {
-                if len > 0 && !v.is_empty() {
-                    softmax_rows(k, v, len).map_err(|e| e.to_string())?
-                }
-                if let NativeOp::SoftmaxNanTo(c) = self {
-                    for a in v.iter_mut() {
-                        if a.is_nan() {
-                            *a = *c;
-                        }
-                    }
-                }
+            NativeOp::Softmax if len > 0 && !v.is_empty() => {
+                softmax_rows(k, v, len).map_err(|e| e.to_string())?
             }
+            NativeOp::SoftmaxNanTo(c) if len > 0 && !v.is_empty() => {
+                softmax_rows_nan_to(k, v, len, *c).map_err(|e| e.to_string())?
+            }
+            NativeOp::Softmax | NativeOp::SoftmaxNanTo(_) => {}
             _ => return Err("not an in-place op".into()),
         }
         Ok(())
