@@ -233,11 +233,19 @@ struct Item {
 /// Splits the output into work items. The split never changes the result: each output element
 /// is computed by exactly one micro-kernel call over the full K with the same instruction
 /// sequence, whichever thread runs it.
-fn plan_items(m: usize, panels: usize, kp: usize, mr: usize, threads: usize) -> Vec<Item> {
+fn plan_items(m: usize, n: usize, kp: usize, mr: usize, threads: usize) -> Vec<Item> {
+    let panels = n.div_ceil(NR);
     let l2_rows = ((256 * 1024) / kp.max(1)).max(mr) / mr * mr;
     let mut n_chunks = 1;
     let mut m_blocks = m.div_ceil(l2_rows).max(1);
-    if threads > 1 {
+    // Columns split evenly only when every thread gets the same number of full panels (e.g.
+    // N = 96 is a 64-wide and a 32-wide panel); otherwise rows are split, if there are enough.
+    let even_cols = n.is_multiple_of(NR) && panels.is_multiple_of(threads);
+    let many_rows = m >= 4 * threads * 12;
+    if threads > 1 && !even_cols && many_rows {
+        let max_blocks = m.div_ceil(mr).max(1);
+        m_blocks = (m_blocks.max(2 * threads).div_ceil(threads) * threads).min(max_blocks);
+    } else if threads > 1 {
         n_chunks = panels.min(threads);
         let want = (2 * threads).div_ceil(n_chunks);
         let max_blocks = m.div_ceil(mr).max(1);
@@ -423,7 +431,7 @@ pub(crate) fn gemm_u8s8_res_on(
     // so their values never matter); otherwise copy rows into a zero-padded scratch.
     let direct = k % 4 == 0 || (a.ld >= kp && a.data.len() >= (m - 1) * a.ld + kp);
     let post = ep.has_f32_post();
-    let items = plan_items(m, b.panels(), kp, mr, threads);
+    let items = plan_items(m, n, kp, mr, threads);
     let outp = SendOut(out.ptr());
 
     let run_item = |it: &Item| {
@@ -649,7 +657,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         res: res.map(|r| r.add),
     };
     let threads = rayon::current_num_threads();
-    let items = plan_items(m, b.panels(), b.kp, 6, threads);
+    let items = plan_items(m, n, b.kp, 6, threads);
     let outp = SendOut(out.ptr());
     let ptrs = SyncPtrs(a.ptrs);
     let (taps, seg_kg) = (a.taps, a.seg / 4);

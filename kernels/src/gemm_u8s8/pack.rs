@@ -151,10 +151,6 @@ impl PackedB {
     pub fn col_sums(&self) -> &[i32] {
         &self.col_sums
     }
-    /// Number of 64-column panels.
-    pub(crate) fn panels(&self) -> usize {
-        self.n.div_ceil(NR)
-    }
     /// Raw packed bytes of panel `p`.
     pub(crate) fn panel_ptr(&self, p: usize) -> *const i8 {
         self.data.as_slice()[p * self.kp * NR..].as_ptr() as *const i8
