@@ -35,11 +35,23 @@ pub struct Model {
 /// Read and import an ONNX file.
 pub fn load(path: impl AsRef<Path>) -> Result<Model, ImportError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+    // The file's bytes are dropped once decoded, before the graph is built: peak memory holds
+    // the weights twice at most (decoded message and graph), not three times.
+    let model = {
+        let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        decode(&bytes, path)?
+    };
+    import_model(model, path, path.parent())
+}
+
+fn decode(bytes: &[u8], path: &Path) -> Result<proto::ModelProto, ImportError> {
+    proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
         path: path.to_path_buf(),
-        source,
-    })?;
-    import_bytes(&bytes, path, path.parent())
+        msg: e.to_string(),
+    })
 }
 
 /// Import from bytes. `path` is used in messages; `base_dir` resolves external data.
@@ -48,12 +60,18 @@ pub fn import_bytes(
     path: &Path,
     base_dir: Option<&Path>,
 ) -> Result<Model, ImportError> {
+    import_model(decode(bytes, path)?, path, base_dir)
+}
+
+/// Import a decoded model, consuming it: each initializer's bytes are freed as soon as its
+/// tensor is built.
+fn import_model(
+    mut model: proto::ModelProto,
+    path: &Path,
+    base_dir: Option<&Path>,
+) -> Result<Model, ImportError> {
     let p = || path.to_path_buf();
-    let model = proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
-        path: p(),
-        msg: e.to_string(),
-    })?;
-    let graph_proto = model.graph.as_ref().ok_or_else(|| ImportError::Model {
+    let mut graph_proto = model.graph.take().ok_or_else(|| ImportError::Model {
         path: p(),
         msg: "the file holds no graph (not an ONNX model?)".into(),
     })?;
@@ -84,14 +102,15 @@ pub fn import_bytes(
         path: path.to_path_buf(),
     };
 
-    // Initializers become constants.
-    for t in &graph_proto.initializer {
+    // Initializers become constants (each proto tensor dropped right after conversion).
+    for t in std::mem::take(&mut graph_proto.initializer) {
         let name = t.name.clone().unwrap_or_default();
-        let tensor = tensor::tensor_from_proto(t, base_dir).map_err(|msg| ImportError::Tensor {
-            path: p(),
-            tensor: name.clone(),
-            msg,
-        })?;
+        let tensor =
+            tensor::tensor_from_proto(&t, base_dir).map_err(|msg| ImportError::Tensor {
+                path: p(),
+                tensor: name.clone(),
+                msg,
+            })?;
         let n = b.g.add_const(&name, tensor);
         b.names.insert(name, Outlet::new(n, 0));
     }
