@@ -160,11 +160,41 @@ fn residual_adds_of_an_fp32_resnet_stay_channels_last() {
     )
     .unwrap()
     .graph;
-    let e = octet::engine::Engine::new(g, Some(1)).unwrap();
+    let e = octet::engine::Engine::new(g.clone(), Some(1)).unwrap();
     let steps = e.steps();
-    let adds: Vec<_> = steps.iter().filter(|s| s.op.starts_with("Add")).collect();
+    let adds: Vec<_> = steps.iter().filter(|s| s.op.contains("Add")).collect();
     assert!(!adds.is_empty());
     assert!(adds.iter().all(|s| s.nhwc), "{steps:?}");
-    // ...and each Add with its following Relu is one pass.
-    assert!(adds.iter().all(|s| s.op == "Add+Relu"), "{steps:?}");
+    // ...and each residual Add, with its following Relu, is in the epilogue of the convolution
+    // that produces its operand (no separate pass).
+    assert!(
+        adds.iter()
+            .all(|s| s.op == "Conv+Add+Relu" && s.exec == "fp32"),
+        "{steps:?}"
+    );
+    // Bit-identical to running the Add and Relu as separate steps: here, against the graph
+    // where every convolution output is also a graph output, which keeps the Adds out of them.
+    let mut unfused = g.clone();
+    let convs: Vec<_> = unfused
+        .g
+        .node_indices()
+        .filter(|&n| matches!(unfused.node(n).op, octet_ir::Op::Conv(_)))
+        .collect();
+    for (i, n) in convs.iter().enumerate() {
+        unfused
+            .outputs
+            .push((format!("conv{i}"), octet_ir::Outlet::new(*n, 0)));
+    }
+    let e2 = octet::engine::Engine::new(unfused, Some(1)).unwrap();
+    assert!(e2.steps().iter().all(|s| !s.op.contains("Conv+Add")));
+    let x = Tensor::from_vec(
+        &[1, 3, 32, 32],
+        (0..3072)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect::<Vec<f32>>(),
+    );
+    let feeds = vec![("input".to_string(), x)];
+    let a = e.run(&feeds).unwrap();
+    let b = e2.run(&feeds).unwrap();
+    assert_eq!(a[0].1, b[0].1, "fused residual adds change the output");
 }

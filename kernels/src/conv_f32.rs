@@ -78,9 +78,26 @@ impl PackedConvF32 {
 pub fn conv2d_f32(
     kernel: &Kernel,
     x: &[f32],
+    dims: (usize, usize, usize),
+    wts: &PackedConvF32,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) -> Result<(usize, usize), KernelError> {
+    conv2d_f32_add(kernel, x, dims, wts, bias, None, relu, out)
+}
+
+/// [`conv2d_f32`] with a residual Add fused before the ReLU: `out = act(conv(x) + bias + res)`,
+/// `res` NHWC in the output's shape, added in the epilogue while each tile is in registers (the
+/// same operations, in the same order, as the convolution, then `Add`, then `Relu`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_f32_add(
+    kernel: &Kernel,
+    x: &[f32],
     (batch, h, w): (usize, usize, usize),
     wts: &PackedConvF32,
     bias: Option<&[f32]>,
+    res: Option<&[f32]>,
     relu: bool,
     out: &mut [f32],
 ) -> Result<(usize, usize), KernelError> {
@@ -115,6 +132,14 @@ pub fn conv2d_f32(
             )));
         }
     }
+    if let Some(r) = res {
+        if r.len() < rows * c_out {
+            return Err(bad(format!(
+                "conv_f32: residual operand has {} elements, needs {rows}*{c_out}",
+                r.len()
+            )));
+        }
+    }
     if rows == 0 {
         return Ok((oh, ow));
     }
@@ -134,6 +159,7 @@ pub fn conv2d_f32(
                 },
                 pack,
                 gb,
+                res.map(|r| &r[co0..]),
                 relu,
                 &mut out[co0..],
                 c_out,
@@ -179,6 +205,7 @@ pub fn conv2d_f32(
             },
             pack,
             gb,
+            res.map(|r| &r[co0..]),
             relu,
             &mut out[co0..],
             c_out,

@@ -84,7 +84,17 @@ pub fn gemm_f32(
     ldc: usize,
 ) -> Result<(), KernelError> {
     check_matrix("gemm_f32 A", a.len(), m, b.k, lda)?;
-    gemm_core(kernel, m, ASrc::Rows { a, lda }, b, bias, relu, out, ldc)
+    gemm_core(
+        kernel,
+        m,
+        ASrc::Rows { a, lda },
+        b,
+        bias,
+        None,
+        relu,
+        out,
+        ldc,
+    )
 }
 
 /// Where the micro-kernel reads row `r` of A.
@@ -132,12 +142,16 @@ pub(crate) fn gemm_core(
     src: ASrc<'_>,
     b: &PackedBF32,
     bias: Option<&[f32]>,
+    res: Option<&[f32]>,
     relu: bool,
     out: &mut [f32],
     ldc: usize,
 ) -> Result<(), KernelError> {
     let (n, k) = (b.n, b.k);
     check_matrix("gemm_f32 output", out.len(), m, n, ldc)?;
+    if let Some(r) = res {
+        check_matrix("gemm_f32 residual", r.len(), m, n, ldc)?;
+    }
     if let Some(bb) = bias {
         if bb.len() != n {
             return Err(bad(format!(
@@ -182,6 +196,7 @@ pub(crate) fn gemm_core(
     let outp = SendPtr(out.as_mut_ptr());
     let src = SyncSrc(src);
     let bias_ptr = bias.map_or(std::ptr::null(), |bb| bb.as_ptr()) as usize;
+    let res_ptr = res.map_or(std::ptr::null(), |r| r.as_ptr()) as usize;
     let run = |&(m0, m1, p0, p1): &(usize, usize, usize, usize)| {
         #[allow(clippy::redundant_locals)] // capture the Send wrappers, not their fields
         let (outp, src) = (outp, src);
@@ -203,6 +218,7 @@ pub(crate) fn gemm_core(
                     } else {
                         (bias_ptr as *const f32).wrapping_add(j0)
                     },
+                    res: std::ptr::null(),
                     relu,
                 };
                 let mut i = m0;
@@ -210,6 +226,11 @@ pub(crate) fn gemm_core(
                     let rows = mr.min(m1 - i);
                     let job = Job {
                         out: outp.0.wrapping_add(i * ldc + j0),
+                        res: if res_ptr == 0 {
+                            std::ptr::null()
+                        } else {
+                            (res_ptr as *const f32).wrapping_add(i * ldc + j0)
+                        },
                         ..job
                     };
                     // SAFETY: Kernel proves the ISA; rows i..i+rows of A have K readable floats
@@ -271,6 +292,9 @@ struct Job {
     last: bool,
     /// The panel's bias (null: none).
     bias: *const f32,
+    /// The tile's residual operand, added after the bias and before ReLU (null: none), row
+    /// stride `ldc` like the output.
+    res: *const f32,
     relu: bool,
 }
 
@@ -400,6 +424,9 @@ unsafe fn scalar<S: Src, const R: usize>(src: S, job: &Job) {
                 if !job.bias.is_null() {
                     v += *job.bias.add(c);
                 }
+                if !job.res.is_null() {
+                    v += *job.res.add(r * job.ldc + c);
+                }
                 if job.relu {
                     v = v.max(0.0);
                 }
@@ -459,6 +486,14 @@ mod x86 {
                     let bv = _mm512_maskz_loadu_ps(mask[c], job.bias.add(16 * c));
                     for acc_r in acc.iter_mut() {
                         acc_r[c] = _mm512_add_ps(acc_r[c], bv);
+                    }
+                }
+            }
+            if !job.res.is_null() {
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    for (c, v) in acc_r.iter_mut().enumerate() {
+                        let rv = _mm512_maskz_loadu_ps(mask[c], job.res.add(r * job.ldc + 16 * c));
+                        *v = _mm512_add_ps(*v, rv);
                     }
                 }
             }
@@ -525,6 +560,13 @@ mod x86 {
                     for acc_r in acc.iter_mut() {
                         acc_r[0] = _mm256_add_ps(acc_r[0], b0);
                         acc_r[1] = _mm256_add_ps(acc_r[1], b1);
+                    }
+                }
+                if !job.res.is_null() {
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let rp = job.res.add(r * job.ldc + 16 * chunk);
+                        acc_r[0] = _mm256_add_ps(acc_r[0], _mm256_maskload_ps(rp, m0));
+                        acc_r[1] = _mm256_add_ps(acc_r[1], _mm256_maskload_ps(rp.add(8), m1));
                     }
                 }
                 if job.relu {

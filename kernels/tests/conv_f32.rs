@@ -486,3 +486,98 @@ fn conv_f32_argument_errors() {
     assert!(gemm_f32(&k, 2, &[0.0; 6], 2, &pb, None, false, &mut [0.0; 4], 2).is_err());
     assert!(gemm_f32(&k, 2, &[0.0; 6], 3, &pb, None, false, &mut [0.0; 3], 2).is_err());
 }
+
+/// `conv2d_f32_add`: the residual Add fused before the ReLU equals `conv2d_f32` without ReLU,
+/// then `+ res`, then ReLU, bit for bit, on every ISA, for the proptest's shapes (padding,
+/// strides, groups, K blocking, partial panels) and 1 and 2 threads.
+#[test]
+fn conv_f32_residual_add_equals_separate_ops_every_isa() {
+    let paths = PathsRan::new("conv2d_f32 + residual add");
+    let pools: Vec<rayon::ThreadPool> = [1, 2]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        ..Config::default()
+    });
+    runner
+        .run(&conv_case(), |c| {
+            let mut rng = Rng(c.seed | 3);
+            let g = c.geom.groups;
+            let (c_in, c_out) = (c.cig * g, c.cog * g);
+            let k = c.geom.kernel.0 * c.geom.kernel.1 * c.cig;
+            let x = vals(&mut rng, c.batch * c.h * c.w * c_in);
+            let wt = vals(&mut rng, c_out * k);
+            let bias_v = vals(&mut rng, c_out);
+            let bias = c.bias.then_some(&bias_v[..]);
+            let packed = PackedConvF32::new(c.geom, c_in, c_out, &wt).unwrap();
+            let (oh, ow) = c.geom.out_size(c.h, c.w).unwrap();
+            let n = c.batch * oh * ow * c_out;
+            let res = vals(&mut rng, n);
+            for kern in kernels() {
+                let mut want = vec![0f32; n];
+                conv2d_f32(
+                    &kern,
+                    &x,
+                    (c.batch, c.h, c.w),
+                    &packed,
+                    bias,
+                    false,
+                    &mut want,
+                )
+                .unwrap();
+                for (y, &r) in want.iter_mut().zip(&res) {
+                    *y += r;
+                    if c.relu {
+                        *y = y.max(0.0);
+                    }
+                }
+                for pool in &pools {
+                    let mut got = vec![0f32; n];
+                    pool.install(|| {
+                        conv2d_f32_add(
+                            &kern,
+                            &x,
+                            (c.batch, c.h, c.w),
+                            &packed,
+                            bias,
+                            Some(&res),
+                            c.relu,
+                            &mut got,
+                        )
+                    })
+                    .unwrap();
+                    let (gb, wb): (Vec<u32>, Vec<u32>) = (
+                        got.iter().map(|v| v.to_bits()).collect(),
+                        want.iter().map(|v| v.to_bits()).collect(),
+                    );
+                    prop_assert_eq!(gb, wb, "{} {:?}", kern.isa(), c);
+                }
+                paths.ran(kern.isa());
+            }
+            Ok(())
+        })
+        .unwrap();
+    // A residual operand shorter than the output is an error.
+    let k = Kernel::best().unwrap();
+    let p = PackedConvF32::new(ConvGeometry::new(1, 1), 2, 2, &[1.0; 4]).unwrap();
+    let mut out = [0f32; 8];
+    assert!(conv2d_f32_add(
+        &k,
+        &[1.0; 8],
+        (1, 2, 2),
+        &p,
+        None,
+        Some(&[0.0; 7]),
+        false,
+        &mut out
+    )
+    .is_err());
+    paths.finish();
+}

@@ -5,8 +5,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_bf16, conv2d_f32, gemm_bf16, gemm_f32, transpose_f32, ConvGeometry, Kernel, PackedBBf16,
-    PackedBF32, PackedConvBf16, PackedConvF32, WeightLayout,
+    conv2d_bf16, conv2d_f32_add, gemm_bf16, gemm_f32, transpose_f32, ConvGeometry, Kernel,
+    PackedBBf16, PackedBF32, PackedConvBf16, PackedConvF32, WeightLayout,
 };
 
 /// Conv weights packed for the fp32 or the bf16 kernel.
@@ -228,11 +228,14 @@ impl F32Node {
         matches!(self, F32Node::Conv { .. })
     }
 
-    /// `relu`: a following Relu fused into the kernel. `in_nhwc` / `out_nhwc` as for int8 convs.
+    /// `relu`: a following Relu fused into the kernel. `res`: a residual Add's other operand
+    /// (convolutions only; in the output's layout), added before the ReLU. `in_nhwc` /
+    /// `out_nhwc` as for int8 convs.
     pub fn run(
         &self,
         args: &[Option<&Tensor>],
         relu: bool,
+        res: Option<&Tensor>,
         in_nhwc: bool,
         out_nhwc: bool,
         pool: &mut super::pool::Pool,
@@ -277,12 +280,41 @@ impl F32Node {
                 let (oh, ow) = geom.out_size(h, w).map_err(|e| e.to_string())?;
                 let mut out = pool.tensor(DType::F32, &[nb, oh, ow, *c_out]);
                 let ov = out.view_mut::<f32>().unwrap();
-                match packed {
-                    ConvWeights::F32(p) => {
-                        conv2d_f32(kernel, data, (nb, h, w), p, bias.as_deref(), relu, ov)
+                let res_v = match res {
+                    Some(t) => {
+                        if t.len() != ov.len() {
+                            return Err(format!(
+                                "residual operand {:?} does not match the output",
+                                t.shape()
+                            ));
+                        }
+                        Some(t.view::<f32>().map_err(|e| e.to_string())?)
                     }
-                    ConvWeights::Bf16(p) => {
+                    None => None,
+                };
+                // In NHWC the residual joins the epilogue; otherwise it is added after the
+                // conversion back to NCHW (the same operations: conv + bias, + res, ReLU).
+                let (fused_res, kernel_relu) = match res_v {
+                    Some(r) if out_nhwc => (Some(r), relu),
+                    Some(_) => (None, false),
+                    None => (None, relu),
+                };
+                match packed {
+                    ConvWeights::F32(p) => conv2d_f32_add(
+                        kernel,
+                        data,
+                        (nb, h, w),
+                        p,
+                        bias.as_deref(),
+                        fused_res,
+                        kernel_relu,
+                        ov,
+                    ),
+                    ConvWeights::Bf16(p) if res_v.is_none() => {
                         conv2d_bf16(kernel, data, (nb, h, w), p, bias.as_deref(), relu, ov)
+                    }
+                    ConvWeights::Bf16(_) => {
+                        return Err("a residual add is not fused into bf16 convolutions".into())
                     }
                 }
                 .map_err(|e| e.to_string())?;
@@ -301,6 +333,14 @@ impl F32Node {
                             .map_err(|e| e.to_string())?;
                     }
                     pool.give(out);
+                    if let (Some(r), None) = (res_v, fused_res) {
+                        for (y, &v) in t.view_mut::<f32>().unwrap().iter_mut().zip(r) {
+                            *y += v;
+                            if relu {
+                                *y = y.max(0.0);
+                            }
+                        }
+                    }
                     Ok(t)
                 }
             }

@@ -38,7 +38,7 @@ fn accepts(st: &Step, arg: usize) -> bool {
     match &st.kind {
         Kind::Int8(k) => k.is_conv() && arg == 0,
         Kind::ConvAdd { res_arg, .. } => arg == 0 || arg == *res_arg,
-        Kind::F32 { node, .. } => node.is_conv() && arg == 0,
+        Kind::F32 { node, res_arg, .. } => node.is_conv() && (arg == 0 || Some(arg) == *res_arg),
         Kind::Native(op) => {
             matches!(
                 op,
@@ -97,7 +97,14 @@ pub(super) fn plan_nhwc(
         }
         for st in steps.iter() {
             // A fused residual add reads its other operand in the output's layout.
-            if let Kind::ConvAdd { res_arg, .. } = &st.kind {
+            let res_arg = match &st.kind {
+                Kind::ConvAdd { res_arg, .. } => Some(res_arg),
+                Kind::F32 {
+                    res_arg: Some(r), ..
+                } => Some(r),
+                _ => None,
+            };
+            if let Some(res_arg) = res_arg {
                 if let (Some(Some(Arg::Slot(r))), Some(Some(o))) =
                     (st.args.get(*res_arg), st.outs.first())
                 {

@@ -70,6 +70,8 @@ enum Kind {
     F32 {
         node: fp32::F32Node,
         relu: bool,
+        /// A fused residual Add's other operand (an index into `args`), added before the ReLU.
+        res_arg: Option<usize>,
     },
     Native(native::NativeOp),
     /// A convolution whose only consumer is a QLinearAdd (with its folded DQ-[Relu]-Q tables):
@@ -477,6 +479,34 @@ fn match_residual(
     (out_dt == k.out_dtype()).then_some((fused, last, other, q))
 }
 
+/// Match `Add(conv, other)` (either order) as the only consumer of the fp32 convolution `n`,
+/// where `other` is an f32 value already computed and conv, other and sum have one fixed shape:
+/// (the Add, other).
+fn match_f32_residual(
+    g: &Graph,
+    n: NodeIndex,
+    slot_of: &HashMap<Outlet, usize>,
+    outs: &HashSet<Outlet>,
+) -> Option<(NodeIndex, Outlet)> {
+    let x = Outlet::new(n, 0);
+    let (add, slot) = only_consumer(g, x, outs)?;
+    if !matches!(g.node(add).op, Op::Binary(BinaryOp::Add)) || slot > 1 {
+        return None;
+    }
+    let other = g.operand(add, 1 - slot)?;
+    if other == x || !slot_of.contains_key(&other) {
+        return None;
+    }
+    let ty = |o: Outlet| {
+        g.ty(o)
+            .filter(|t| t.dtype == DType::F32)
+            .and_then(|t| t.shape.as_fixed())
+            .map(|s| s.to_vec())
+    };
+    let s = ty(x)?;
+    (ty(other)? == s && ty(Outlet::new(add, 0))? == s).then_some((add, other))
+}
+
 /// Match `Where(IsNaN(s), c, s)` after the Softmax `s`: (fused nodes, last node, c).
 fn match_softmax_nan(
     g: &Graph,
@@ -695,7 +725,26 @@ impl Engine {
                                 NodeReport::fp32(node, k.describe(), k.kernel().isa().name())
                             });
                             let mut relu = false;
-                            if let Some((r, _)) = only_consumer(g, Outlet::new(n, 0), &graph_outs) {
+                            // A residual Add right after an fp32 convolution (the other operand
+                            // already computed, every shape equal) goes into its epilogue.
+                            let mut res_arg = None;
+                            if k.is_conv() && !k.is_bf16() {
+                                if let Some((add, other)) =
+                                    match_f32_residual(g, n, &slot_of, &graph_outs)
+                                {
+                                    skip.insert(add);
+                                    out_node = add;
+                                    op_label.push_str("+Add");
+                                    res_arg = Some(args.len());
+                                    args.push(Some(Arg::Slot(slot_of[&other])));
+                                    if let Some(r) = nodes.last_mut() {
+                                        r.kernel.push_str(" + fused residual add");
+                                    }
+                                }
+                            }
+                            if let Some((r, _)) =
+                                only_consumer(g, Outlet::new(out_node, 0), &graph_outs)
+                            {
                                 if matches!(g.node(r).op, Op::Unary(UnaryOp::Relu)) {
                                     skip.insert(r);
                                     out_node = r;
@@ -704,7 +753,14 @@ impl Engine {
                                 }
                             }
                             let exec = if k.is_bf16() { "bf16" } else { "fp32" };
-                            (Kind::F32 { node: k, relu }, exec)
+                            (
+                                Kind::F32 {
+                                    node: k,
+                                    relu,
+                                    res_arg,
+                                },
+                                exec,
+                            )
                         }
                         Ok(None) => match native::NativeOp::build(g, n) {
                             Some(native::NativeOp::Softmax)
@@ -1052,9 +1108,17 @@ impl Engine {
                             };
                             vec![rt.run(&args[..4], Some(s), mask, bufs).map_err(node_err)?]
                         }
-                        Kind::F32 { node, relu } => {
+                        Kind::F32 {
+                            node,
+                            relu,
+                            res_arg,
+                        } => {
+                            let (main, res) = match res_arg {
+                                Some(r) => (&args[..*r], args[*r]),
+                                None => (&args[..], None),
+                            };
                             vec![node
-                                .run(&args, *relu, st.in_nhwc, st.out_nhwc, bufs)
+                                .run(main, *relu, res, st.in_nhwc, st.out_nhwc, bufs)
                                 .map_err(node_err)?]
                         }
                         Kind::Native(op) => op
