@@ -16,6 +16,18 @@
 use crate::error::{bad, KernelError};
 use crate::isa::{Isa, Kernel};
 use crate::simd::F32x;
+use rayon::prelude::*;
+
+/// Row kernels split their rows over the current rayon pool from this many elements on (rows
+/// are independent, so the split never changes a bit).
+const PAR_MIN_ELEMS: usize = 16 * 1024;
+
+/// Rows per parallel task for `total` elements in rows of `row_len` (None: run sequentially).
+fn par_rows(total: usize, row_len: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    let rows = total / row_len.max(1);
+    (threads > 1 && total >= PAR_MIN_ELEMS && rows >= 2).then(|| rows.div_ceil(4 * threads).max(1))
+}
 
 #[inline(always)]
 unsafe fn sp<V: F32x>(x: f32) -> V {
@@ -576,9 +588,21 @@ pub fn softmax_rows(kernel: &Kernel, x: &mut [f32], row_len: usize) -> Result<()
             x.len()
         )));
     }
-    // SAFETY: whole rows of one slice.
-    unsafe { softmax_e(kernel.isa(), x.as_mut_ptr(), x.len(), row_len, 0.0, false) };
+    softmax_par(kernel, x, row_len, 0.0, false);
     Ok(())
+}
+
+/// Softmax over whole rows, split over the pool when large.
+fn softmax_par(kernel: &Kernel, x: &mut [f32], row_len: usize, nan_to: f32, fix: bool) {
+    let isa = kernel.isa();
+    let run = |c: &mut [f32]| {
+        // SAFETY: whole rows of one slice; `isa` comes from a Kernel.
+        unsafe { softmax_e(isa, c.as_mut_ptr(), c.len(), row_len, nan_to, fix) }
+    };
+    match par_rows(x.len(), row_len) {
+        Some(per) => x.par_chunks_mut(per * row_len).for_each(run),
+        None => run(x),
+    }
 }
 
 /// [`softmax_rows`] then NaN outputs replaced by `nan_to` (ONNX `Where(IsNaN(s), c, s)` after a
@@ -595,8 +619,7 @@ pub fn softmax_rows_nan_to(
             x.len()
         )));
     }
-    // SAFETY: whole rows of one slice.
-    unsafe { softmax_e(kernel.isa(), x.as_mut_ptr(), x.len(), row_len, nan_to, true) };
+    softmax_par(kernel, x, row_len, nan_to, true);
     Ok(())
 }
 
@@ -619,19 +642,28 @@ pub fn layer_norm_rows(
             out.len()
         )));
     }
-    for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        // SAFETY: row slices of length n; gamma/beta of length n.
-        unsafe {
-            layer_norm_e(
-                kernel.isa(),
-                xr.as_ptr(),
-                or.as_mut_ptr(),
-                n,
-                gamma.as_ptr(),
-                beta.as_ptr(),
-                eps,
-            )
-        };
+    let rows = |xs: &[f32], os: &mut [f32]| {
+        for (xr, or) in xs.chunks_exact(n).zip(os.chunks_exact_mut(n)) {
+            // SAFETY: row slices of length n; gamma/beta of length n.
+            unsafe {
+                layer_norm_e(
+                    kernel.isa(),
+                    xr.as_ptr(),
+                    or.as_mut_ptr(),
+                    n,
+                    gamma.as_ptr(),
+                    beta.as_ptr(),
+                    eps,
+                )
+            };
+        }
+    };
+    match par_rows(x.len(), n) {
+        Some(per) => x
+            .par_chunks(per * n)
+            .zip(out.par_chunks_mut(per * n))
+            .for_each(|(xs, os)| rows(xs, os)),
+        None => rows(x, out),
     }
     Ok(())
 }

@@ -16,6 +16,7 @@
 
 use crate::error::{bad, KernelError};
 use crate::isa::{Isa, Kernel};
+use rayon::prelude::*;
 
 const CLAMP_F: f32 = 16_777_216.0;
 
@@ -296,7 +297,18 @@ pub fn dynamic_quantize_u8(
     out: &mut [u8],
 ) -> Result<QParams, KernelError> {
     check_len("dynamic_quantize_u8", x.len(), out.len())?;
-    let (lo, hi) = min_max(kernel, x);
+    // Large tensors: both passes split over the current rayon pool (min and max are exact and
+    // quantization is element-wise, so the split never changes a bit).
+    let threads = rayon::current_num_threads();
+    let chunk = (threads > 1 && x.len() >= 32 * 1024)
+        .then(|| x.len().div_ceil(2 * threads).next_multiple_of(64));
+    let (lo, hi) = match chunk {
+        Some(c) => x.par_chunks(c).map(|p| min_max(kernel, p)).reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        ),
+        None => min_max(kernel, x),
+    };
     let (lo, hi) = if x.is_empty() { (0.0, 0.0) } else { (lo, hi) };
     let p = dynamic_qparams_u8(lo, hi);
     if !p.scale.is_finite() {
@@ -308,7 +320,13 @@ pub fn dynamic_quantize_u8(
         out.fill(0);
         return Ok(p);
     }
-    quantize_u8(kernel, x, p.scale, p.zero_point, out)?;
+    match chunk {
+        Some(c) => x
+            .par_chunks(c)
+            .zip(out.par_chunks_mut(c))
+            .try_for_each(|(xs, os)| quantize_u8(kernel, xs, p.scale, p.zero_point, os))?,
+        None => quantize_u8(kernel, x, p.scale, p.zero_point, out)?,
+    }
     Ok(p)
 }
 

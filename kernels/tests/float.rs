@@ -344,3 +344,48 @@ fn softmax_nan_to_replaces_only_nan_rows_every_isa() {
     assert!(softmax_rows_nan_to(&Kernel::scalar(), &mut [0.0; 5], 2, 0.0).is_err());
     paths.finish();
 }
+
+/// Large softmax / layer-norm inputs are split over the pool by rows: 1, 2 and 3 threads give
+/// the same bits, on every ISA.
+#[test]
+fn row_kernels_identical_for_any_thread_count() {
+    let paths = PathsRan::new("softmax/layernorm threads");
+    let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut rng = Rng(5);
+    let (rows, n) = (301, 128);
+    let mut x: Vec<f32> = (0..rows * n).map(|_| (rng.f32() - 0.5) * 16.0).collect();
+    x[7 * n..8 * n].fill(f32::NEG_INFINITY);
+    let gamma: Vec<f32> = (0..n).map(|_| rng.f32() + 0.5).collect();
+    let beta: Vec<f32> = (0..n).map(|_| rng.f32() - 0.5).collect();
+    for kern in kernels() {
+        let run = |pool: &rayon::ThreadPool| {
+            pool.install(|| {
+                let mut s = x.clone();
+                softmax_rows_nan_to(&kern, &mut s, n, 0.0).unwrap();
+                let mut s2 = x.clone();
+                softmax_rows(&kern, &mut s2, n).unwrap();
+                let mut ln = vec![0f32; x.len()];
+                let xf: Vec<f32> = x
+                    .iter()
+                    .map(|v| if v.is_finite() { *v } else { 1.0 })
+                    .collect();
+                layer_norm_rows(&kern, &xf, &gamma, &beta, 1e-5, &mut ln).unwrap();
+                [s, s2, ln].map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+            })
+        };
+        let want = run(&pools[0]);
+        for p in &pools[1..] {
+            assert_eq!(run(p), want, "{}", kern.isa());
+        }
+        paths.ran(kern.isa());
+    }
+    paths.finish();
+}

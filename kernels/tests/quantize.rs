@@ -171,3 +171,39 @@ fn quantize_bad_arguments() {
     assert!(quantize_u8(&k, &[1.0; 3], 1.0, 256, &mut o).is_err());
     assert!(dynamic_quantize_u8(&k, &[f32::INFINITY, 0.0, 1.0], &mut o).is_err());
 }
+
+/// DynamicQuantizeLinear of a large tensor splits both passes over the pool: 1, 2 and 3 threads
+/// give the same bytes and parameters (NaN and +-0 included).
+#[test]
+fn dynamic_quantize_identical_for_any_thread_count() {
+    let paths = PathsRan::new("dynamic quantize threads");
+    let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let mut rng = Rng(9);
+    let mut x: Vec<f32> = (0..100_003).map(|_| (rng.f32() - 0.3) * 7.0).collect();
+    x[5] = f32::NAN;
+    x[60_000] = -0.0;
+    x[99_999] = 9.5;
+    for kern in kernels() {
+        let run = |pool: &rayon::ThreadPool| {
+            pool.install(|| {
+                let mut q = vec![0u8; x.len()];
+                let p = dynamic_quantize_u8(&kern, &x, &mut q).unwrap();
+                (p.scale.to_bits(), p.zero_point, q)
+            })
+        };
+        let want = run(&pools[0]);
+        for p in &pools[1..] {
+            assert!(run(p) == want, "{}", kern.isa());
+        }
+        paths.ran(kern.isa());
+    }
+    paths.finish();
+}
