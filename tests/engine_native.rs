@@ -107,43 +107,46 @@ fn broadcast_binary_ops_match_the_reference_bitwise() {
 #[test]
 fn transposes_match_the_reference() {
     let mut cases = 0;
-    for dtype in [DType::F32, DType::U8] {
-        for perm in [
-            vec![0usize, 2, 1, 3],
-            vec![0, 2, 3, 1],
-            vec![3, 2, 1, 0],
-            vec![0, 1, 2, 3],
-            vec![1, 0, 3, 2],
-        ] {
-            let shape = [2usize, 5, 3, 4];
-            let mut g = Graph::new();
-            let x = g.add_input("x", ValueType::fixed(dtype, &shape));
-            let t = g.add_node("t", Op::Transpose { perm: perm.clone() }, vec!["y".into()]);
-            g.connect(Outlet::new(x, 0), t, 0);
-            g.outputs.push(("y".into(), Outlet::new(t, 0)));
-            g.infer_types().unwrap();
-            let data: Tensor = match dtype {
-                DType::U8 => Tensor::from_vec(
-                    &shape,
-                    (0..120u32)
-                        .map(|i| (i * 7 % 251) as u8)
-                        .collect::<Vec<u8>>(),
-                ),
-                _ => Tensor::from_vec(
-                    &shape,
-                    (0..120).map(|i| i as f32 * 0.5 - 3.0).collect::<Vec<f32>>(),
-                ),
-            };
-            let feeds = vec![("x".to_string(), data)];
-            let e = octet::engine::Engine::new(g.clone(), Some(1)).unwrap();
-            assert!(e
-                .steps()
-                .iter()
-                .any(|s| s.op == "Transpose" && s.exec == "native"));
-            let got = e.run(&feeds).unwrap().remove(0).1;
-            let want = octet::reference::run_graph(&g, &feeds).unwrap().remove(0).1;
-            assert_eq!(got, want, "{dtype} {perm:?}");
-            cases += 1;
+    // Small shapes, and an attention-sized one ([1, 128, 12, 32]: split over 2 threads).
+    for (shape, threads) in [([2usize, 5, 3, 4], 1), ([1, 128, 12, 32], 2)] {
+        for dtype in [DType::F32, DType::U8] {
+            for perm in [
+                vec![0usize, 2, 1, 3],
+                vec![0, 2, 3, 1],
+                vec![3, 2, 1, 0],
+                vec![0, 1, 2, 3],
+                vec![1, 0, 3, 2],
+            ] {
+                let mut g = Graph::new();
+                let x = g.add_input("x", ValueType::fixed(dtype, &shape));
+                let t = g.add_node("t", Op::Transpose { perm: perm.clone() }, vec!["y".into()]);
+                g.connect(Outlet::new(x, 0), t, 0);
+                g.outputs.push(("y".into(), Outlet::new(t, 0)));
+                g.infer_types().unwrap();
+                let len: usize = shape.iter().product();
+                let data: Tensor = match dtype {
+                    DType::U8 => Tensor::from_vec(
+                        &shape,
+                        (0..len as u32)
+                            .map(|i| (i * 7 % 251) as u8)
+                            .collect::<Vec<u8>>(),
+                    ),
+                    _ => Tensor::from_vec(
+                        &shape,
+                        (0..len).map(|i| i as f32 * 0.5 - 3.0).collect::<Vec<f32>>(),
+                    ),
+                };
+                let feeds = vec![("x".to_string(), data)];
+                let e = octet::engine::Engine::new(g.clone(), Some(threads)).unwrap();
+                assert!(e
+                    .steps()
+                    .iter()
+                    .any(|s| s.op == "Transpose" && s.exec == "native"));
+                let got = e.run(&feeds).unwrap().remove(0).1;
+                let want = octet::reference::run_graph(&g, &feeds).unwrap().remove(0).1;
+                assert_eq!(got, want, "{dtype} {perm:?} {shape:?}");
+                cases += 1;
+            }
         }
     }
     println!("{cases} transposes identical to the reference");

@@ -1013,7 +1013,13 @@ fn broadcast_loop<F: Fn(f32, f32) -> f32 + Copy>(
     }
 }
 
-fn transpose_typed<T: Copy>(src: &[T], dst: &mut [T], shape: &[usize], perm: &[usize]) {
+fn transpose_typed<T: Copy + Send + Sync>(
+    src: &[T],
+    dst: &mut [T],
+    shape: &[usize],
+    perm: &[usize],
+) {
+    use rayon::prelude::*;
     let r = shape.len();
     let mut in_st = vec![1usize; r];
     for i in (0..r.saturating_sub(1)).rev() {
@@ -1027,26 +1033,46 @@ fn transpose_typed<T: Copy>(src: &[T], dst: &mut [T], shape: &[usize], perm: &[u
     }
     let inner = out_shape[r - 1];
     let is = st[r - 1];
-    let mut idx = vec![0usize; r];
-    let mut base = 0usize;
-    for row in dst.chunks_mut(inner) {
-        if is == 1 {
-            row.copy_from_slice(&src[base..base + inner]);
-        } else {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = src[base + j * is];
-            }
-        }
-        // Next row: carry the outer index, keeping the source offset incrementally.
+    // Output rows [first, first + chunk rows): the source offset of the first row from its
+    // index, then kept incrementally.
+    let rows = |first: usize, chunk: &mut [T]| {
+        let mut idx = vec![0usize; r];
+        let mut rem = first;
         for d in (0..r - 1).rev() {
-            idx[d] += 1;
-            base += st[d];
-            if idx[d] < out_shape[d] {
-                break;
-            }
-            base -= st[d] * out_shape[d];
-            idx[d] = 0;
+            idx[d] = rem % out_shape[d];
+            rem /= out_shape[d];
         }
+        let mut base: usize = (0..r - 1).map(|d| idx[d] * st[d]).sum();
+        for row in chunk.chunks_mut(inner) {
+            if is == 1 {
+                row.copy_from_slice(&src[base..base + inner]);
+            } else {
+                for (o, v) in row.iter_mut().zip(src[base..].iter().step_by(is)) {
+                    *o = *v;
+                }
+            }
+            // Next row: carry the outer index, keeping the source offset incrementally.
+            for d in (0..r - 1).rev() {
+                idx[d] += 1;
+                base += st[d];
+                if idx[d] < out_shape[d] {
+                    break;
+                }
+                base -= st[d] * out_shape[d];
+                idx[d] = 0;
+            }
+        }
+    };
+    let n_rows = dst.len() / inner;
+    let threads = rayon::current_num_threads();
+    if threads > 1 && dst.len() >= 32 * 1024 && n_rows >= 2 {
+        // Rows are independent: split over the pool (the same bytes either way).
+        let per = n_rows.div_ceil(4 * threads);
+        dst.par_chunks_mut(per * inner)
+            .enumerate()
+            .for_each(|(i, c)| rows(i * per, c));
+    } else {
+        rows(0, dst);
     }
 }
 
