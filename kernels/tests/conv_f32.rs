@@ -493,15 +493,7 @@ fn conv_f32_argument_errors() {
 #[test]
 fn conv_f32_residual_add_equals_separate_ops_every_isa() {
     let paths = PathsRan::new("conv2d_f32 + residual add");
-    let pools: Vec<rayon::ThreadPool> = [1, 2]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let pools = pools(&[1, 2]);
     let mut runner = TestRunner::new(Config {
         cases: 96,
         ..Config::default()

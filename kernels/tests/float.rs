@@ -350,15 +350,7 @@ fn softmax_nan_to_replaces_only_nan_rows_every_isa() {
 #[test]
 fn row_kernels_identical_for_any_thread_count() {
     let paths = PathsRan::new("softmax/layernorm threads");
-    let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let pools = pools(&[1, 2, 3]);
     let mut rng = Rng(5);
     let (rows, n) = (301, 128);
     let mut x: Vec<f32> = (0..rows * n).map(|_| (rng.f32() - 0.5) * 16.0).collect();

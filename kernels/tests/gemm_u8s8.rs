@@ -674,15 +674,7 @@ fn u8_times_u8_via_from_u8() {
 #[test]
 fn f32_gelu_post_scale_equal_separate_passes_every_isa() {
     let paths = PathsRan::new("gemm_u8s8 f32 gelu + post-scale");
-    let pools: Vec<rayon::ThreadPool> = [1, 2]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let pools = pools(&[1, 2]);
     let mut runner = TestRunner::new(Config {
         cases: 96,
         ..Config::default()

@@ -177,15 +177,7 @@ fn quantize_bad_arguments() {
 #[test]
 fn dynamic_quantize_identical_for_any_thread_count() {
     let paths = PathsRan::new("dynamic quantize threads");
-    let pools: Vec<rayon::ThreadPool> = [1, 2, 3]
-        .iter()
-        .map(|&t| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-        })
-        .collect();
+    let pools = pools(&[1, 2, 3]);
     let mut rng = Rng(9);
     let mut x: Vec<f32> = (0..100_003).map(|_| (rng.f32() - 0.3) * 7.0).collect();
     x[5] = f32::NAN;

@@ -50,6 +50,20 @@ pub fn gen_i8(rng: &mut Rng, len: usize, mode: u8, lo: i32, hi: i32) -> Vec<i8> 
         .collect()
 }
 
+/// One rayon pool per thread count, for tests that compare results across thread counts.
+#[allow(dead_code)] // not every test binary compares thread counts
+pub fn pools(threads: &[usize]) -> Vec<rayon::ThreadPool> {
+    threads
+        .iter()
+        .map(|&t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// The ISA kernels a test must run: all supported ones (respecting OCTET_ISA).
 pub fn kernels() -> Vec<Kernel> {
     Isa::supported()
