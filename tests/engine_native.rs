@@ -67,6 +67,11 @@ fn broadcast_binary_ops_match_the_reference_bitwise() {
         (&[2, 3, 5], &[]),
         (&[4, 1, 6], &[1, 5, 1]),
         (&[7], &[3, 7]),
+        // Large enough to be split over 2 threads (rows of the output per task).
+        (&[1, 128, 384], &[384]),
+        (&[1, 12, 128, 128], &[1, 1, 128, 128]),
+        (&[300, 129], &[300, 1]),
+        (&[1, 128, 384], &[1, 128, 384]),
     ];
     let mut cases = 0;
     for (i, (sa, sb)) in shapes.iter().enumerate() {
@@ -89,7 +94,9 @@ fn broadcast_binary_ops_match_the_reference_bitwise() {
                 )
             };
             let feeds = vec![("a".to_string(), t(sa, 1)), ("b".to_string(), t(sb, 2))];
-            let e = octet::engine::Engine::new(g.clone(), Some(1)).unwrap();
+            let len: usize = sa.iter().product::<usize>().max(sb.iter().product());
+            let threads = if len >= 32 * 1024 { 2 } else { 1 };
+            let e = octet::engine::Engine::new(g.clone(), Some(threads)).unwrap();
             assert!(e.steps().iter().any(|s| s.exec == "native"));
             let got = e.run(&feeds).unwrap().remove(0).1;
             let want = octet::reference::run_graph(&g, &feeds).unwrap().remove(0).1;

@@ -932,29 +932,58 @@ fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool)
     if ov.is_empty() {
         return Ok(out);
     }
+    // Large tensors are split over the pool (element-wise: the same bits either way).
+    let par = rayon::current_num_threads() > 1 && ov.len() >= 32 * 1024;
     if a.shape() == b.shape() {
-        match op {
-            BinaryOp::Add => octet_kernels::add(k, av, bv, ov).map_err(|e| e.to_string())?,
-            BinaryOp::Mul => octet_kernels::mul(k, av, bv, ov).map_err(|e| e.to_string())?,
-            _ => {
-                for ((o, &x), &y) in ov.iter_mut().zip(av).zip(bv) {
-                    *o = apply(op, x, y);
+        let same = |o: &mut [f32], x: &[f32], y: &[f32]| -> R<()> {
+            match op {
+                BinaryOp::Add => octet_kernels::add(k, x, y, o).map_err(|e| e.to_string()),
+                BinaryOp::Mul => octet_kernels::mul(k, x, y, o).map_err(|e| e.to_string()),
+                _ => {
+                    for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
+                        *o = apply(op, x, y);
+                    }
+                    Ok(())
                 }
             }
+        };
+        if par {
+            use rayon::prelude::*;
+            let c = ov
+                .len()
+                .div_ceil(4 * rayon::current_num_threads())
+                .next_multiple_of(64);
+            ov.par_chunks_mut(c)
+                .zip(av.par_chunks(c).zip(bv.par_chunks(c)))
+                .try_for_each(|(o, (x, y))| same(o, x, y))?;
+        } else {
+            same(ov, av, bv)?;
         }
         return Ok(out);
     }
-    match op {
-        BinaryOp::Add => broadcast_loop(|x, y| x + y, av, bv, a.shape(), b.shape(), &shape, ov),
-        BinaryOp::Sub => broadcast_loop(|x, y| x - y, av, bv, a.shape(), b.shape(), &shape, ov),
-        BinaryOp::Mul => broadcast_loop(|x, y| x * y, av, bv, a.shape(), b.shape(), &shape, ov),
-        _ => broadcast_loop(|x, y| x / y, av, bv, a.shape(), b.shape(), &shape, ov),
+    let (sa, sb) = (a.shape(), b.shape());
+    let run = |first: usize, o: &mut [f32]| match op {
+        BinaryOp::Add => broadcast_loop(|x, y| x + y, av, bv, sa, sb, &shape, first, o),
+        BinaryOp::Sub => broadcast_loop(|x, y| x - y, av, bv, sa, sb, &shape, first, o),
+        BinaryOp::Mul => broadcast_loop(|x, y| x * y, av, bv, sa, sb, &shape, first, o),
+        _ => broadcast_loop(|x, y| x / y, av, bv, sa, sb, &shape, first, o),
+    };
+    let inner = shape[shape.len() - 1];
+    let rows = ov.len() / inner;
+    if par && rows >= 2 {
+        use rayon::prelude::*;
+        let per = rows.div_ceil(4 * rayon::current_num_threads());
+        ov.par_chunks_mut(per * inner)
+            .enumerate()
+            .for_each(|(i, o)| run(i * per, o));
+    } else {
+        run(0, ov);
     }
     Ok(out)
 }
 
 /// `out = f(a, b)` with numpy broadcasting, one row of the last dimension at a time; `f` is
-/// monomorphised so each row loop vectorises.
+/// monomorphised so each row loop vectorises. `ov` holds whole output rows from row `first` on.
 #[allow(clippy::too_many_arguments)]
 fn broadcast_loop<F: Fn(f32, f32) -> f32 + Copy>(
     f: F,
@@ -963,6 +992,7 @@ fn broadcast_loop<F: Fn(f32, f32) -> f32 + Copy>(
     a_shape: &[usize],
     b_shape: &[usize],
     shape: &[usize],
+    first: usize,
     ov: &mut [f32],
 ) {
     let r = shape.len();
@@ -970,8 +1000,15 @@ fn broadcast_loop<F: Fn(f32, f32) -> f32 + Copy>(
     let sb = bstrides(b_shape, shape);
     let inner = shape[r - 1];
     let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    // The operands' offsets of row `first`, then kept incrementally.
     let mut idx = vec![0usize; r];
-    let (mut oa, mut ob) = (0usize, 0usize);
+    let mut rem = first;
+    for d in (0..r.saturating_sub(1)).rev() {
+        idx[d] = rem % shape[d];
+        rem /= shape[d];
+    }
+    let mut oa: usize = (0..r.saturating_sub(1)).map(|d| idx[d] * sa[d]).sum();
+    let mut ob: usize = (0..r.saturating_sub(1)).map(|d| idx[d] * sb[d]).sum();
     for row in ov.chunks_mut(inner) {
         match (ia, ib) {
             (1, 1) => {
