@@ -582,18 +582,23 @@ pub fn mul(kernel: &Kernel, a: &[f32], b: &[f32], out: &mut [f32]) -> Result<(),
 /// In place softmax over each row of `row_len` elements (max-subtracted, ONNX Softmax on the
 /// last axis). `x.len()` must be a multiple of `row_len`.
 pub fn softmax_rows(kernel: &Kernel, x: &mut [f32], row_len: usize) -> Result<(), KernelError> {
+    softmax_par(kernel, x, row_len, 0.0, false)
+}
+
+/// Softmax over whole rows (checked), split over the pool when large.
+fn softmax_par(
+    kernel: &Kernel,
+    x: &mut [f32],
+    row_len: usize,
+    nan_to: f32,
+    fix: bool,
+) -> Result<(), KernelError> {
     if row_len == 0 || !x.len().is_multiple_of(row_len) {
         return Err(bad(format!(
             "softmax_rows: length {} is not a multiple of row length {row_len}",
             x.len()
         )));
     }
-    softmax_par(kernel, x, row_len, 0.0, false);
-    Ok(())
-}
-
-/// Softmax over whole rows, split over the pool when large.
-fn softmax_par(kernel: &Kernel, x: &mut [f32], row_len: usize, nan_to: f32, fix: bool) {
     let isa = kernel.isa();
     let run = |c: &mut [f32]| {
         // SAFETY: whole rows of one slice; `isa` comes from a Kernel.
@@ -603,6 +608,7 @@ fn softmax_par(kernel: &Kernel, x: &mut [f32], row_len: usize, nan_to: f32, fix:
         Some(per) => x.par_chunks_mut(per * row_len).for_each(run),
         None => run(x),
     }
+    Ok(())
 }
 
 /// [`softmax_rows`] then NaN outputs replaced by `nan_to` (ONNX `Where(IsNaN(s), c, s)` after a
@@ -613,14 +619,7 @@ pub fn softmax_rows_nan_to(
     row_len: usize,
     nan_to: f32,
 ) -> Result<(), KernelError> {
-    if row_len == 0 || !x.len().is_multiple_of(row_len) {
-        return Err(bad(format!(
-            "softmax_rows: length {} is not a multiple of row length {row_len}",
-            x.len()
-        )));
-    }
-    softmax_par(kernel, x, row_len, nan_to, true);
-    Ok(())
+    softmax_par(kernel, x, row_len, nan_to, true)
 }
 
 /// Layer normalization over each row of `gamma.len()` elements (ONNX LayerNormalization on the

@@ -159,8 +159,7 @@ impl RuntimeMatMul {
         let b_zp = zero_point(get(3), "b_zero_point")?;
         let mut shape = batch.clone();
         shape.extend([m, n]);
-        let bias = row_bias;
-        if let Some(b) = bias {
+        if let Some(b) = row_bias {
             if scale.is_none() || !(b.len() == n || b.len() == m * n) {
                 return Err(format!(
                     "mask of {} values for a {m}x{n} output (needs the f32 epilogue and N or M*N values)",
@@ -181,13 +180,13 @@ impl RuntimeMatMul {
                 ld: k,
                 zero_point: a_zp,
             };
-            let row = bias.filter(|b| b.len() == n);
+            let row = row_bias.filter(|b| b.len() == n);
             let ep = match (scale, row) {
                 (Some(s), Some(b)) => Epilogue::requant(Scale::PerTensor(s), 0).with_f32_bias(b),
                 (Some(s), None) => Epilogue::requant(Scale::PerTensor(s), 0),
                 (None, _) => Epilogue::raw(),
             };
-            match (out, bias.filter(|b| b.len() != n && b.len() == m * n)) {
+            match (out, row_bias.filter(|b| b.len() != n && b.len() == m * n)) {
                 (OutputSlice::F32(o), Some(mat)) => {
                     // A whole-matrix mask: added to this batch's output while it is in cache,
                     // after the scale, as the graph's Add.

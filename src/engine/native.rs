@@ -828,6 +828,15 @@ impl NativeOp {
     }
 }
 
+/// Rows per task when `total` elements in rows of `row_len` are worth splitting over the current
+/// rayon pool (from 32K elements; about four tasks per thread), else None. The native ops split
+/// only into whole independent rows, so the result never depends on it.
+fn par_rows(total: usize, row_len: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    let rows = total / row_len.max(1);
+    (threads > 1 && total >= 32 * 1024 && rows >= 2).then(|| rows.div_ceil(4 * threads))
+}
+
 /// numpy-broadcast output shape.
 fn broadcast_shape(a: &[usize], b: &[usize]) -> R<Vec<usize>> {
     let r = a.len().max(b.len());
@@ -933,7 +942,6 @@ fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool)
         return Ok(out);
     }
     // Large tensors are split over the pool (element-wise: the same bits either way).
-    let par = rayon::current_num_threads() > 1 && ov.len() >= 32 * 1024;
     if a.shape() == b.shape() {
         let same = |o: &mut [f32], x: &[f32], y: &[f32]| -> R<()> {
             match op {
@@ -947,12 +955,10 @@ fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool)
                 }
             }
         };
-        if par {
+        // Same shapes: rows of 64 elements, as far as splitting is concerned.
+        if let Some(per) = par_rows(ov.len(), 64) {
             use rayon::prelude::*;
-            let c = ov
-                .len()
-                .div_ceil(4 * rayon::current_num_threads())
-                .next_multiple_of(64);
+            let c = per * 64;
             ov.par_chunks_mut(c)
                 .zip(av.par_chunks(c).zip(bv.par_chunks(c)))
                 .try_for_each(|(o, (x, y))| same(o, x, y))?;
@@ -969,10 +975,8 @@ fn binary_f32(k: &Kernel, op: BinaryOp, a: &Tensor, b: &Tensor, pool: &mut Pool)
         _ => broadcast_loop(|x, y| x / y, av, bv, sa, sb, &shape, first, o),
     };
     let inner = shape[shape.len() - 1];
-    let rows = ov.len() / inner;
-    if par && rows >= 2 {
+    if let Some(per) = par_rows(ov.len(), inner) {
         use rayon::prelude::*;
-        let per = rows.div_ceil(4 * rayon::current_num_threads());
         ov.par_chunks_mut(per * inner)
             .enumerate()
             .for_each(|(i, o)| run(i * per, o));
@@ -1100,11 +1104,7 @@ fn transpose_typed<T: Copy + Send + Sync>(
             }
         }
     };
-    let n_rows = dst.len() / inner;
-    let threads = rayon::current_num_threads();
-    if threads > 1 && dst.len() >= 32 * 1024 && n_rows >= 2 {
-        // Rows are independent: split over the pool (the same bytes either way).
-        let per = n_rows.div_ceil(4 * threads);
+    if let Some(per) = par_rows(dst.len(), inner) {
         dst.par_chunks_mut(per * inner)
             .enumerate()
             .for_each(|(i, c)| rows(i * per, c));
@@ -1341,7 +1341,7 @@ fn maxpool<T: Copy + Send + Sync>(
         return;
     }
     let y = &mut y[..g.n * g.oh * g.ow * c];
-    let parallel = rayon::current_num_threads() > 1 && y.len() >= 32 * 1024;
+    let parallel = par_rows(y.len(), chunk).is_some();
     match (g.nhwc, parallel) {
         (true, true) => y.par_chunks_mut(chunk).enumerate().for_each(nhwc_row),
         (true, false) => y.chunks_mut(chunk).enumerate().for_each(nhwc_row),
