@@ -9,6 +9,7 @@ pub mod attrs;
 pub mod error;
 pub mod ops;
 pub mod proto;
+pub mod source;
 pub mod summary;
 pub mod tensor;
 
@@ -32,22 +33,19 @@ pub struct Model {
     pub path: PathBuf,
 }
 
-/// Read and import an ONNX file.
+/// Read and import an ONNX file. The file is mapped and its weights read straight into the
+/// graph's tensors (see [`source`]): loading holds each weight once.
 pub fn load(path: impl AsRef<Path>) -> Result<Model, ImportError> {
     let path = path.as_ref();
-    // The file's bytes are dropped once decoded, before the graph is built: peak memory holds
-    // the weights twice at most (decoded message and graph), not three times.
-    let model = {
-        let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        decode(&bytes, path)?
-    };
-    import_model(model, path, path.parent())
+    let file = source::ModelFile::open(path).map_err(|source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let model = decode(file.bytes(), path)?;
+    import_model(model, path, path.parent(), Some(&file))
 }
 
-fn decode(bytes: &[u8], path: &Path) -> Result<proto::ModelProto, ImportError> {
+fn decode(bytes: impl prost::bytes::Buf, path: &Path) -> Result<proto::ModelProto, ImportError> {
     proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
         path: path.to_path_buf(),
         msg: e.to_string(),
@@ -60,15 +58,16 @@ pub fn import_bytes(
     path: &Path,
     base_dir: Option<&Path>,
 ) -> Result<Model, ImportError> {
-    import_model(decode(bytes, path)?, path, base_dir)
+    import_model(decode(bytes, path)?, path, base_dir, None)
 }
 
 /// Import a decoded model, consuming it: each initializer's bytes are freed as soon as its
-/// tensor is built.
+/// tensor is built. `file`, when given, is the mapped file the model was decoded from.
 fn import_model(
     mut model: proto::ModelProto,
     path: &Path,
     base_dir: Option<&Path>,
+    file: Option<&source::ModelFile>,
 ) -> Result<Model, ImportError> {
     let p = || path.to_path_buf();
     let mut graph_proto = model.graph.take().ok_or_else(|| ImportError::Model {
@@ -106,7 +105,7 @@ fn import_model(
     for t in std::mem::take(&mut graph_proto.initializer) {
         let name = t.name.clone().unwrap_or_default();
         let tensor =
-            tensor::tensor_from_proto(&t, base_dir).map_err(|msg| ImportError::Tensor {
+            tensor::tensor_from_proto_in(&t, base_dir, file).map_err(|msg| ImportError::Tensor {
                 path: p(),
                 tensor: name.clone(),
                 msg,

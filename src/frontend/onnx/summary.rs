@@ -18,11 +18,11 @@ pub struct RawSummary {
 }
 
 pub fn raw_summary(path: &Path) -> Result<RawSummary, ImportError> {
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+    let file = super::source::ModelFile::open(path).map_err(|source| ImportError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let m = ModelProto::decode(bytes.as_slice()).map_err(|e| ImportError::Decode {
+    let m = ModelProto::decode(file.bytes()).map_err(|e| ImportError::Decode {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;

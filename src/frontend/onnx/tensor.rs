@@ -1,6 +1,7 @@
 //! TensorProto to octet tensors: raw_data, the typed repeated fields, and external data files.
 
 use super::proto::TensorProto;
+use super::source::ModelFile;
 use octet_ir::{DType, Tensor};
 use std::path::Path;
 
@@ -8,6 +9,16 @@ type R<T> = Result<T, String>;
 
 /// Decode a TensorProto. `base_dir` resolves external data locations.
 pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> R<Tensor> {
+    tensor_from_proto_in(t, base_dir, None)
+}
+
+/// [`tensor_from_proto`] for a tensor decoded from `file`: its raw data is read from the file
+/// rather than through the mapping (see [`ModelFile::read_raw`]).
+pub fn tensor_from_proto_in(
+    t: &TensorProto,
+    base_dir: Option<&Path>,
+    file: Option<&ModelFile>,
+) -> R<Tensor> {
     let code = t.data_type.unwrap_or(0);
     let dtype = DType::from_onnx_code(code).ok_or_else(|| match code {
         8 => "string tensors are not supported".to_string(),
@@ -39,7 +50,14 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> R<Tensor> 
                 nbytes
             ));
         }
-        return Ok(Tensor::from_raw(dtype, &shape, raw).expect("length checked"));
+        let mut out = Tensor::zeros(dtype, &shape);
+        match file {
+            Some(f) => f
+                .read_raw(raw, out.bytes_mut())
+                .map_err(|e| format!("reading raw_data: {e}"))?,
+            None => out.bytes_mut().copy_from_slice(raw),
+        }
+        return Ok(out);
     }
     let check = |len: usize| -> R<()> {
         if len != n {
@@ -147,7 +165,7 @@ pub fn tensor_to_proto(name: &str, t: &Tensor) -> TensorProto {
         name: Some(name.to_string()),
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(t.dtype().onnx_code()),
-        raw_data: Some(t.bytes().to_vec()),
+        raw_data: Some(prost::bytes::Bytes::copy_from_slice(t.bytes())),
         ..Default::default()
     }
 }
