@@ -155,6 +155,7 @@ pub(crate) fn depthwise_u8s8(
         lo,
         hi,
         res: None,
+        small_scale: crate::gemm_u8s8::epilogue::small_scale(&scale),
     };
     let outp = SendPtr(out.ptr());
     let (kh, kw) = (dw.kh, dw.kw);

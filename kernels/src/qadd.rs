@@ -80,6 +80,14 @@ impl QAdd {
         })
     }
 
+    /// Whether `((a - a_zp) * a_s + (b - b_zp) * b_s) / c_s` stays below 2^30 in magnitude for
+    /// every operand byte, so it converts to int32 exactly and the clamp to the output type can
+    /// be the narrowing packs' saturation instead of a float min/max.
+    pub(crate) fn sum_fits_i32(&self) -> bool {
+        let bound = 256.0 * (self.a.0.abs() as f64 + self.b.0.abs() as f64) / self.c.0 as f64;
+        bound < (1u64 << 30) as f64
+    }
+
     /// The same add with the operands exchanged (gives the same bytes for exchanged inputs).
     pub fn swapped(&self) -> QAdd {
         QAdd {
@@ -432,6 +440,7 @@ pub(crate) mod x86 {
     ) {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         let (k, table) = setup::<SIGNED>(q, VBMI);
+        let fits = q.sum_fits_i32();
         // Column order after the in-lane packs: a 4 x 4 dword transpose (as the GEMM epilogue).
         let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         for (r, x) in xa.iter().enumerate() {
@@ -449,9 +458,17 @@ pub(crate) mod x86 {
                     k.bs,
                 );
                 let f = _mm512_div_ps(_mm512_add_ps(x[c], yb), k.cs);
-                let f = _mm512_min_ps(_mm512_max_ps(f, k.lo), k.hi);
+                // With `fits`, |f| < 2^30: round and add the zero point in integers and let the
+                // packs' saturation clamp to the type (clamping to integer bounds commutes with
+                // rounding: the same bytes as the float clamp).
+                let f = if fits {
+                    f
+                } else {
+                    _mm512_min_ps(_mm512_max_ps(f, k.lo), k.hi)
+                };
                 *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), k.czp);
             }
+            // Signed 32 -> 16 saturation first in both cases (exact for any int32).
             let packed = if SIGNED {
                 _mm512_packs_epi16(
                     _mm512_packs_epi32(qv[0], qv[1]),
@@ -459,8 +476,8 @@ pub(crate) mod x86 {
                 )
             } else {
                 _mm512_packus_epi16(
-                    _mm512_packus_epi32(qv[0], qv[1]),
-                    _mm512_packus_epi32(qv[2], qv[3]),
+                    _mm512_packs_epi32(qv[0], qv[1]),
+                    _mm512_packs_epi32(qv[2], qv[3]),
                 )
             };
             let mut v = _mm512_permutexvar_epi32(idx, packed);

@@ -110,7 +110,12 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
         reference::conv2d_u8s8_i32(&x, (c.batch, c.h, c.w, c_in), c.zx, &wt, c_out, c.zw, &geom);
     prop_assert_eq!((roh, row_), (oh, ow));
     let bias: Vec<i32> = (0..c_out).map(|_| rng.below(2001) as i32 - 1000).collect();
-    let mults: Vec<f32> = (0..c_out).map(|_| (0.5 + rng.f32()) * 1e-2).collect();
+    // Usually small multipliers (the epilogue's integer clamp); one seed in four has some up to
+    // 3 (its float clamp, for the plain and the residual epilogue).
+    let big = c.seed % 4 == 0;
+    let mults: Vec<f32> = (0..c_out)
+        .map(|_| (0.5 + rng.f32()) * if big { 2.0 } else { 1e-2 })
+        .collect();
     let packed = PackedConv::new(geom, c_in, c_out, &wt, c.zw).unwrap();
     let t = TensorU8 {
         data: &x,
@@ -136,7 +141,7 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
                 c
             );
             // Fused residual add: the same bytes as the conv's output then the add's rule.
-            let add = residual_add(&mut rng);
+            let add = residual_add(&mut rng, (c.seed / 4) % 2 == 1);
             let other = gen_u8(&mut rng, out.len(), 0);
             let mut fused = vec![0u8; out.len()];
             conv2d_u8s8_add(
@@ -172,15 +177,18 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// A u8 QLinearAdd with a random table half the time.
-fn residual_add(rng: &mut Rng) -> QAdd {
+/// A u8 QLinearAdd with a random table half the time. With `tiny_out` its output scale is so
+/// small that the sum leaves the int32 range: the fused epilogue then clamps in float instead of
+/// by the packs' saturation.
+fn residual_add(rng: &mut Rng, tiny_out: bool) -> QAdd {
     let s = |rng: &mut Rng| (0.05 + rng.f32()) * 0.1;
+    let c_scale = s(rng) * if tiny_out { 1e-9 } else { 1.0 };
     let post: Option<Vec<u8>> =
         (rng.below(2) == 0).then(|| (0..256).map(|_| rng.next() as u8).collect());
     QAdd::new(
         (s(rng), rng.below(256) as i32),
         (s(rng), rng.below(256) as i32),
-        (s(rng), rng.below(256) as i32),
+        (c_scale, rng.below(256) as i32),
         false,
         post.as_deref(),
     )
@@ -384,6 +392,31 @@ fn depthwise_3x3_and_resnet_like_shapes() {
     ];
     for c in &cases {
         run_case(c, &paths).unwrap();
+    }
+    // Whole 64-column rows (the fused kernels' packed-row epilogues, plain and with the residual
+    // add): 1x1 and 3x3 to 128 channels; seeds 0..8 give every combination of small / large
+    // multipliers and in-range / out-of-range residual sums (see `run_case`).
+    for seed in 0..8 {
+        for k in [(1, 1), (3, 3)] {
+            let c = C {
+                batch: 1,
+                h: 7,
+                w: 9,
+                cig: 64,
+                cog: 128,
+                groups: 1,
+                depthwise: false,
+                k,
+                s: (1, 1),
+                d: (1, 1),
+                pads: [k.0 / 2; 4],
+                zx: 5 + seed as i32,
+                zw: 0,
+                seed,
+                u8out: true,
+            };
+            run_case(&c, &paths).unwrap();
+        }
     }
     paths.finish();
 }

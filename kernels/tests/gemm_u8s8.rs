@@ -153,7 +153,9 @@ fn epi_case() -> impl Strategy<Value = EpiCase> {
         any::<bool>(),
         0i32..256,
         prop_oneof![Just(None), (0i32..128, 128i32..256).prop_map(Some)],
-        -16i32..-4,
+        // Multipliers from 2^-16 to 2^2: the whole-row epilogues' integer clamp (multipliers
+        // <= 0.99) and their float clamp (larger) both run.
+        -16i32..2,
     )
         .prop_map(
             |(base, kind, per_channel, bias, zp, clamp, mult_exp)| EpiCase {

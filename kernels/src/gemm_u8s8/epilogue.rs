@@ -47,6 +47,18 @@ pub(crate) struct EpiPlan<'a> {
     /// A residual add the fused VNNI kernel applies in registers to whole 64-column rows (the
     /// tiles for which the driver passes the other operand's pointer).
     pub res: Option<&'a crate::qadd::QAdd>,
+    /// Every `|scale[j]| <= SMALL_SCALE`: then `(v as f32) * scale[j]` converts to int32 without
+    /// overflow for any int32 `v`, so whole-row epilogues may round first and clamp in integers
+    /// (saturating packs) instead of clamping in float: the same values, fewer float operations.
+    pub small_scale: bool,
+}
+
+/// Bound on the multipliers for [`EpiPlan::small_scale`]: `2^31 * 0.99 + 255 < 2^31`.
+pub(crate) const SMALL_SCALE: f32 = 0.99;
+
+/// [`EpiPlan::small_scale`] for these multipliers.
+pub(crate) fn small_scale(scale: &[f32]) -> bool {
+    scale.iter().all(|s| s.abs() <= SMALL_SCALE)
 }
 
 pub(crate) const CLAMP_F: f32 = 16_777_216.0;
@@ -293,6 +305,7 @@ pub(crate) mod x86 {
             _mm512_set1_ps((p.hi - p.zp) as f32),
         );
         let zp = _mm512_set1_epi32(p.zp);
+        let (tlo, thi) = if signed { (-128, 127) } else { (0, 255) };
         let mut q = [_mm512_setzero_si512(); 4];
         for (c, qc) in q.iter_mut().enumerate() {
             let v = _mm512_add_epi32(
@@ -306,11 +319,25 @@ pub(crate) mod x86 {
                 _mm512_cvt_roundepi32_ps::<RNE>(v),
                 _mm512_loadu_ps(p.scale.as_ptr().add(j + 16 * c)),
             );
-            let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-            *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), zp);
+            if p.small_scale {
+                // Round, add zp, clamp in integers: clamping to the integers [lo, hi] commutes
+                // with rounding, and the packs below saturate to the type's own range.
+                let mut x = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), zp);
+                if p.lo > tlo {
+                    x = _mm512_max_epi32(x, _mm512_set1_epi32(p.lo));
+                }
+                if p.hi < thi {
+                    x = _mm512_min_epi32(x, _mm512_set1_epi32(p.hi));
+                }
+                *qc = x;
+            } else {
+                let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
+                *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), zp);
+            }
         }
         // In-lane packs leave dword (lane L, vector c) at index 4L + c; column order wants it at
-        // 4c + L: a 4 x 4 dword transpose.
+        // 4c + L: a 4 x 4 dword transpose. Signed 32 -> 16 saturation first in both cases, so
+        // any int32 lands on the type's range.
         let packed = if signed {
             _mm512_packs_epi16(
                 _mm512_packs_epi32(q[0], q[1]),
@@ -318,8 +345,8 @@ pub(crate) mod x86 {
             )
         } else {
             _mm512_packus_epi16(
-                _mm512_packus_epi32(q[0], q[1]),
-                _mm512_packus_epi32(q[2], q[3]),
+                _mm512_packs_epi32(q[0], q[1]),
+                _mm512_packs_epi32(q[2], q[3]),
             )
         };
         let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -332,20 +359,17 @@ pub(crate) mod x86 {
     /// clamped product (as in `vec16`) and `r = round_half_even(f)` (an integer-valued float,
     /// `|r| <= 2^24`), `q - a_zp = r + (zp - a_zp)` exactly, so `xa = (r + (zp - a_zp)) * a_s`
     /// (the integer add is exact in f32): the same value as dequantizing the stored byte.
+    /// `zpd` is `zp - a_zp`. With `small_scale` the rounding and clamp run in integers.
     #[inline(always)]
     pub(crate) unsafe fn row64_xa(
         p: &EpiPlan,
         acc: [__m512i; 4],
         rt: __m512i,
         j: usize,
-        zpd: __m512,
+        zpd: i32,
         a_s: __m512,
     ) -> [__m512; 4] {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let (flo, fhi) = (
-            _mm512_set1_ps((p.lo - p.zp) as f32),
-            _mm512_set1_ps((p.hi - p.zp) as f32),
-        );
         let mut xa = [_mm512_setzero_ps(); 4];
         for (c, x) in xa.iter_mut().enumerate() {
             let v = _mm512_add_epi32(
@@ -359,9 +383,22 @@ pub(crate) mod x86 {
                 _mm512_cvt_roundepi32_ps::<RNE>(v),
                 _mm512_loadu_ps(p.scale.as_ptr().add(j + 16 * c)),
             );
-            let f = _mm512_min_ps(_mm512_max_ps(f, flo), fhi);
-            let r = _mm512_roundscale_ps::<RNE>(f);
-            *x = _mm512_mul_ps(_mm512_add_ps(r, zpd), a_s);
+            let r = if p.small_scale {
+                // round, clamp and shift in integers (exact; see `row64_bytes`)
+                let q = _mm512_cvt_roundps_epi32::<RNE>(f);
+                let q = _mm512_min_epi32(
+                    _mm512_max_epi32(q, _mm512_set1_epi32(p.lo - p.zp)),
+                    _mm512_set1_epi32(p.hi - p.zp),
+                );
+                _mm512_cvtepi32_ps(_mm512_add_epi32(q, _mm512_set1_epi32(zpd)))
+            } else {
+                let f = _mm512_min_ps(
+                    _mm512_max_ps(f, _mm512_set1_ps((p.lo - p.zp) as f32)),
+                    _mm512_set1_ps((p.hi - p.zp) as f32),
+                );
+                _mm512_add_ps(_mm512_roundscale_ps::<RNE>(f), _mm512_set1_ps(zpd as f32))
+            };
+            *x = _mm512_mul_ps(r, a_s);
         }
         xa
     }

@@ -331,14 +331,18 @@ mod x86 {
                 Some(q) if !rp.is_null() => {
                     // The residual add takes the conv's value in float (`row64_xa`): the
                     // output bytes of the conv are never formed.
-                    let zpd = _mm512_set1_ps((plan.zp - q.a.1) as f32);
+                    let zpd = plan.zp - q.a.1;
                     let a_s = _mm512_set1_ps(q.a.0);
-                    let mut xa = [[_mm512_setzero_ps(); 4]; R];
+                    // Uninitialised, then every row written: a zeroed array cost a `memset`
+                    // call per tile.
+                    let mut xa = std::mem::MaybeUninit::<[[__m512; 4]; R]>::uninit();
+                    let xp = xa.as_mut_ptr() as *mut [__m512; 4];
                     for (r, acc_r) in acc.iter().enumerate() {
                         let rt = _mm512_set1_epi32(*rowterm.add(r));
                         let a4 = [acc_r[0], acc_r[1], acc_r[2], acc_r[3]];
-                        xa[r] = row64_xa(plan, a4, rt, j0, zpd, a_s);
+                        xp.add(r).write(row64_xa(plan, a4, rt, j0, zpd, a_s));
                     }
+                    let xa = xa.assume_init();
                     crate::qadd::x86::add_rows64_xa(
                         q,
                         &xa,

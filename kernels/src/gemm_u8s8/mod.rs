@@ -422,6 +422,7 @@ pub(crate) fn gemm_u8s8_res_on(
         lo,
         hi,
         res: res.map(|r| r.add),
+        small_scale: epilogue::small_scale(&scale),
     };
 
     let isa = kernel.isa();
@@ -655,6 +656,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         lo,
         hi,
         res: res.map(|r| r.add),
+        small_scale: epilogue::small_scale(&scale),
     };
     let threads = rayon::current_num_threads();
     let items = plan_items(m, n, b.kp, 6, threads);
