@@ -18,6 +18,12 @@ impl AlignedBytes {
             len,
         }
     }
+    /// `len` zero bytes, reusing the allocation when it is large enough.
+    pub(crate) fn reset_zeroed(&mut self, len: usize) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(64), Line([0; 64]));
+        self.len = len;
+    }
     pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: `lines` is a contiguous allocation of `lines.len() * 64 >= len` initialised bytes;
         // `Line` is repr(C) over [u8; 64] with no padding.

@@ -3,6 +3,7 @@
 //! kernel (`depthwise.rs`). Owns the geometry and the lowering; all arithmetic is the GEMM's and
 //! the epilogue's, so the rounding and saturation rules are exactly those of [`crate::gemm_u8s8`].
 
+use crate::scratch::Scratch;
 use crate::depthwise::{depthwise_u8s8, DepthwiseWeights};
 use crate::error::{bad, KernelError};
 use crate::gemm_u8s8::{
@@ -318,7 +319,6 @@ fn conv2d_impl(
     let kk = kh * kw * cig;
     // Validate the whole epilogue once against C_out, so per-group slicing cannot fail.
     crate::gemm_u8s8::validate_epilogue("conv2d_u8s8", ep, c_out, &out)?;
-    let mut scratch: Vec<u8> = Vec::new();
     for (gi, pack) in packs.iter().enumerate() {
         let c0 = gi * cog;
         let ci0 = gi * cig;
@@ -380,8 +380,9 @@ fn conv2d_impl(
                 .chunks(rows * c_out, chunk * c_out)
                 .ok_or_else(|| bad("conv: output too small"))?;
             parts.into_par_iter().enumerate().try_for_each_init(
-                || vec![0u8; chunk * ld],
-                |scratch, (ci, o)| {
+                || Scratch::take(chunk * ld),
+                |sbuf, (ci, o)| {
+                    let scratch = sbuf.slice::<u8>(chunk * ld);
                     let r0 = ci * chunk;
                     let r1 = (r0 + chunk).min(rows);
                     im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, scratch);
@@ -400,7 +401,8 @@ fn conv2d_impl(
             )?;
             continue;
         }
-        scratch.resize(chunk * ld, 0);
+        let mut sbuf = Scratch::take(chunk * ld);
+        let scratch = sbuf.slice::<u8>(chunk * ld);
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);
@@ -418,7 +420,7 @@ fn conv2d_impl(
                         im2col(x, c_in, ci0, cig, geom, (oh, ow), a0, a1, ld, part);
                     });
             } else {
-                im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, &mut scratch);
+                im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, scratch);
             }
             let a = MatrixU8 {
                 data: &scratch[..(r1 - r0) * ld],
@@ -465,18 +467,24 @@ fn conv_indirect(
 ) -> Result<(), KernelError> {
     let (kh, kw) = geom.kernel;
     let taps = kh * kw;
-    let pad = vec![x.zero_point as u8; cig];
+    let mut pad_buf = Scratch::take(cig);
+    let pad: &[u8] = pad_buf.filled(cig, x.zero_point as u8);
     let chunk = INDIRECT_ROWS.min(rows);
-    let mut ptrs: Vec<*const u8> = Vec::with_capacity(chunk * taps);
-    let mut sums: Vec<i32> = Vec::new();
+    // Per-thread reused buffers (see `scratch`): the pointers as `usize`, the row sums.
+    let mut ptr_buf = Scratch::take(chunk * taps * std::mem::size_of::<usize>());
+    let mut sum_buf = Scratch::take(chunk * 4);
     let need_sums = pack.zero_point() != 0;
     let mut r0 = 0;
     while r0 < rows {
         let r1 = (r0 + chunk).min(rows);
-        sums.clear();
+        let words = ptr_buf.slice::<usize>((r1 - r0) * taps);
+        // SAFETY: `*const u8` and `usize` have the same size and alignment; every entry is
+        // written by `fill_indirection` below before anything reads it.
+        let ptrs: &mut [*const u8] =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len()) };
+        let sums = sum_buf.slice::<i32>(r1 - r0);
         // Fill the indirection rows, split over the pool (disjoint row ranges; the pointers do
         // not depend on the split).
-        ptrs.resize((r1 - r0) * taps, std::ptr::null());
         let dst = SendMutPtr(ptrs.as_mut_ptr());
         let pad_ptr = SendConstPtr(pad.as_ptr());
         let nthreads = rayon::current_num_threads();
@@ -510,23 +518,23 @@ fn conv_indirect(
             fill(r0, r1);
         }
         if need_sums {
-            for row in ptrs.chunks_exact(taps) {
+            for (row, sum) in ptrs.chunks_exact(taps).zip(sums.iter_mut()) {
                 let mut s = 0i32;
                 for &p in row {
                     // SAFETY: each pointer addresses `cig` live bytes (see above).
                     let seg = unsafe { std::slice::from_raw_parts(p, cig) };
                     s += seg.iter().map(|&v| v as i32).sum::<i32>();
                 }
-                sums.push(s);
+                *sum = s;
             }
         }
         let a = crate::gemm_u8s8::IndirectA {
-            ptrs: &ptrs,
+            ptrs,
             taps,
             seg: cig,
             rows: r1 - r0,
             zero_point: x.zero_point,
-            row_sums: if need_sums { Some(&sums) } else { None },
+            row_sums: if need_sums { Some(sums) } else { None },
         };
         let o = out
             .offset_mut(r0 * c_out + c0)
@@ -577,31 +585,31 @@ unsafe fn fill_indirection(
     let (sh, sw) = geom.stride;
     let (dh, dw) = geom.dilation;
     let (pt, pl) = (geom.pads[0] as isize, geom.pads[1] as isize);
-    let mut ybase: Vec<Option<usize>> = Vec::with_capacity(kh);
+    // Per kernel row, the input row's offset, or NONE in the vertical padding.
+    const NONE: usize = usize::MAX;
+    let mut ybase = crate::scratch::ScratchVec::filled(kh, NONE);
     let mut w = 0;
     let mut r = lo;
     while r < hi {
         let (b, oy, ox0) = (r / (oh * ow), (r / ow) % oh, r % ow);
         let ox_end = ow.min(ox0 + (hi - r));
-        ybase.clear();
-        for ky in 0..kh {
+        for (ky, yb) in ybase.iter_mut().enumerate() {
             let iy = (oy * sh + ky * dh) as isize - pt;
-            ybase.push(if iy >= 0 && (iy as usize) < x.h {
-                Some(((b * x.h + iy as usize) * x.w) * c_in + ci0)
+            *yb = if iy >= 0 && (iy as usize) < x.h {
+                ((b * x.h + iy as usize) * x.w) * c_in + ci0
             } else {
-                None
-            });
+                NONE
+            };
         }
         for ox in ox0..ox_end {
-            for yb in ybase.iter() {
+            for &yb in ybase.iter() {
                 for kx in 0..kw {
                     let ix = (ox * sw + kx * dw) as isize - pl;
-                    let ptr = match yb {
+                    let ptr = if yb != NONE && ix >= 0 && (ix as usize) < x.w {
                         // In bounds: offset + cig <= x.data.len() (input length checked).
-                        Some(yb) if ix >= 0 && (ix as usize) < x.w => {
-                            xp.wrapping_add(yb + ix as usize * c_in)
-                        }
-                        _ => pad,
+                        xp.wrapping_add(yb + ix as usize * c_in)
+                    } else {
+                        pad
                     };
                     *dst.add(w) = ptr;
                     w += 1;

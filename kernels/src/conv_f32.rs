@@ -6,6 +6,7 @@ use crate::conv::ConvGeometry;
 use crate::error::{bad, KernelError};
 use crate::gemm_f32::{gemm_core, ASrc, PackedBF32};
 use crate::isa::Kernel;
+use crate::scratch::Scratch;
 use crate::WeightLayout;
 use rayon::prelude::*;
 
@@ -169,16 +170,24 @@ pub fn conv2d_f32_add(
     }
     let ind = Indirection::new(geom, (h, w, c_in), ow, cig);
     let threads = rayon::current_num_threads();
-    let mut ptrs = vec![PtrCell(std::ptr::null()); rows * ind.segs];
+    // Per-thread reused buffers (`crate::scratch`): no allocation per call once warm.
+    let mut ptr_buf = Scratch::take(rows * ind.segs * std::mem::size_of::<usize>());
+    let words = ptr_buf.slice::<usize>(rows * ind.segs);
+    // SAFETY: `PtrCell` is a transparent `*const f32`, the size and alignment of `usize`; every
+    // entry is written by `fill_row` before the GEMM reads it.
+    let ptrs: &mut [PtrCell] =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len()) };
     // At least one float per output row so that every row gets a (possibly unused) chunk.
     let spr = ind.scratch_per_row.max(1);
-    let mut scratch = vec![0f32; batch * oh * spr];
-    let zeros = vec![0f32; ind.seg];
+    let mut scratch_buf = Scratch::take(batch * oh * spr * 4);
+    let scratch = scratch_buf.slice::<f32>(batch * oh * spr);
+    let mut zero_buf = Scratch::take(ind.seg * 4);
+    let zeros: &[f32] = zero_buf.filled(ind.seg, 0.0);
     for (gi, pack) in wts.packs.iter().enumerate() {
         let (ci0, co0) = (gi * cig, gi * cog);
         let gb = bias.map(|b| &b[co0..co0 + cog]);
         let fill = |(bo, (p, s)): (usize, (&mut [PtrCell], &mut [f32]))| {
-            ind.fill_row(x, &zeros, ci0, bo / oh, bo % oh, p, s)
+            ind.fill_row(x, zeros, ci0, bo / oh, bo % oh, p, s)
         };
         let row_ptrs = ow * ind.segs;
         if threads > 1 && batch * oh > 1 {

@@ -138,9 +138,9 @@ pub(crate) fn depthwise_u8s8(
         && geom.dilation.1 == 1
         && matches!(geom.stride.1, 1 | 2);
     let pair = fast3 && geom.stride == (1, 1) && geom.dilation.0 == 1;
-    let mut colterm: Vec<i32> = match ep.bias {
-        Some(b) => b.to_vec(),
-        None => vec![0; c],
+    let mut colterm = match ep.bias {
+        Some(b) => crate::scratch::ScratchVec::copy_of(b),
+        None => crate::scratch::ScratchVec::filled(c, 0),
     };
     if fast3 {
         for (t, &s) in colterm.iter_mut().zip(&dw.wsum) {
@@ -178,11 +178,11 @@ pub(crate) fn depthwise_u8s8(
     // others c) and the tap list, allocated once per worker, not per row.
     let init = || {
         (
-            vec![0i32; c * ow],
+            crate::scratch::Scratch::take(c * ow * 4),
             Vec::<(usize, usize)>::with_capacity(kh * kw),
         )
     };
-    let row_task = |scratch: &mut (Vec<i32>, Vec<(usize, usize)>), row: usize| {
+    let row_task = |scratch: &mut (crate::scratch::Scratch, Vec<(usize, usize)>), row: usize| {
         #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
         // SAFETY: the Kernel proves `isa`; RowArgs describes checked buffers (see dw_row_body).
@@ -192,7 +192,7 @@ pub(crate) fn depthwise_u8s8(
                 &args,
                 &plan,
                 row,
-                &mut scratch.0,
+                scratch.0.slice::<i32>(c * ow),
                 &mut scratch.1,
                 outp.0,
             )

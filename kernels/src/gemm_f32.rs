@@ -187,17 +187,17 @@ pub(crate) fn gemm_core(
     }
     let mc = m.div_ceil(m_blocks).div_ceil(mr) * mr;
     let pc = panels.div_ceil(n_chunks);
-    let mut items = Vec::new();
-    for p0 in (0..panels).step_by(pc) {
-        for m0 in (0..m).step_by(mc) {
-            items.push((m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels)));
-        }
-    }
+    // (m0, m1, p0, p1) per item, in a per-thread reused buffer (no allocation per call).
+    let nm = m.div_ceil(mc);
+    let items = crate::scratch::ScratchVec::from_fn(panels.div_ceil(pc) * nm, |i| {
+        let (p0, m0) = ((i / nm) * pc, (i % nm) * mc);
+        [m0, (m0 + mc).min(m), p0, (p0 + pc).min(panels)]
+    });
     let outp = SendPtr(out.as_mut_ptr());
     let src = SyncSrc(src);
     let bias_ptr = bias.map_or(std::ptr::null(), |bb| bb.as_ptr()) as usize;
     let res_ptr = res.map_or(std::ptr::null(), |r| r.as_ptr()) as usize;
-    let run = |&(m0, m1, p0, p1): &(usize, usize, usize, usize)| {
+    let run = |&[m0, m1, p0, p1]: &[usize; 4]| {
         #[allow(clippy::redundant_locals)] // capture the Send wrappers, not their fields
         let (outp, src) = (outp, src);
         for kb in 0..nkb {

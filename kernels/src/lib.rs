@@ -84,6 +84,7 @@ mod isa;
 mod qadd;
 mod quantize;
 pub mod reference;
+mod scratch;
 mod simd;
 mod transpose_f32;
 

@@ -51,6 +51,10 @@ pub struct GemmNode {
     k: usize,
     n: usize,
     note: String,
+    /// The dequantizing epilogue's per-run multipliers (`a_scale * w_scale[j]`), kept between
+    /// runs so a run allocates nothing (a concurrent run of the same engine that finds it
+    /// locked uses a fresh vector).
+    scales: std::sync::Mutex<Vec<f32>>,
 }
 
 use super::matmul_runtime::RuntimeMatMul;
@@ -585,6 +589,7 @@ fn build_gemm(g: &Graph, n: NodeIndex, best: Kernel) -> R<GemmNode> {
         k,
         n: nn,
         note,
+        scales: std::sync::Mutex::new(Vec::new()),
     })
 }
 
@@ -650,10 +655,12 @@ impl GemmNode {
         let mut shape = s.to_vec();
         *shape.last_mut().unwrap() = self.n;
         if let Some(d) = deq {
-            let scales: Vec<f32> = (0..self.n)
-                .map(|j| d.a_scale * pick(d.w_scale, j))
-                .collect();
-            let mut ep = Epilogue::requant(Scale::PerChannel(&scales), 0);
+            let mut fresh = Vec::new();
+            let mut guard = self.scales.try_lock().ok();
+            let scales: &mut Vec<f32> = guard.as_deref_mut().unwrap_or(&mut fresh);
+            scales.clear();
+            scales.extend((0..self.n).map(|j| d.a_scale * pick(d.w_scale, j)));
+            let mut ep = Epilogue::requant(Scale::PerChannel(scales), 0);
             if let Some(b) = d.bias {
                 ep = ep.with_f32_bias(b);
             }

@@ -1,7 +1,7 @@
 //! MatMulInteger of two run-time u8 operands: what dynamic quantization makes of attention's
 //! `Q K^T` and `P V` (both operands through DynamicQuantizeLinear). Batched over the leading
-//! dimensions with MatMul's broadcasting; each batch's B is packed at run time
-//! (`PackedB::from_u8`), and a following `Cast(f32) -> Mul(a_scale * b_scale)` can be fused into
+//! dimensions with MatMul's broadcasting; each batch's B is packed at run time into buffers kept
+//! between runs (`PackedB::repack_from_u8`), and a following `Cast(f32) -> Mul(a_scale * b_scale)` can be fused into
 //! the kernel's dequantizing epilogue (`acc as f32 * scale`, the graph's own operations, so
 //! bit-identical to the reference interpreter).
 //!
@@ -22,6 +22,10 @@ type R<T> = Result<T, String>;
 pub struct RuntimeMatMul {
     kernel: Kernel,
     note: String,
+    /// One packed B per batch, kept between runs and repacked in place
+    /// (`PackedB::repack_from_u8`): no allocation per run once warm. Taken out for a run (a
+    /// concurrent run of the same engine finds it empty and packs into fresh buffers).
+    packs: std::sync::Mutex<Vec<PackedB>>,
 }
 
 /// Per-tensor u8 zero point of an optional run-time operand.
@@ -107,7 +111,11 @@ impl RuntimeMatMul {
                 ),
             )
         };
-        Ok(RuntimeMatMul { kernel, note })
+        Ok(RuntimeMatMul {
+            kernel,
+            note,
+            packs: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -115,7 +123,7 @@ impl RuntimeMatMul {
     }
 
     pub fn describe(&self) -> String {
-        let s = "gemm_u8s8 batched, B packed per run".to_string();
+        let s = "gemm_u8s8 batched, B packed per run (buffers reused)".to_string();
         if self.note.is_empty() {
             s
         } else {
@@ -169,11 +177,13 @@ impl RuntimeMatMul {
         }
         let (av, bv) = (a.bytes(), b.bytes());
         let kernel = self.kernel;
-        let one = |i: usize, out: OutputSlice| -> R<()> {
+        let one = |i: usize, out: OutputSlice, packed: &mut PackedB| -> R<()> {
             let ao = batch_offset(i, &batch, ba) * m * k;
             let bo = batch_offset(i, &batch, bb) * k * n;
-            let packed = PackedB::from_u8(k, n, &bv[bo..bo + k * n], WeightLayout::KxN, b_zp)
+            packed
+                .repack_from_u8(k, n, &bv[bo..bo + k * n], WeightLayout::KxN, b_zp)
                 .map_err(|e| e.to_string())?;
+            let packed = &*packed;
             let am = MatrixU8 {
                 data: &av[ao..ao + m * k],
                 rows: m,
@@ -201,26 +211,34 @@ impl RuntimeMatMul {
             }
         };
         let mn = (m * n).max(1);
-        match scale {
+        let mut packs = std::mem::take(&mut *self.packs.lock().unwrap_or_else(|e| e.into_inner()));
+        while packs.len() < count {
+            packs.push(PackedB::new(0, 0, &[], WeightLayout::KxN, 0).map_err(|e| e.to_string())?);
+        }
+        let result = match scale {
             Some(_) => {
                 let mut out = pool.tensor(DType::F32, &shape);
                 let v = out.view_mut::<f32>().map_err(|e| e.to_string())?;
                 v.par_chunks_mut(mn)
+                    .zip(packs.par_iter_mut())
                     .take(count)
                     .enumerate()
-                    .try_for_each(|(i, c)| one(i, OutputSlice::F32(c)))?;
+                    .try_for_each(|(i, (c, p))| one(i, OutputSlice::F32(c), p))?;
                 Ok(out)
             }
             None => {
                 let mut out = pool.tensor(DType::I32, &shape);
                 let v = out.view_mut::<i32>().map_err(|e| e.to_string())?;
                 v.par_chunks_mut(mn)
+                    .zip(packs.par_iter_mut())
                     .take(count)
                     .enumerate()
-                    .try_for_each(|(i, c)| one(i, OutputSlice::I32(c)))?;
+                    .try_for_each(|(i, (c, p))| one(i, OutputSlice::I32(c), p))?;
                 Ok(out)
             }
-        }
+        };
+        *self.packs.lock().unwrap_or_else(|e| e.into_inner()) = packs;
+        result
     }
 }
 

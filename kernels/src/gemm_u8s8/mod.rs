@@ -21,6 +21,7 @@ pub(crate) use epilogue::{requant_one, row as epilogue_row, EpiPlan, OutPtr};
 pub use pack::{PackedB, WeightLayout, NR};
 
 use crate::error::{bad, check_matrix, KernelError};
+use crate::scratch::ScratchVec;
 use crate::isa::{Isa, Kernel};
 use crate::qadd::QAdd;
 use rayon::prelude::*;
@@ -230,10 +231,45 @@ struct Item {
     p1: usize,
 }
 
+/// The work items of one call: a grid of `ceil(panels / pc)` column chunks x `nm` row blocks of
+/// `mc` rows, item `i` = (chunk `i / nm`, block `i % nm`). Computed, not stored (no allocation).
+#[derive(Clone, Copy)]
+struct Items {
+    m: usize,
+    panels: usize,
+    mc: usize,
+    pc: usize,
+    nm: usize,
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        self.panels.div_ceil(self.pc) * self.nm
+    }
+    fn get(&self, i: usize) -> Item {
+        let (c, b) = (i / self.nm, i % self.nm);
+        Item {
+            m0: b * self.mc,
+            m1: ((b + 1) * self.mc).min(self.m),
+            p0: c * self.pc,
+            p1: ((c + 1) * self.pc).min(self.panels),
+        }
+    }
+    /// Runs `f` on every item, over the pool when there is more than one and `threads > 1`.
+    fn run(&self, threads: usize, f: impl Fn(&Item) + Sync) {
+        let n = self.len();
+        if n == 1 || threads == 1 {
+            (0..n).for_each(|i| f(&self.get(i)));
+        } else {
+            (0..n).into_par_iter().for_each(|i| f(&self.get(i)));
+        }
+    }
+}
+
 /// Splits the output into work items. The split never changes the result: each output element
 /// is computed by exactly one micro-kernel call over the full K with the same instruction
 /// sequence, whichever thread runs it.
-fn plan_items(m: usize, n: usize, kp: usize, mr: usize, threads: usize) -> Vec<Item> {
+fn plan_items(m: usize, n: usize, kp: usize, mr: usize, threads: usize) -> Items {
     let panels = n.div_ceil(NR);
     let l2_rows = ((256 * 1024) / kp.max(1)).max(mr) / mr * mr;
     let mut n_chunks = 1;
@@ -254,21 +290,15 @@ fn plan_items(m: usize, n: usize, kp: usize, mr: usize, threads: usize) -> Vec<I
             m_blocks = (m_blocks.div_ceil(threads) * threads).min(max_blocks);
         }
     }
-    let mc = m.div_ceil(m_blocks).div_ceil(mr) * mr;
-    let pc = panels.div_ceil(n_chunks);
-    let mut items = Vec::new();
-    let mut p0 = 0;
-    while p0 < panels {
-        let p1 = (p0 + pc).min(panels);
-        let mut m0 = 0;
-        while m0 < m {
-            let m1 = (m0 + mc).min(m);
-            items.push(Item { m0, m1, p0, p1 });
-            m0 = m1;
-        }
-        p0 = p1;
+    let mc = (m.div_ceil(m_blocks).div_ceil(mr) * mr).max(1);
+    let pc = panels.div_ceil(n_chunks).max(1);
+    Items {
+        m,
+        panels,
+        mc,
+        pc,
+        nm: m.div_ceil(mc),
     }
-    items
 }
 
 /// int8 GEMM with fused epilogue: `out[i][j] = epilogue(sum_k (a[i][k]-za) * (b[k][j]-zb))`.
@@ -401,18 +431,16 @@ pub(crate) fn gemm_u8s8_res_on(
     let (za, zb) = (a.zero_point, b.zero_point);
     let colterm = colterm(b, ep, za);
     // Row terms exist only with a weight zero point; otherwise a shared zero row is used.
-    let rowterm: Vec<i32> = if zb != 0 {
-        (0..m)
-            .map(|i| {
-                let s: i32 = a.data[i * a.ld..i * a.ld + k]
-                    .iter()
-                    .map(|&x| x as i32)
-                    .sum();
-                zb.wrapping_neg().wrapping_mul(s)
-            })
-            .collect()
+    let rowterm = if zb != 0 {
+        ScratchVec::from_fn(m, |i| {
+            let s: i32 = a.data[i * a.ld..i * a.ld + k]
+                .iter()
+                .map(|&x| x as i32)
+                .sum();
+            zb.wrapping_neg().wrapping_mul(s)
+        })
     } else {
-        Vec::new()
+        ScratchVec::filled(0, 0)
     };
     let plan = EpiPlan {
         colterm: &colterm,
@@ -438,10 +466,16 @@ pub(crate) fn gemm_u8s8_res_on(
     let run_item = |it: &Item| {
         #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
-        let padded: Vec<u8> = if direct {
-            Vec::new()
+        // The zero-padded copy (a per-thread reused buffer, `crate::scratch`).
+        let mut pad_buf = crate::scratch::Scratch::take(if direct {
+            0
         } else {
-            let mut buf = vec![0u8; (it.m1 - it.m0) * kp];
+            (it.m1 - it.m0) * kp
+        });
+        let padded: &[u8] = if direct {
+            &[]
+        } else {
+            let buf = pad_buf.filled((it.m1 - it.m0) * kp, 0u8);
             for i in it.m0..it.m1 {
                 buf[(i - it.m0) * kp..(i - it.m0) * kp + k]
                     .copy_from_slice(&a.data[i * a.ld..i * a.ld + k]);
@@ -511,11 +545,7 @@ pub(crate) fn gemm_u8s8_res_on(
             }
         }
     };
-    if items.len() == 1 || threads == 1 {
-        items.iter().for_each(run_item);
-    } else {
-        items.par_iter().for_each(run_item);
-    }
+    items.run(threads, run_item);
     Ok(())
 }
 
@@ -526,7 +556,7 @@ pub(crate) fn validate_epilogue(
     ep: &Epilogue<'_>,
     n: usize,
     out: &OutputSlice<'_>,
-) -> Result<(Vec<f32>, i32, i32), KernelError> {
+) -> Result<(ScratchVec<f32>, i32, i32), KernelError> {
     if let Some(bias) = ep.bias {
         if bias.len() != n {
             return Err(bad(format!(
@@ -554,8 +584,8 @@ pub(crate) fn validate_epilogue(
     if ep.has_f32_post() && !matches!(out, OutputSlice::F32(_)) {
         return Err(bad(format!("{what}: GELU / post-scale need an f32 output")));
     }
-    let scale: Vec<f32> = match ep.scale {
-        Scale::PerTensor(s) => vec![s; n],
+    let scale = match ep.scale {
+        Scale::PerTensor(s) => ScratchVec::filled(n, s),
         Scale::PerChannel(s) => {
             if s.len() != n {
                 return Err(bad(format!(
@@ -563,7 +593,7 @@ pub(crate) fn validate_epilogue(
                     s.len()
                 )));
             }
-            s.to_vec()
+            ScratchVec::copy_of(s)
         }
     };
     let (tlo, thi) = match out {
@@ -641,12 +671,9 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
     }
     let za = a.zero_point;
     let colterm = colterm(b, ep, za);
-    let rowterm: Vec<i32> = match a.row_sums {
-        Some(rs) => rs
-            .iter()
-            .map(|&s| b.zero_point.wrapping_neg().wrapping_mul(s))
-            .collect(),
-        None => Vec::new(),
+    let rowterm = match a.row_sums {
+        Some(rs) => ScratchVec::from_fn(rs.len(), |i| b.zero_point.wrapping_neg().wrapping_mul(rs[i])),
+        None => ScratchVec::filled(0, 0),
     };
     let plan = EpiPlan {
         colterm: &colterm,
@@ -706,11 +733,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             }
         }
     };
-    if items.len() == 1 || threads == 1 {
-        items.iter().for_each(run_item);
-    } else {
-        items.par_iter().for_each(run_item);
-    }
+    items.run(threads, run_item);
     Ok(())
 }
 
@@ -753,16 +776,14 @@ fn rowterm_ptr(rowterm: &[i32], i: usize) -> *const i32 {
 }
 
 /// `colterm[j] = bias[j] - za * colsum[j] + K * za * zb` (int32, wrapping).
-fn colterm(b: &PackedB, ep: &Epilogue<'_>, za: i32) -> Vec<i32> {
+fn colterm(b: &PackedB, ep: &Epilogue<'_>, za: i32) -> ScratchVec<i32> {
     let kzz = (b.k as i32).wrapping_mul(za).wrapping_mul(b.zero_point);
-    (0..b.n)
-        .map(|j| {
-            ep.bias
-                .map_or(0, |bb| bb[j])
-                .wrapping_sub(za.wrapping_mul(b.col_sums[j]))
-                .wrapping_add(kzz)
-        })
-        .collect()
+    ScratchVec::from_fn(b.n, |j| {
+        ep.bias
+            .map_or(0, |bb| bb[j])
+            .wrapping_sub(za.wrapping_mul(b.col_sums[j]))
+            .wrapping_add(kzz)
+    })
 }
 
 /// Which semantics an ISA's int8 GEMM has: `true` if exact, `false` if it saturates int16 pairs

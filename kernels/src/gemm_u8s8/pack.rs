@@ -71,48 +71,66 @@ impl PackedB {
                 "PackedB: weight zero point {zero_point} outside [-128, 127]"
             )));
         }
+        let mut p = PackedB {
+            k,
+            n,
+            kp: 0,
+            data: AlignedBytes::zeroed(0),
+            col_sums: Vec::new(),
+            zero_point,
+        };
+        p.pack(k, n, layout, zero_point, |i| b[i]);
+        Ok(p)
+    }
+
+    /// (Re)packs from `get(i)` = element `i` of the source in `layout`, reusing this value's
+    /// buffers (they only grow).
+    fn pack(
+        &mut self,
+        k: usize,
+        n: usize,
+        layout: WeightLayout,
+        zero_point: i32,
+        get: impl Fn(usize) -> i8,
+    ) {
         let kp = k.div_ceil(4) * 4;
         let panels = n.div_ceil(NR);
-        let mut data = AlignedBytes::zeroed(panels * kp * NR);
-        let mut col_sums = vec![0i32; n];
-        {
-            let d = data.as_mut_slice();
-            match layout {
-                // Source rows are contiguous in N: walk them in order (cache friendly), scatter
-                // each byte to its dword slot.
-                WeightLayout::KxN => {
-                    for kk in 0..k {
-                        let row = &b[kk * n..(kk + 1) * n];
-                        for (col, &v) in row.iter().enumerate() {
-                            col_sums[col] += v as i32;
-                            let (p, j) = (col / NR, col % NR);
-                            d[p * kp * NR + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
-                        }
-                    }
-                }
-                // Source columns are contiguous in K: each run of 4 is one destination dword.
-                WeightLayout::NxK => {
-                    for col in 0..n {
-                        let src = &b[col * k..(col + 1) * k];
+        self.data.reset_zeroed(panels * kp * NR);
+        self.col_sums.clear();
+        self.col_sums.resize(n, 0);
+        let col_sums = &mut self.col_sums;
+        let d = self.data.as_mut_slice();
+        match layout {
+            // Source rows are contiguous in N: walk them in order (cache friendly), scatter
+            // each byte to its dword slot.
+            WeightLayout::KxN => {
+                for kk in 0..k {
+                    for (col, sum) in col_sums.iter_mut().enumerate() {
+                        let v = get(kk * n + col);
+                        *sum += v as i32;
                         let (p, j) = (col / NR, col % NR);
-                        let mut sum = 0i32;
-                        for (kk, &v) in src.iter().enumerate() {
-                            sum += v as i32;
-                            d[p * kp * NR + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
-                        }
-                        col_sums[col] = sum;
+                        d[p * kp * NR + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
                     }
                 }
             }
+            // Source columns are contiguous in K: each run of 4 is one destination dword.
+            WeightLayout::NxK => {
+                for (col, sum) in col_sums.iter_mut().enumerate() {
+                    let (p, j) = (col / NR, col % NR);
+                    let mut acc = 0i32;
+                    for kk in 0..k {
+                        let v = get(col * k + kk);
+                        acc += v as i32;
+                        d[p * kp * NR + (kk / 4) * NR * 4 + j * 4 + (kk % 4)] = v as u8;
+                    }
+                    *sum = acc;
+                }
+            }
         }
-        Ok(PackedB {
-            k,
-            n,
-            kp,
-            data,
-            col_sums,
-            zero_point,
-        })
+        self.k = k;
+        self.n = n;
+        self.kp = kp;
+        self.zero_point = zero_point;
     }
 
     /// Packs a u8 matrix (e.g. the second activation operand of an attention MatMulInteger)
@@ -131,8 +149,34 @@ impl PackedB {
                 "PackedB::from_u8: zero point {zero_point} outside [0, 255]"
             )));
         }
-        let shifted: Vec<i8> = b.iter().map(|&v| (v ^ 0x80) as i8).collect();
-        PackedB::new(k, n, &shifted, layout, zero_point - 128)
+        let mut p = PackedB::new(0, 0, &[], layout, 0)?;
+        p.repack_from_u8(k, n, b, layout, zero_point)?;
+        Ok(p)
+    }
+
+    /// [`PackedB::from_u8`] into this value, reusing its buffers: a caller that packs a run-time
+    /// operand every run (attention's `K^T`, `V`) allocates nothing once they are large enough.
+    pub fn repack_from_u8(
+        &mut self,
+        k: usize,
+        n: usize,
+        b: &[u8],
+        layout: WeightLayout,
+        zero_point: i32,
+    ) -> Result<(), KernelError> {
+        if !(0..=255).contains(&zero_point) {
+            return Err(bad(format!(
+                "PackedB::from_u8: zero point {zero_point} outside [0, 255]"
+            )));
+        }
+        if k.checked_mul(n) != Some(b.len()) {
+            return Err(bad(format!(
+                "PackedB: weights have {} elements, expected k*n = {k}*{n}",
+                b.len()
+            )));
+        }
+        self.pack(k, n, layout, zero_point - 128, |i| (b[i] ^ 0x80) as i8);
+        Ok(())
     }
 
     /// Reduction length K.
