@@ -51,6 +51,11 @@ pub(crate) struct EpiPlan<'a> {
     /// overflow for any int32 `v`, so whole-row epilogues may round first and clamp in integers
     /// (saturating packs) instead of clamping in float: the same values, fewer float operations.
     pub small_scale: bool,
+    /// The fused VNNI kernels start their accumulators from `colterm` and the row terms are all
+    /// zero (no weight zero point): their register epilogues (`vec16`, `row64_*`) then skip
+    /// both adds. Integer adds wrap, so the order does not change a bit. Only for plans whose
+    /// every tile goes through those kernels.
+    pub acc_has_colterm: bool,
 }
 
 /// Bound on the multipliers for [`EpiPlan::small_scale`]: `2^31 * 0.99 + 255 < 2^31`.
@@ -232,10 +237,14 @@ pub(crate) mod x86 {
         out: OutPtr,
     ) {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let v = _mm512_add_epi32(
-            _mm512_add_epi32(acc, ld_i::<FULL>(m, p.colterm.as_ptr().add(j))),
-            rt,
-        );
+        let v = if p.acc_has_colterm {
+            acc
+        } else {
+            _mm512_add_epi32(
+                _mm512_add_epi32(acc, ld_i::<FULL>(m, p.colterm.as_ptr().add(j))),
+                rt,
+            )
+        };
         match out {
             OutPtr::I32(o) => {
                 if FULL {
@@ -308,13 +317,17 @@ pub(crate) mod x86 {
         let (tlo, thi) = if signed { (-128, 127) } else { (0, 255) };
         let mut q = [_mm512_setzero_si512(); 4];
         for (c, qc) in q.iter_mut().enumerate() {
-            let v = _mm512_add_epi32(
+            let v = if p.acc_has_colterm {
+                acc[c]
+            } else {
                 _mm512_add_epi32(
-                    acc[c],
-                    _mm512_loadu_si512(p.colterm.as_ptr().add(j + 16 * c) as *const _),
-                ),
-                rt,
-            );
+                    _mm512_add_epi32(
+                        acc[c],
+                        _mm512_loadu_si512(p.colterm.as_ptr().add(j + 16 * c) as *const _),
+                    ),
+                    rt,
+                )
+            };
             let f = _mm512_mul_ps(
                 _mm512_cvt_roundepi32_ps::<RNE>(v),
                 _mm512_loadu_ps(p.scale.as_ptr().add(j + 16 * c)),
@@ -372,13 +385,17 @@ pub(crate) mod x86 {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         let mut xa = [_mm512_setzero_ps(); 4];
         for (c, x) in xa.iter_mut().enumerate() {
-            let v = _mm512_add_epi32(
+            let v = if p.acc_has_colterm {
+                acc[c]
+            } else {
                 _mm512_add_epi32(
-                    acc[c],
-                    _mm512_loadu_si512(p.colterm.as_ptr().add(j + 16 * c) as *const _),
-                ),
-                rt,
-            );
+                    _mm512_add_epi32(
+                        acc[c],
+                        _mm512_loadu_si512(p.colterm.as_ptr().add(j + 16 * c) as *const _),
+                    ),
+                    rt,
+                )
+            };
             let f = _mm512_mul_ps(
                 _mm512_cvt_roundepi32_ps::<RNE>(v),
                 _mm512_loadu_ps(p.scale.as_ptr().add(j + 16 * c)),

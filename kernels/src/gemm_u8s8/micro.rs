@@ -230,15 +230,17 @@ mod x86 {
         std::ptr::read_unaligned(p as *const i32)
     }
 
-    /// VNNI body: R x 4 zmm accumulators, 4 weight loads and R dword broadcasts per K-group.
+    /// VNNI body: R x 4 zmm accumulators, 4 weight loads and R dword broadcasts per K-group;
+    /// every row starts from `init`.
     #[inline(always)]
     unsafe fn vnni_acc<const R: usize, const C: usize>(
         kg: usize,
         a: *const u8,
         a_rs: usize,
         b: *const i8,
+        init: [__m512i; C],
     ) -> [[__m512i; C]; R] {
-        let mut acc = [[_mm512_setzero_si512(); C]; R];
+        let mut acc = [init; R];
         let mut bp = b;
         let mut ap = a;
         for _ in 0..kg {
@@ -266,7 +268,7 @@ mod x86 {
         b: *const i8,
         tile: *mut i32,
     ) {
-        let acc = vnni_acc::<R, 4>(kg, a, a_rs, b);
+        let acc = vnni_acc::<R, 4>(kg, a, a_rs, b, [_mm512_setzero_si512(); 4]);
         for (r, acc_r) in acc.iter().enumerate() {
             for (c, v) in acc_r.iter().enumerate() {
                 _mm512_storeu_si512(tile.add(r * NR + 16 * c) as *mut _, *v);
@@ -294,15 +296,36 @@ mod x86 {
         ldc: usize,
         rp: *const u8,
     ) {
+        let init = acc_init::<C>(plan, j0, nc);
         let acc = if R == 1 && C == 4 {
             let mut t = [[_mm512_setzero_si512(); C]; R];
             let g = vnni_gemv_acc(kg, a, b);
-            t[0].copy_from_slice(&g[..C]);
+            for c in 0..C {
+                t[0][c] = _mm512_add_epi32(g[c], init[c]);
+            }
             t
         } else {
-            vnni_acc::<R, C>(kg, a, a_rs, b)
+            vnni_acc::<R, C>(kg, a, a_rs, b, init)
         };
         store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+    }
+
+    /// The accumulators' starting values: the column terms of columns `j0 ..` when the plan
+    /// says so (`EpiPlan::acc_has_colterm`; lanes at or past `nc` zero), else zero.
+    #[inline(always)]
+    unsafe fn acc_init<const C: usize>(plan: &EpiPlan, j0: usize, nc: usize) -> [__m512i; C] {
+        let mut init = [_mm512_setzero_si512(); C];
+        if plan.acc_has_colterm {
+            for (c, v) in init.iter_mut().enumerate() {
+                if 16 * c < nc {
+                    *v = _mm512_maskz_loadu_epi32(
+                        mask16(nc - 16 * c),
+                        plan.colterm.as_ptr().add(j0 + 16 * c),
+                    );
+                }
+            }
+        }
+        init
     }
 
     /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`).
@@ -399,8 +422,9 @@ mod x86 {
         seg_kg: usize,
         ptrs: *const *const u8,
         b: *const i8,
+        init: [__m512i; C],
     ) -> [[__m512i; C]; R] {
-        let mut acc = [[_mm512_setzero_si512(); C]; R];
+        let mut acc = [init; R];
         let mut bp = b;
         for t in 0..taps {
             let mut ap = [std::ptr::null::<u8>(); R];
@@ -441,7 +465,7 @@ mod x86 {
         ldc: usize,
         rp: *const u8,
     ) {
-        let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b);
+        let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc));
         store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 

@@ -451,6 +451,9 @@ pub(crate) fn gemm_u8s8_res_on(
         hi,
         res: res.map(|r| r.add),
         small_scale: epilogue::small_scale(&scale),
+        // Every VNNI tile runs the fused kernel (`run_fused`); without a weight zero point the
+        // row terms are zero.
+        acc_has_colterm: kernel.isa() == Isa::Avx512Vnni && zb == 0,
     };
 
     let isa = kernel.isa();
@@ -684,6 +687,8 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         hi,
         res: res.map(|r| r.add),
         small_scale: epilogue::small_scale(&scale),
+        // Indirect A runs only the fused VNNI kernels.
+        acc_has_colterm: b.zero_point == 0 || a.row_sums.is_none(),
     };
     let threads = rayon::current_num_threads();
     let items = plan_items(m, n, b.kp, 6, threads);
