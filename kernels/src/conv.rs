@@ -382,7 +382,9 @@ fn conv2d_impl(
             parts.into_par_iter().enumerate().try_for_each_init(
                 || Scratch::take(chunk * ld),
                 |sbuf, (ci, o)| {
-                    let scratch = sbuf.slice::<u8>(chunk * ld);
+                    // Zeroed: `im2col` writes columns [0, kk) of each row, and the GEMM reads the
+                    // row's padding [kk, ld) too (against zero weights; zero here as well).
+                    let scratch = sbuf.filled::<u8>(chunk * ld, 0);
                     let r0 = ci * chunk;
                     let r1 = (r0 + chunk).min(rows);
                     im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, scratch);
@@ -402,7 +404,8 @@ fn conv2d_impl(
             continue;
         }
         let mut sbuf = Scratch::take(chunk * ld);
-        let scratch = sbuf.slice::<u8>(chunk * ld);
+        // Zeroed once: im2col writes columns [0, kk) of each row; the padding [kk, ld) stays 0.
+        let scratch = sbuf.filled::<u8>(chunk * ld, 0);
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + chunk).min(rows);

@@ -85,7 +85,7 @@ impl QAdd {
     /// be the narrowing packs' saturation instead of a float min/max.
     pub(crate) fn sum_fits_i32(&self) -> bool {
         let bound = 256.0 * (self.a.0.abs() as f64 + self.b.0.abs() as f64) / self.c.0 as f64;
-        bound < (1u64 << 30) as f64
+        self.c.0 > 0.0 && bound < (1u64 << 30) as f64
     }
 
     /// The same add with the operands exchanged (gives the same bytes for exchanged inputs).

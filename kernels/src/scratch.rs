@@ -12,6 +12,8 @@ use std::cell::RefCell;
 
 /// Buffers kept per thread.
 const KEEP: usize = 16;
+/// Larger buffers are freed, not kept (a one-off huge batch must not pin its working set).
+const KEEP_MAX_BYTES: usize = 32 << 20;
 
 thread_local! {
     static FREE: RefCell<Vec<Vec<u64>>> = const { RefCell::new(Vec::new()) };
@@ -120,6 +122,9 @@ impl<T: bytemuck::Pod> std::ops::DerefMut for ScratchVec<T> {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
+        if buf.len() * 8 > KEEP_MAX_BYTES {
+            return;
+        }
         let _ = FREE.try_with(|f| {
             let mut f = f.borrow_mut();
             f.push(buf);

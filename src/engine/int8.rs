@@ -656,7 +656,11 @@ impl GemmNode {
         *shape.last_mut().unwrap() = self.n;
         if let Some(d) = deq {
             let mut fresh = Vec::new();
-            let mut guard = self.scales.try_lock().ok();
+            let mut guard = match self.scales.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
             let scales: &mut Vec<f32> = guard.as_deref_mut().unwrap_or(&mut fresh);
             scales.clear();
             scales.extend((0..self.n).map(|j| d.a_scale * pick(d.w_scale, j)));

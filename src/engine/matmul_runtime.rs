@@ -19,6 +19,9 @@ use rayon::prelude::*;
 
 type R<T> = Result<T, String>;
 
+/// Packed run-time operands kept between runs up to this many bytes per node.
+const KEEP_PACKED_BYTES: usize = 4 << 20;
+
 pub struct RuntimeMatMul {
     kernel: Kernel,
     note: String,
@@ -215,7 +218,7 @@ impl RuntimeMatMul {
         while packs.len() < count {
             packs.push(PackedB::new(0, 0, &[], WeightLayout::KxN, 0).map_err(|e| e.to_string())?);
         }
-        let result = match scale {
+        let result: R<Tensor> = (|| match scale {
             Some(_) => {
                 let mut out = pool.tensor(DType::F32, &shape);
                 let v = out.view_mut::<f32>().map_err(|e| e.to_string())?;
@@ -236,8 +239,12 @@ impl RuntimeMatMul {
                     .try_for_each(|(i, (c, p))| one(i, OutputSlice::I32(c), p))?;
                 Ok(out)
             }
-        };
-        *self.packs.lock().unwrap_or_else(|e| e.into_inner()) = packs;
+        })();
+        // Kept for the next run (also after an error), unless large: a long sequence must not
+        // pin its packed operands for the engine's lifetime.
+        if count * k * n <= KEEP_PACKED_BYTES {
+            *self.packs.lock().unwrap_or_else(|e| e.into_inner()) = packs;
+        }
         result
     }
 }

@@ -688,7 +688,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         res: res.map(|r| r.add),
         small_scale: epilogue::small_scale(&scale),
         // Indirect A runs only the fused VNNI kernels.
-        acc_has_colterm: b.zero_point == 0 || a.row_sums.is_none(),
+        acc_has_colterm: b.zero_point == 0,
     };
     let threads = rayon::current_num_threads();
     let items = plan_items(m, n, b.kp, 6, threads);

@@ -11,7 +11,7 @@
 //! result is the same, only the peak is higher. The mapping assumes nobody truncates the file
 //! while it loads (as every mmap-based loader does, ONNX Runtime's included).
 
-use prost::bytes::Bytes;
+use bytes::Bytes;
 use std::fs::File;
 use std::path::Path;
 
