@@ -203,14 +203,14 @@ impl RuntimeMatMul {
                 (OutputSlice::F32(o), Some(mat)) => {
                     // A whole-matrix mask: added to this batch's output while it is in cache,
                     // after the scale, as the graph's Add.
-                    gemm_u8s8(&kernel, am, &packed, &ep, OutputSlice::F32(&mut *o), n)
+                    gemm_u8s8(&kernel, am, packed, &ep, OutputSlice::F32(&mut *o), n)
                         .map_err(|e| e.to_string())?;
                     for (y, &b) in o.iter_mut().zip(mat) {
                         *y += b;
                     }
                     Ok(())
                 }
-                (out, _) => gemm_u8s8(&kernel, am, &packed, &ep, out, n).map_err(|e| e.to_string()),
+                (out, _) => gemm_u8s8(&kernel, am, packed, &ep, out, n).map_err(|e| e.to_string()),
             }
         };
         let mn = (m * n).max(1);
