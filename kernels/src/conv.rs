@@ -107,6 +107,34 @@ pub struct PackedConv {
     c_in: usize,
     c_out: usize,
     imp: ConvImpl,
+    /// The last calls' indirection buffers, most recent first (see [`IndCache`]).
+    ind_cache: std::sync::Mutex<Vec<IndCache>>,
+}
+
+/// Indirection pointers kept between calls of one convolution: they depend only on where the
+/// input is, its shape and zero point (the padding segment), so a call with an input buffer seen
+/// before skips refilling them. The engine's pool hands a step one of a few buffers across runs
+/// (its free lists rotate as the returned outputs leave it), so a few entries are kept.
+const IND_CACHE_ENTRIES: usize = 3;
+
+struct IndCache {
+    key: IndKey,
+    /// `rows * taps` pointers, as `usize`.
+    ptrs: Vec<usize>,
+    /// The padding segment the pointers of padding taps address (owned here, read only
+    /// through those pointers).
+    #[allow(dead_code)]
+    pad: Box<[u8]>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct IndKey {
+    data: usize,
+    len: usize,
+    zero_point: i32,
+    batch: usize,
+    h: usize,
+    w: usize,
 }
 
 impl std::fmt::Debug for PackedConv {
@@ -165,6 +193,7 @@ impl PackedConv {
             c_in,
             c_out,
             imp,
+            ind_cache: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -348,6 +377,26 @@ fn conv2d_impl(
             gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             continue;
         }
+        let cacheable = g == 1 && rows <= INDIRECT_ROWS && pack.zero_point() == 0;
+        if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 && cacheable {
+            if let Some(r) = conv_indirect_cached(
+                kernel,
+                x,
+                c_in,
+                geom,
+                (oh, ow),
+                rows,
+                pack,
+                &gep,
+                &mut out,
+                c_out,
+                res,
+                &w.ind_cache,
+            ) {
+                r?;
+                continue;
+            }
+        }
         if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 {
             conv_indirect(
                 kernel,
@@ -486,40 +535,7 @@ fn conv_indirect(
         let ptrs: &mut [*const u8] =
             unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len()) };
         let sums = sum_buf.slice::<i32>(r1 - r0);
-        // Fill the indirection rows, split over the pool (disjoint row ranges; the pointers do
-        // not depend on the split).
-        let dst = SendMutPtr(ptrs.as_mut_ptr());
-        let pad_ptr = SendConstPtr(pad.as_ptr());
-        let nthreads = rayon::current_num_threads();
-        let fill = |lo: usize, hi: usize| {
-            #[allow(clippy::redundant_locals)] // capture the Send wrappers, not their fields
-            let (dst, pad_ptr) = (dst, pad_ptr);
-            // SAFETY: rows [lo, hi) own entries [(lo - r0) * taps, (hi - r0) * taps) of `ptrs`.
-            unsafe {
-                fill_indirection(
-                    x,
-                    c_in,
-                    ci0,
-                    geom,
-                    (oh, ow),
-                    pad_ptr.0,
-                    lo,
-                    hi,
-                    dst.0.add((lo - r0) * taps),
-                )
-            }
-        };
-        if nthreads > 1 && r1 - r0 >= 256 {
-            use rayon::prelude::*;
-            let per = (r1 - r0).div_ceil(nthreads);
-            (0..nthreads).into_par_iter().for_each(|t| {
-                let lo = (r0 + t * per).min(r1);
-                let hi = (lo + per).min(r1);
-                fill(lo, hi);
-            });
-        } else {
-            fill(r0, r1);
-        }
+        fill_rows(x, c_in, ci0, geom, (oh, ow), pad.as_ptr(), r0, r1, ptrs);
         if need_sums {
             for (row, sum) in ptrs.chunks_exact(taps).zip(sums.iter_mut()) {
                 let mut s = 0i32;
@@ -552,6 +568,126 @@ fn conv_indirect(
         r0 = r1;
     }
     Ok(())
+}
+
+/// Fills the indirection rows [r0, r1) into `ptrs` (`(r1 - r0) * taps` entries), split over the
+/// pool (disjoint row ranges; the pointers do not depend on the split).
+#[allow(clippy::too_many_arguments)]
+fn fill_rows(
+    x: TensorU8<'_>,
+    c_in: usize,
+    ci0: usize,
+    geom: ConvGeometry,
+    (oh, ow): (usize, usize),
+    pad: *const u8,
+    r0: usize,
+    r1: usize,
+    ptrs: &mut [*const u8],
+) {
+    let taps = geom.kernel.0 * geom.kernel.1;
+    assert!(ptrs.len() >= (r1 - r0) * taps, "fill_rows: pointer buffer too small");
+    let dst = SendMutPtr(ptrs.as_mut_ptr());
+    let pad_ptr = SendConstPtr(pad);
+    let nthreads = rayon::current_num_threads();
+    let fill = |lo: usize, hi: usize| {
+        #[allow(clippy::redundant_locals)] // capture the Send wrappers, not their fields
+        let (dst, pad_ptr) = (dst, pad_ptr);
+        // SAFETY: rows [lo, hi) own entries [(lo - r0) * taps, (hi - r0) * taps) of `ptrs`
+        // (length checked above); `x.data` holds the whole NHWC input (checked by the caller).
+        unsafe {
+            fill_indirection(
+                x,
+                c_in,
+                ci0,
+                geom,
+                (oh, ow),
+                pad_ptr.0,
+                lo,
+                hi,
+                dst.0.add((lo - r0) * taps),
+            )
+        }
+    };
+    if nthreads > 1 && r1 - r0 >= 256 {
+        use rayon::prelude::*;
+        let per = (r1 - r0).div_ceil(nthreads);
+        (0..nthreads).into_par_iter().for_each(|t| {
+            let lo = (r0 + t * per).min(r1);
+            let hi = (lo + per).min(r1);
+            fill(lo, hi);
+        });
+    } else {
+        fill(r0, r1);
+    }
+}
+
+/// [`conv_indirect`] for one group, one chunk of rows and no weight zero point, with the
+/// indirection buffer kept in `cache` between calls and refilled only when the input buffer,
+/// its shape or zero point changed. `None` (nothing done) when another call holds the cache.
+#[allow(clippy::too_many_arguments)]
+fn conv_indirect_cached(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    c_in: usize,
+    geom: ConvGeometry,
+    (oh, ow): (usize, usize),
+    rows: usize,
+    pack: &PackedB,
+    ep: &Epilogue<'_>,
+    out: &mut OutputSlice<'_>,
+    c_out: usize,
+    res: Option<&Residual<'_>>,
+    cache: &std::sync::Mutex<Vec<IndCache>>,
+) -> Option<Result<(), KernelError>> {
+    let mut guard = match cache.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    let taps = geom.kernel.0 * geom.kernel.1;
+    let key = IndKey {
+        data: x.data.as_ptr() as usize,
+        len: x.data.len(),
+        zero_point: x.zero_point,
+        batch: x.batch,
+        h: x.h,
+        w: x.w,
+    };
+    match guard
+        .iter()
+        .position(|c| c.key == key && c.ptrs.len() == rows * taps)
+    {
+        // Most recent first.
+        Some(i) => guard[..=i].rotate_right(1),
+        None => {
+            let pad = vec![x.zero_point as u8; c_in].into_boxed_slice();
+            let mut ptrs = vec![0usize; rows * taps];
+            // SAFETY: `*const u8` and `usize` have the same size and alignment.
+            let as_ptrs: &mut [*const u8] =
+                unsafe { std::slice::from_raw_parts_mut(ptrs.as_mut_ptr().cast(), ptrs.len()) };
+            fill_rows(x, c_in, 0, geom, (oh, ow), pad.as_ptr(), 0, rows, as_ptrs);
+            guard.insert(0, IndCache { key, ptrs, pad });
+            guard.truncate(IND_CACHE_ENTRIES);
+        }
+    }
+    let c = &guard[0];
+    // SAFETY: as above; the entries were filled for an input at this same address, length,
+    // shape and zero point, so each addresses `c_in` live bytes of `x.data` or of `c.pad`.
+    let ptrs: &[*const u8] =
+        unsafe { std::slice::from_raw_parts(c.ptrs.as_ptr().cast(), c.ptrs.len()) };
+    let a = crate::gemm_u8s8::IndirectA {
+        ptrs,
+        taps,
+        seg: c_in,
+        rows,
+        zero_point: x.zero_point,
+        row_sums: None,
+    };
+    // SAFETY: see above; `x.data` and `c.pad` stay alive and unmodified for the call.
+    let Some(o) = out.offset_mut(0) else {
+        return Some(Err(bad("conv: output too small")));
+    };
+    Some(unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, res) })
 }
 
 #[derive(Clone, Copy)]

@@ -518,6 +518,63 @@ fn conv_identical_for_one_and_two_threads() {
     paths.finish();
 }
 
+/// One packed convolution called again and again, as the engine does: new contents in the same
+/// input buffer (the kept indirection pointers must read them), another buffer, another zero
+/// point (the padding segment), another shape, and back to the first buffer: every call equals
+/// the oracle.
+#[test]
+fn repeated_calls_on_reused_buffers_match_the_oracle() {
+    let paths = PathsRan::new("conv repeated calls");
+    let mut rng = Rng(0xcace);
+    let geom = ConvGeometry::new(3, 3).pad(1);
+    let (c_in, c_out) = (16usize, 40usize);
+    let wt = gen_i8(&mut rng, c_out * 9 * c_in, 0, -64, 64);
+    let p = PackedConv::new(geom, c_in, c_out, &wt, 0).unwrap();
+    let mut buf_a = gen_u8(&mut rng, 9 * 11 * c_in, 0);
+    let mut buf_b = gen_u8(&mut rng, 9 * 11 * c_in, 0);
+    let mut calls = 0;
+    for kern in kernels() {
+        // (which buffer, h, w, zero point, refresh contents)
+        for (which, h, w, zx, refresh) in [
+            (0, 9, 11, 3, false),
+            (0, 9, 11, 3, true),
+            (1, 9, 11, 3, true),
+            (0, 9, 11, 200, false),
+            (0, 11, 9, 200, true),
+            (0, 9, 11, 3, true),
+            (1, 9, 11, 3, false),
+        ] {
+            let x: &mut Vec<u8> = if which == 0 { &mut buf_a } else { &mut buf_b };
+            if refresh {
+                *x = gen_u8(&mut rng, 9 * 11 * c_in, 0);
+            }
+            let (oh, ow) = geom.out_size(h, w).unwrap();
+            let mut out = vec![0i32; oh * ow * c_out];
+            conv2d_u8s8(
+                &kern,
+                TensorU8 {
+                    data: x,
+                    batch: 1,
+                    h,
+                    w,
+                    zero_point: zx,
+                },
+                &p,
+                &Epilogue::raw(),
+                OutputSlice::I32(&mut out),
+            )
+            .unwrap();
+            let (want, _, _) =
+                reference::conv2d_u8s8_i32(x, (1, h, w, c_in), zx, &wt, c_out, 0, &geom);
+            assert_eq!(out, want, "isa {} call {calls}", kern.isa());
+            calls += 1;
+        }
+        paths.ran(kern.isa());
+    }
+    println!("{calls} calls identical to the oracle");
+    paths.finish();
+}
+
 /// The 3x3 depthwise fast paths (AVX-512 VNNI, horizontal stride 1 / 2: 8-pixel blocks,
 /// zero-point padding, the correction folded into the bias) and the general path they fall back
 /// to (horizontal dilation, weights whose `w - zw` leaves int8) against the oracle, for every
