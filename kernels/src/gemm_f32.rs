@@ -339,17 +339,23 @@ impl Src for Ind {
     }
 }
 
-/// Splits `k0..k1` at segment boundaries: calls back with (segment, offset in it, length).
+/// Splits `k0..k1` at segment boundaries: calls back with (segment, offset in it, length). One
+/// division per call (the first segment), not one per piece: the 7x7 stem's K has 7 pieces per
+/// tile.
 macro_rules! for_pieces {
     ($src:expr, $k0:expr, $k1:expr, |$s:ident, $off:ident, $len:ident| $body:block) => {{
         let seg = $src.seg();
         let mut k = $k0;
+        // (No division when the range is empty: K = 0 has seg = 0.)
+        let mut seg_i = if $k0 < $k1 { $k0 / seg } else { 0 };
+        let mut seg_off = $k0 - seg_i * seg;
         while k < $k1 {
-            let $s = k / seg;
-            let $off = k - $s * seg;
+            let ($s, $off) = (seg_i, seg_off);
             let $len = (seg - $off).min($k1 - k);
             $body
             k += $len;
+            seg_i += 1;
+            seg_off = 0;
         }
     }};
 }

@@ -381,3 +381,22 @@ fn row_kernels_identical_for_any_thread_count() {
     }
     paths.finish();
 }
+
+/// K = 0: the product is empty, the output is the bias (then ReLU) on every ISA.
+#[test]
+fn gemm_f32_with_empty_k_is_the_bias() {
+    let paths = PathsRan::new("gemm_f32 K = 0");
+    let (m, n) = (7usize, 70usize);
+    let p = PackedBF32::new(0, n, &[], WeightLayout::KxN).unwrap();
+    let bias: Vec<f32> = (0..n).map(|j| j as f32 - 30.5).collect();
+    for kern in kernels() {
+        let mut out = vec![f32::NAN; m * n];
+        gemm_f32(&kern, m, &[], 0, &p, Some(&bias), true, &mut out, n).unwrap();
+        for row in out.chunks(n) {
+            let want: Vec<f32> = bias.iter().map(|&b| b.max(0.0)).collect();
+            assert_eq!(row, &want[..], "isa {}", kern.isa());
+        }
+        paths.ran(kern.isa());
+    }
+    paths.finish();
+}
