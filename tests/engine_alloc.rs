@@ -83,14 +83,23 @@ fn runs_reuse_buffers_after_warmup() {
     let e = octet::prepare::engine(q, Some(1)).unwrap();
     // (Before the kernels' scratch was reused: ~1 MB per int8 run, ~2.1 MB per fp32 run.)
     let (_, warm, out) = measure("resnet8 int8", &e, &feeds);
-    assert!(warm <= out + 16 * 1024, "resnet8 int8: {warm} B per warm run");
+    assert!(
+        warm <= out + 16 * 1024,
+        "resnet8 int8: {warm} B per warm run"
+    );
     let e = octet::prepare::engine(g, Some(1)).unwrap();
     let (_, warm, out) = measure("resnet8 fp32", &e, &feeds);
-    assert!(warm <= out + 16 * 1024, "resnet8 fp32: {warm} B per warm run");
+    assert!(
+        warm <= out + 16 * 1024,
+        "resnet8 fp32: {warm} B per warm run"
+    );
     // Two threads: the workers' scratch is theirs, reused the same way.
     let e2 = octet::prepare::engine(q_for_threads(&feeds, &cfg), Some(2)).unwrap();
     let (_, warm, out) = measure("resnet8 int8, 2 threads", &e2, &feeds);
-    assert!(warm <= out + 16 * 1024, "resnet8 int8 2 threads: {warm} B per warm run");
+    assert!(
+        warm <= out + 16 * 1024,
+        "resnet8 int8 2 threads: {warm} B per warm run"
+    );
 
     let feeds = npz("tiny_bert_inputs.npz");
     let g = octet::prepare::load(&fixture("tiny_bert.onnx"), &shapes(&feeds))

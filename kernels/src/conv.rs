@@ -3,7 +3,6 @@
 //! kernel (`depthwise.rs`). Owns the geometry and the lowering; all arithmetic is the GEMM's and
 //! the epilogue's, so the rounding and saturation rules are exactly those of [`crate::gemm_u8s8`].
 
-use crate::scratch::Scratch;
 use crate::depthwise::{depthwise_u8s8, DepthwiseWeights};
 use crate::error::{bad, KernelError};
 use crate::gemm_u8s8::{
@@ -12,6 +11,7 @@ use crate::gemm_u8s8::{
 };
 use crate::isa::Kernel;
 use crate::qadd::{qadd_raw, QAdd};
+use crate::scratch::Scratch;
 
 /// The bytes of an i8 slice.
 fn bytemuck_i8(s: &mut [i8]) -> &mut [u8] {
@@ -377,26 +377,6 @@ fn conv2d_impl(
             gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             continue;
         }
-        let cacheable = g == 1 && rows <= INDIRECT_ROWS && pack.zero_point() == 0;
-        if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 && cacheable {
-            if let Some(r) = conv_indirect_cached(
-                kernel,
-                x,
-                c_in,
-                geom,
-                (oh, ow),
-                rows,
-                pack,
-                &gep,
-                &mut out,
-                c_out,
-                res,
-                &w.ind_cache,
-            ) {
-                r?;
-                continue;
-            }
-        }
         if kernel.isa() == crate::Isa::Avx512Vnni && cig % 4 == 0 {
             conv_indirect(
                 kernel,
@@ -413,6 +393,7 @@ fn conv2d_impl(
                 c0,
                 c_out,
                 res,
+                (g == 1).then_some(&w.ind_cache),
             )?;
             continue;
         }
@@ -500,6 +481,9 @@ const INDIRECT_ROWS: usize = 4096;
 /// kxk convolution without im2col (VNNI, `cig % 4 == 0`): for each output pixel an indirection
 /// row of kh*kw pointers to the input pixels' channel segment (or to a zero-point-filled segment
 /// for padding taps); the micro-kernel walks them in the packed weights' (ky, kx, c) K order.
+/// With `cache` (one group), one chunk of rows and no weight zero point, the pointers come from
+/// the convolution's kept entries ([`IndCache`]) and are refilled only for an input buffer,
+/// shape or zero point not seen recently.
 #[allow(clippy::too_many_arguments)]
 fn conv_indirect(
     kernel: &Kernel,
@@ -516,9 +500,70 @@ fn conv_indirect(
     c0: usize,
     c_out: usize,
     res: Option<&Residual<'_>>,
+    cache: Option<&std::sync::Mutex<Vec<IndCache>>>,
 ) -> Result<(), KernelError> {
     let (kh, kw) = geom.kernel;
     let taps = kh * kw;
+    if let Some(cache) = cache.filter(|_| rows <= INDIRECT_ROWS && pack.zero_point() == 0) {
+        // A call holding the entries (a concurrent run) makes this one take the path below.
+        let guard = match cache.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(mut guard) = guard {
+            let key = IndKey {
+                data: x.data.as_ptr() as usize,
+                len: x.data.len(),
+                zero_point: x.zero_point,
+                batch: x.batch,
+                h: x.h,
+                w: x.w,
+            };
+            match guard
+                .iter()
+                .position(|c| c.key == key && c.ptrs.len() == rows * taps)
+            {
+                // Most recent first.
+                Some(i) => guard[..=i].rotate_right(1),
+                None => {
+                    let pad = vec![x.zero_point as u8; cig].into_boxed_slice();
+                    let mut ptrs = vec![0usize; rows * taps];
+                    // SAFETY: `*const u8` and `usize` have the same size and alignment.
+                    let as_ptrs: &mut [*const u8] = unsafe {
+                        std::slice::from_raw_parts_mut(ptrs.as_mut_ptr().cast(), ptrs.len())
+                    };
+                    fill_rows(x, c_in, ci0, geom, (oh, ow), pad.as_ptr(), 0, rows, as_ptrs);
+                    guard.insert(0, IndCache { key, ptrs, pad });
+                    guard.truncate(IND_CACHE_ENTRIES);
+                }
+            }
+            let c = &guard[0];
+            // SAFETY: as above; the entries were filled for an input at this same address,
+            // length, shape and zero point, so each addresses `cig` live bytes of `x.data` or of
+            // `c.pad`, both alive and unmodified for the call.
+            let ptrs: &[*const u8] =
+                unsafe { std::slice::from_raw_parts(c.ptrs.as_ptr().cast(), c.ptrs.len()) };
+            let a = crate::gemm_u8s8::IndirectA {
+                ptrs,
+                taps,
+                seg: cig,
+                rows,
+                zero_point: x.zero_point,
+                row_sums: None,
+            };
+            let o = out
+                .offset_mut(c0)
+                .ok_or_else(|| bad("conv: output too small"))?;
+            let r = res.map(|r| Residual {
+                other: &r.other[c0..],
+                add: r.add,
+            });
+            return unsafe {
+                crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref())
+            };
+        }
+    }
     let mut pad_buf = Scratch::take(cig);
     let pad: &[u8] = pad_buf.filled(cig, x.zero_point as u8);
     let chunk = INDIRECT_ROWS.min(rows);
@@ -585,7 +630,10 @@ fn fill_rows(
     ptrs: &mut [*const u8],
 ) {
     let taps = geom.kernel.0 * geom.kernel.1;
-    assert!(ptrs.len() >= (r1 - r0) * taps, "fill_rows: pointer buffer too small");
+    assert!(
+        ptrs.len() >= (r1 - r0) * taps,
+        "fill_rows: pointer buffer too small"
+    );
     let dst = SendMutPtr(ptrs.as_mut_ptr());
     let pad_ptr = SendConstPtr(pad);
     let nthreads = rayon::current_num_threads();
@@ -619,75 +667,6 @@ fn fill_rows(
     } else {
         fill(r0, r1);
     }
-}
-
-/// [`conv_indirect`] for one group, one chunk of rows and no weight zero point, with the
-/// indirection buffer kept in `cache` between calls and refilled only when the input buffer,
-/// its shape or zero point changed. `None` (nothing done) when another call holds the cache.
-#[allow(clippy::too_many_arguments)]
-fn conv_indirect_cached(
-    kernel: &Kernel,
-    x: TensorU8<'_>,
-    c_in: usize,
-    geom: ConvGeometry,
-    (oh, ow): (usize, usize),
-    rows: usize,
-    pack: &PackedB,
-    ep: &Epilogue<'_>,
-    out: &mut OutputSlice<'_>,
-    c_out: usize,
-    res: Option<&Residual<'_>>,
-    cache: &std::sync::Mutex<Vec<IndCache>>,
-) -> Option<Result<(), KernelError>> {
-    let mut guard = match cache.try_lock() {
-        Ok(g) => g,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return None,
-    };
-    let taps = geom.kernel.0 * geom.kernel.1;
-    let key = IndKey {
-        data: x.data.as_ptr() as usize,
-        len: x.data.len(),
-        zero_point: x.zero_point,
-        batch: x.batch,
-        h: x.h,
-        w: x.w,
-    };
-    match guard
-        .iter()
-        .position(|c| c.key == key && c.ptrs.len() == rows * taps)
-    {
-        // Most recent first.
-        Some(i) => guard[..=i].rotate_right(1),
-        None => {
-            let pad = vec![x.zero_point as u8; c_in].into_boxed_slice();
-            let mut ptrs = vec![0usize; rows * taps];
-            // SAFETY: `*const u8` and `usize` have the same size and alignment.
-            let as_ptrs: &mut [*const u8] =
-                unsafe { std::slice::from_raw_parts_mut(ptrs.as_mut_ptr().cast(), ptrs.len()) };
-            fill_rows(x, c_in, 0, geom, (oh, ow), pad.as_ptr(), 0, rows, as_ptrs);
-            guard.insert(0, IndCache { key, ptrs, pad });
-            guard.truncate(IND_CACHE_ENTRIES);
-        }
-    }
-    let c = &guard[0];
-    // SAFETY: as above; the entries were filled for an input at this same address, length,
-    // shape and zero point, so each addresses `c_in` live bytes of `x.data` or of `c.pad`.
-    let ptrs: &[*const u8] =
-        unsafe { std::slice::from_raw_parts(c.ptrs.as_ptr().cast(), c.ptrs.len()) };
-    let a = crate::gemm_u8s8::IndirectA {
-        ptrs,
-        taps,
-        seg: c_in,
-        rows,
-        zero_point: x.zero_point,
-        row_sums: None,
-    };
-    // SAFETY: see above; `x.data` and `c.pad` stay alive and unmodified for the call.
-    let Some(o) = out.offset_mut(0) else {
-        return Some(Err(bad("conv: output too small")));
-    };
-    Some(unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, res) })
 }
 
 #[derive(Clone, Copy)]

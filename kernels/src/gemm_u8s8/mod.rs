@@ -21,9 +21,9 @@ pub(crate) use epilogue::{requant_one, row as epilogue_row, EpiPlan, OutPtr};
 pub use pack::{PackedB, WeightLayout, NR};
 
 use crate::error::{bad, check_matrix, KernelError};
-use crate::scratch::ScratchVec;
 use crate::isa::{Isa, Kernel};
 use crate::qadd::QAdd;
+use crate::scratch::ScratchVec;
 use rayon::prelude::*;
 
 /// A row-major u8 activation matrix: `rows` x K (K is taken from the [`PackedB`]), row stride `ld`.
@@ -470,11 +470,8 @@ pub(crate) fn gemm_u8s8_res_on(
         #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw-pointer field
         let outp = outp;
         // The zero-padded copy (a per-thread reused buffer, `crate::scratch`).
-        let mut pad_buf = crate::scratch::Scratch::take(if direct {
-            0
-        } else {
-            (it.m1 - it.m0) * kp
-        });
+        let mut pad_buf =
+            crate::scratch::Scratch::take(if direct { 0 } else { (it.m1 - it.m0) * kp });
         let padded: &[u8] = if direct {
             &[]
         } else {
@@ -675,7 +672,9 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
     let za = a.zero_point;
     let colterm = colterm(b, ep, za);
     let rowterm = match a.row_sums {
-        Some(rs) => ScratchVec::from_fn(rs.len(), |i| b.zero_point.wrapping_neg().wrapping_mul(rs[i])),
+        Some(rs) => ScratchVec::from_fn(rs.len(), |i| {
+            b.zero_point.wrapping_neg().wrapping_mul(rs[i])
+        }),
         None => ScratchVec::filled(0, 0),
     };
     let plan = EpiPlan {

@@ -104,12 +104,13 @@ fn import_model(
     // Initializers become constants (each proto tensor dropped right after conversion).
     for t in std::mem::take(&mut graph_proto.initializer) {
         let name = t.name.clone().unwrap_or_default();
-        let tensor =
-            tensor::tensor_from_proto_in(&t, base_dir, file).map_err(|msg| ImportError::Tensor {
+        let tensor = tensor::tensor_from_proto_in(&t, base_dir, file).map_err(|msg| {
+            ImportError::Tensor {
                 path: p(),
                 tensor: name.clone(),
                 msg,
-            })?;
+            }
+        })?;
         let n = b.g.add_const(&name, tensor);
         b.names.insert(name, Outlet::new(n, 0));
     }
