@@ -504,6 +504,32 @@ fn conv_indirect(
 ) -> Result<(), KernelError> {
     let (kh, kw) = geom.kernel;
     let taps = kh * kw;
+    // The GEMM over output rows [r0, r0 + n) from their indirection rows (and row sums).
+    //
+    // SAFETY (of the callers below): every pointer was taken from a live slice of `cig` bytes
+    // (`x.data` or a padding segment), alive and unmodified for the whole call.
+    let mut gemm_rows = |r0: usize,
+                         n: usize,
+                         ptrs: &[*const u8],
+                         sums: Option<&[i32]>|
+     -> Result<(), KernelError> {
+        let a = crate::gemm_u8s8::IndirectA {
+            ptrs,
+            taps,
+            seg: cig,
+            rows: n,
+            zero_point: x.zero_point,
+            row_sums: sums,
+        };
+        let o = out
+            .offset_mut(r0 * c_out + c0)
+            .ok_or_else(|| bad("conv: output too small"))?;
+        let r = res.map(|r| Residual {
+            other: &r.other[r0 * c_out + c0..],
+            add: r.add,
+        });
+        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref()) }
+    };
     if let Some(cache) = cache.filter(|_| rows <= INDIRECT_ROWS && pack.zero_point() == 0) {
         // A call holding the entries (a concurrent run) makes this one take the path below.
         let guard = match cache.try_lock() {
@@ -544,24 +570,7 @@ fn conv_indirect(
             // `c.pad`, both alive and unmodified for the call.
             let ptrs: &[*const u8] =
                 unsafe { std::slice::from_raw_parts(c.ptrs.as_ptr().cast(), c.ptrs.len()) };
-            let a = crate::gemm_u8s8::IndirectA {
-                ptrs,
-                taps,
-                seg: cig,
-                rows,
-                zero_point: x.zero_point,
-                row_sums: None,
-            };
-            let o = out
-                .offset_mut(c0)
-                .ok_or_else(|| bad("conv: output too small"))?;
-            let r = res.map(|r| Residual {
-                other: &r.other[c0..],
-                add: r.add,
-            });
-            return unsafe {
-                crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref())
-            };
+            return gemm_rows(0, rows, ptrs, None);
         }
     }
     let mut pad_buf = Scratch::take(cig);
@@ -592,24 +601,7 @@ fn conv_indirect(
                 *sum = s;
             }
         }
-        let a = crate::gemm_u8s8::IndirectA {
-            ptrs,
-            taps,
-            seg: cig,
-            rows: r1 - r0,
-            zero_point: x.zero_point,
-            row_sums: if need_sums { Some(sums) } else { None },
-        };
-        let o = out
-            .offset_mut(r0 * c_out + c0)
-            .ok_or_else(|| bad("conv: output too small"))?;
-        // SAFETY: every pointer was taken from a live slice of `cig` bytes (`x.data` or `pad`),
-        // both alive and unmodified for the whole call.
-        let r = res.map(|r| Residual {
-            other: &r.other[r0 * c_out + c0..],
-            add: r.add,
-        });
-        unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref())? };
+        gemm_rows(r0, r1 - r0, ptrs, need_sums.then_some(&*sums))?;
         r0 = r1;
     }
     Ok(())
