@@ -3,7 +3,7 @@
 //!
 //! cargo run -p octet-kernels --release --example gemm_gops -- [--threads N] [--isa NAME]
 //!     [--shapes MxNxK,...] [--secs S] [--no-f32] [--no-conv] [--conv NAME-SUBSTRING] [--elementwise]
-//!     [--bf16] [--no-int8] [--resnet50]
+//!     [--bf16] [--no-int8] [--resnet50] [--cold | --cold-weights]
 //!     (`--shapes none` skips the GEMM shapes)
 //!
 //! int8 lines: u8 x s8 GEMM with the fused per-channel requantization to u8 (the graph's real
@@ -17,11 +17,57 @@
 use octet_kernels::*;
 use std::time::Instant;
 
+/// `--cold`: before each timed call, 64 MiB are written, evicting the weights and activations
+/// from every cache level (as in a whole model, where each layer's weights arrive from DRAM).
+static COLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn evict_caches() {
+    static BUF: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+    let mut b = BUF.lock().unwrap();
+    if b.is_empty() {
+        b.resize(8 << 20, 0);
+    }
+    for (i, v) in b.iter_mut().enumerate() {
+        *v = v.wrapping_add(i as u64);
+    }
+    std::hint::black_box(&*b);
+}
+
+/// `--cold-weights`: as `--cold`, then the activations (registered here) are read back into the
+/// caches, so only the weights arrive cold.
+static WARM: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+static WARM_ACT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn warm_bytes<T>(v: &[T]) {
+    let mut w = WARM.lock().unwrap();
+    w.push((v.as_ptr() as usize, std::mem::size_of_val(v)));
+}
+
+fn touch_warm() {
+    let w = WARM.lock().unwrap();
+    let mut s = 0u8;
+    for &(p, n) in w.iter() {
+        for off in (0..n).step_by(64) {
+            // SAFETY: registered slices outlive the timed closure (cleared after each shape).
+            s = s.wrapping_add(unsafe { std::ptr::read_volatile((p + off) as *const u8) });
+        }
+    }
+    std::hint::black_box(s);
+}
+
 fn median_secs(budget: f64, mut f: impl FnMut()) -> f64 {
+    let cold = COLD.load(std::sync::atomic::Ordering::Relaxed);
+    let warm_act = WARM_ACT.load(std::sync::atomic::Ordering::Relaxed);
     f();
     let t0 = Instant::now();
     let mut ts = Vec::new();
     while t0.elapsed().as_secs_f64() < budget || ts.len() < 3 {
+        if cold {
+            evict_caches();
+            if warm_act {
+                touch_warm();
+            }
+        }
         let s = Instant::now();
         f();
         ts.push(s.elapsed().as_secs_f64());
@@ -38,6 +84,13 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    if args.iter().any(|a| a == "--cold") {
+        COLD.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    if args.iter().any(|a| a == "--cold-weights") {
+        COLD.store(true, std::sync::atomic::Ordering::Relaxed);
+        WARM_ACT.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let threads: usize = get("--threads")
         .map(|s| s.parse().expect("--threads N"))
         .unwrap_or(1);
@@ -347,11 +400,14 @@ fn resnet50(
         let pf = PackedConvF32::new(geom, ci, co, &wt).unwrap();
         let (oh, ow) = geom.out_size(hw, hw).unwrap();
         let mut out = vec![0f32; oh * ow * co];
+        warm_bytes(&x);
+        warm_bytes(&out);
         let t = pool.install(|| {
             median_secs(secs, || {
                 conv2d_f32(kernel, &x, (1, hw, hw), &pf, Some(&bias), true, &mut out).unwrap();
             })
         });
+        WARM.lock().unwrap().clear();
         let flop = 2.0 * (oh * ow * co * k * k * ci) as f64;
         let gf = flop / t / 1e9;
         total_ms += count as f64 * t * 1e3;

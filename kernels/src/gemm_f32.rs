@@ -7,6 +7,7 @@
 //! results are identical for any thread count. The ISAs differ in rounding (FMA vs separate
 //! multiply and add in scalar), so float results are compared within a tolerance, not bitwise.
 
+use crate::aligned::AlignedBytes;
 use crate::error::{bad, check_matrix, KernelError};
 use crate::isa::{Isa, Kernel};
 use rayon::prelude::*;
@@ -18,7 +19,8 @@ const NRF: usize = 64;
 pub struct PackedBF32 {
     k: usize,
     n: usize,
-    data: Vec<f32>,
+    /// `panels * k * 64` floats.
+    data: AlignedBytes,
 }
 
 impl std::fmt::Debug for PackedBF32 {
@@ -45,7 +47,11 @@ impl PackedBF32 {
             )));
         }
         let panels = n.div_ceil(NRF);
-        let mut data = vec![0f32; panels * k * NRF];
+        let floats = panels
+            .checked_mul(k * NRF)
+            .ok_or_else(|| bad("PackedBF32: size overflows usize"))?;
+        let mut bytes = AlignedBytes::zeroed(floats * 4);
+        let data = bytes.as_f32_mut();
         for p in 0..panels {
             for kk in 0..k {
                 for j in 0..NRF.min(n - p * NRF) {
@@ -57,7 +63,7 @@ impl PackedBF32 {
                 }
             }
         }
-        Ok(PackedBF32 { k, n, data })
+        Ok(PackedBF32 { k, n, data: bytes })
     }
     /// K.
     pub fn k(&self) -> usize {
@@ -207,7 +213,7 @@ pub(crate) fn gemm_core(
                 let job = Job {
                     k0,
                     k1,
-                    b: b.data[(p * k + k0) * NRF..].as_ptr(),
+                    b: b.data.as_f32()[(p * k + k0) * NRF..].as_ptr(),
                     out: std::ptr::null_mut(),
                     ldc,
                     nc: NRF.min(n - j0),
