@@ -1,34 +1,50 @@
 //! A 64-byte aligned, zero-initialised byte buffer for packed weights (and the run-time repacks of
 //! attention operands). Owns the allocation policy only, no SIMD code.
 //!
-//! Buffers of at least [`HUGE`] bytes are 2 MiB aligned and, on Linux, marked `MADV_HUGEPAGE`
-//! before their pages are first written. Weights stream from DRAM on every run of a large model
-//! (ResNet-50: 25 MB int8, 100 MB fp32), and with 4 KiB pages every 4 KiB of a weight panel is a
-//! TLB miss (a two-dimensional page walk under a hypervisor) and a point where the hardware
-//! prefetcher stops; 2 MiB pages remove both. The size is rounded up to whole 2 MiB pages only
-//! when that wastes at most an eighth; otherwise the tail stays in 4 KiB pages.
+//! Weights stream from DRAM on every run of a large model (ResNet-50: 25 MB int8, 100 MB fp32).
+//! With 4 KiB pages every 4 KiB of a weight panel is a TLB miss (a two-dimensional page walk under
+//! a hypervisor) and a point where the hardware prefetcher stops, so weights live in 2 MiB pages
+//! (`MADV_HUGEPAGE` on Linux, set before the pages are first written):
+//! - buffers of at least [`HUGE`] bytes get their own 2 MiB aligned allocation, rounded up to whole
+//!   2 MiB pages only when that wastes at most an eighth (else the tail stays in 4 KiB pages);
+//! - smaller ones are carved out of shared [`CHUNK`]-byte blocks (a bump allocator; a block is
+//!   freed when the last buffer in it is dropped), so a model's many small weight buffers share
+//!   huge pages instead of each sitting in its own 4 KiB pages. Only the used part of a block is
+//!   ever touched, so resident memory grows with what is allocated, in 2 MiB steps.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 
-/// Buffers from this size on get the huge-page treatment.
+/// Buffers from this size on get their own huge-page allocation.
 const HUGE: usize = 2 << 20;
+/// Size of a shared block for the smaller buffers.
+const CHUNK: usize = 16 << 20;
 const LINE: usize = 64;
 
 /// A cache line's alignment (for the dangling pointer of an empty buffer).
 #[repr(C, align(64))]
 struct Line([u8; LINE]);
 
+/// Who owns the bytes behind an [`AlignedBytes`].
+enum Store {
+    /// Nothing allocated (`len == 0`).
+    Empty,
+    /// Its own allocation.
+    Own(Layout),
+    /// `cap` bytes of a shared block.
+    Shared { _block: Arc<Block>, cap: usize },
+}
+
 /// Heap buffer of `len` bytes whose start is 64-byte aligned (one cache line, one zmm).
 pub(crate) struct AlignedBytes {
     ptr: NonNull<u8>,
     len: usize,
-    /// The allocation (`None` when nothing is allocated: `len == 0`).
-    layout: Option<Layout>,
+    store: Store,
 }
 
-// SAFETY: AlignedBytes owns its allocation exclusively (like a Vec<u8>); shared references only
-// read it.
+// SAFETY: AlignedBytes owns its bytes exclusively (like a Vec<u8>; a shared block hands out
+// disjoint ranges); shared references only read them.
 unsafe impl Send for AlignedBytes {}
 unsafe impl Sync for AlignedBytes {}
 
@@ -38,7 +54,17 @@ impl AlignedBytes {
             return AlignedBytes {
                 ptr: NonNull::<Line>::dangling().cast(),
                 len: 0,
-                layout: None,
+                store: Store::Empty,
+            };
+        }
+        if len < HUGE {
+            let (block, ptr, cap) = Block::carve(len);
+            // SAFETY: `ptr` is valid for `cap >= len` bytes of the block, handed out once.
+            unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+            return AlignedBytes {
+                ptr,
+                len,
+                store: Store::Shared { _block: block, cap },
             };
         }
         let layout = layout_for(len);
@@ -47,28 +73,30 @@ impl AlignedBytes {
         let Some(ptr) = NonNull::new(raw) else {
             std::alloc::handle_alloc_error(layout)
         };
-        if layout.align() == HUGE {
-            advise_huge(raw, layout.size());
-        }
+        advise_huge(raw, layout.size());
         // SAFETY: `raw` is valid for `layout.size() >= len` bytes. The zeroing is the first write,
         // so the pages are faulted in after the advice.
         unsafe { std::ptr::write_bytes(raw, 0, layout.size()) };
         AlignedBytes {
             ptr,
             len,
-            layout: Some(layout),
+            store: Store::Own(layout),
         }
     }
 
     /// `len` zero bytes, reusing the allocation when it is large enough.
     pub(crate) fn reset_zeroed(&mut self, len: usize) {
-        match self.layout {
-            Some(l) if l.size() >= len => {
-                // SAFETY: the allocation holds `l.size() >= len` bytes.
-                unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, len) };
-                self.len = len;
-            }
-            _ => *self = AlignedBytes::zeroed(len),
+        let cap = match &self.store {
+            Store::Empty => 0,
+            Store::Own(l) => l.size(),
+            Store::Shared { cap, .. } => *cap,
+        };
+        if cap >= len {
+            // SAFETY: the allocation holds `cap >= len` bytes.
+            unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, len) };
+            self.len = len;
+        } else {
+            *self = AlignedBytes::zeroed(len);
         }
     }
 
@@ -102,25 +130,76 @@ impl Clone for AlignedBytes {
 
 impl Drop for AlignedBytes {
     fn drop(&mut self) {
-        if let Some(l) = self.layout {
+        if let Store::Own(l) = self.store {
             // SAFETY: allocated in `zeroed` with this layout.
             unsafe { std::alloc::dealloc(self.ptr.as_ptr(), l) };
         }
+        // A shared block is freed with its last buffer (the Arc).
     }
 }
 
-/// 64-byte lines; from [`HUGE`] bytes on, 2 MiB aligned and rounded up to whole 2 MiB pages when
+/// A [`CHUNK`]-byte, 2 MiB aligned block that smaller buffers are carved from.
+struct Block {
+    base: NonNull<u8>,
+}
+
+// SAFETY: the block is plain memory; each carved range is owned by one AlignedBytes.
+unsafe impl Send for Block {}
+unsafe impl Sync for Block {}
+
+/// The block being carved and how many bytes of it are handed out.
+static CURRENT: Mutex<Option<(Arc<Block>, usize)>> = Mutex::new(None);
+
+impl Block {
+    fn layout() -> Layout {
+        Layout::from_size_align(CHUNK, HUGE).expect("constant layout")
+    }
+
+    fn new() -> Block {
+        let layout = Block::layout();
+        // SAFETY: non-zero size, power-of-two alignment.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let Some(base) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        // Before any write: the carved ranges are zeroed (and so faulted in) by their owners.
+        advise_huge(raw, CHUNK);
+        Block { base }
+    }
+
+    /// `len` (< CHUNK) bytes, 64-byte aligned, from the current block or a new one: the block,
+    /// the start and the capacity handed out (`len` rounded up to a line).
+    fn carve(len: usize) -> (Arc<Block>, NonNull<u8>, usize) {
+        let cap = len.next_multiple_of(LINE);
+        let mut cur = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = cur.as_ref().is_some_and(|(_, used)| used + cap <= CHUNK);
+        if !fits {
+            *cur = Some((Arc::new(Block::new()), 0));
+        }
+        let (block, used) = cur.as_mut().expect("a current block");
+        // SAFETY: `used + cap <= CHUNK`: inside the block.
+        let ptr = unsafe { NonNull::new_unchecked(block.base.as_ptr().add(*used)) };
+        *used += cap;
+        (block.clone(), ptr, cap)
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `Block::new` with this layout; no carved range outlives the block
+        // (each holds an Arc to it).
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), Block::layout()) };
+    }
+}
+
+/// An own allocation (from [`HUGE`] bytes on): 2 MiB aligned, rounded up to whole 2 MiB pages when
 /// that adds at most an eighth (else to whole 4 KiB pages).
 fn layout_for(len: usize) -> Layout {
-    let (size, align) = if len >= HUGE {
-        let whole = len.next_multiple_of(HUGE);
-        if whole - len <= len / 8 {
-            (whole, HUGE)
-        } else {
-            (len.next_multiple_of(4096), HUGE)
-        }
+    let whole = len.next_multiple_of(HUGE);
+    let (size, align) = if whole - len <= len / 8 {
+        (whole, HUGE)
     } else {
-        (len.next_multiple_of(LINE), LINE)
+        (len.next_multiple_of(4096), HUGE)
     };
     Layout::from_size_align(size, align).unwrap_or_else(|_| {
         // Only reachable for sizes near usize::MAX, which the allocator would refuse anyway.
@@ -182,6 +261,35 @@ mod tests {
         assert_eq!(layout_for(8 * HUGE + 1).size(), 9 * HUGE);
         // 2.36 MB (ResNet-50 layer4 3x3, int8): rounding to 4 MiB would waste 40%.
         assert_eq!(layout_for(2_359_296).size(), 2_359_296);
-        assert_eq!(layout_for(100).size(), 128);
+    }
+
+    #[test]
+    fn shared_blocks_hand_out_disjoint_ranges_and_open_new_blocks() {
+        // Nine buffers just under HUGE do not fit one CHUNK: the last ones go to a new block.
+        let mut bufs: Vec<AlignedBytes> =
+            (0..9).map(|_| AlignedBytes::zeroed(HUGE - 100)).collect();
+        bufs.extend((0..50).map(|i| AlignedBytes::zeroed(1 + 37 * i)));
+        for (i, b) in bufs.iter_mut().enumerate() {
+            assert!(matches!(b.store, Store::Shared { .. }));
+            assert_eq!(b.as_slice().as_ptr() as usize % LINE, 0);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+            b.as_mut_slice().fill(i as u8);
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            assert!(
+                b.as_slice().iter().all(|&x| x == i as u8),
+                "buffer {i} overwritten"
+            );
+        }
+        let blocks: std::collections::HashSet<usize> = bufs
+            .iter()
+            .map(|b| match &b.store {
+                Store::Shared { _block, .. } => Arc::as_ptr(_block) as usize,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(blocks.len() >= 2);
+        // Each buffer keeps its block alive (freed with the last one; other tests running in
+        // parallel may share the blocks, so that is not asserted here).
     }
 }
