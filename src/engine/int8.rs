@@ -319,6 +319,33 @@ fn build_conv(
     })
 }
 
+/// One image `c x hw` (planar) to `hw x c` (pixel-major), each byte XOR `flip` (0x80 shifts s8
+/// to u8). Three channels (images) zip the planes; other counts go through 64-pixel blocks, so
+/// the `c` read streams and the write stream stay in L1.
+fn nchw_to_nhwc_u8(img: &[u8], out: &mut [u8], c: usize, hw: usize, flip: u8) {
+    if c == 3 {
+        let (p0, rest) = img.split_at(hw);
+        let (p1, p2) = rest.split_at(hw);
+        for (((d, &a), &b), &e) in out.chunks_exact_mut(3).zip(p0).zip(p1).zip(p2) {
+            d[0] = a ^ flip;
+            d[1] = b ^ flip;
+            d[2] = e ^ flip;
+        }
+        return;
+    }
+    const BLOCK: usize = 64;
+    for p0 in (0..hw).step_by(BLOCK) {
+        let pn = BLOCK.min(hw - p0);
+        let block = &mut out[p0 * c..(p0 + pn) * c];
+        for ch in 0..c {
+            let plane = &img[ch * hw + p0..ch * hw + p0 + pn];
+            for (d, &v) in block[ch..].iter_mut().step_by(c).zip(plane) {
+                *d = v ^ flip;
+            }
+        }
+    }
+}
+
 impl ConvNode {
     /// `in_nhwc` / `out_nhwc`: the input is stored / the output is to be stored NHWC (physical
     /// shape [N, H, W, C]); otherwise NCHW and the node converts.
@@ -358,19 +385,12 @@ impl ConvNode {
             converted.as_ref().unwrap().bytes()
         } else {
             let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
-            let nhwc = t.bytes_mut();
             let hw = h * w;
-            for b in 0..nb {
-                let img = &src[b * c * hw..(b + 1) * c * hw];
-                // Pixel-major: sequential writes, `c` sequential read streams.
-                for (p, px) in nhwc[b * hw * c..(b + 1) * hw * c]
-                    .chunks_exact_mut(c)
-                    .enumerate()
-                {
-                    for (ch, d) in px.iter_mut().enumerate() {
-                        *d = img[ch * hw + p] ^ flip;
-                    }
-                }
+            for (img, out) in src
+                .chunks_exact(c * hw)
+                .zip(t.bytes_mut().chunks_exact_mut(c * hw))
+            {
+                nchw_to_nhwc_u8(img, out, c, hw, flip);
             }
             converted = Some(t);
             converted.as_ref().unwrap().bytes()
@@ -696,5 +716,28 @@ impl GemmNode {
         };
         gemm_u8s8(&self.kernel, am, &self.packed, &ep, slice, self.n).map_err(|e| e.to_string())?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nchw_to_nhwc_u8;
+
+    #[test]
+    fn nchw_to_nhwc_u8_transposes_and_flips_for_every_channel_count() {
+        for c in [1usize, 2, 3, 4, 5, 64, 67] {
+            for hw in [1usize, 7, 63, 64, 65, 200] {
+                let img: Vec<u8> = (0..c * hw).map(|i| (i * 31 + 7) as u8).collect();
+                for flip in [0u8, 0x80] {
+                    let mut out = vec![0u8; c * hw];
+                    nchw_to_nhwc_u8(&img, &mut out, c, hw, flip);
+                    for p in 0..hw {
+                        for ch in 0..c {
+                            assert_eq!(out[p * c + ch], img[ch * hw + p] ^ flip, "c {c} hw {hw}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

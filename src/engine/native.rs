@@ -386,10 +386,14 @@ impl NativeOp {
                 if pads.len() != 4 {
                     return None;
                 }
+                let (st, dl) = (two(&p.geom.strides)?, two(&p.geom.dilations)?);
+                if st.0 == 0 || st.1 == 0 || dl.0 == 0 || dl.1 == 0 {
+                    return None;
+                }
                 NativeOp::MaxPool {
                     k: (k[0], k[1]),
-                    s: two(&p.geom.strides)?,
-                    d: two(&p.geom.dilations)?,
+                    s: st,
+                    d: dl,
                     pad: (pads[0], pads[1]),
                     out: (os[2], os[3]),
                 }
@@ -1290,6 +1294,20 @@ struct PoolGeo {
     nhwc: bool,
 }
 
+/// The kernel taps `t < k` of output position `o` whose input index `o*s + t*d - p` is inside
+/// `[0, lim)`: (first such input index, how many; consecutive ones are `d` apart).
+fn tap_range(o: usize, s: usize, d: usize, p: usize, k: usize, lim: usize) -> (usize, usize) {
+    let base = o * s; // input index + p of tap 0
+    let t_lo = p.saturating_sub(base).div_ceil(d);
+    // i < lim  <=>  t * d < lim + p - base
+    let t_hi = (lim + p).saturating_sub(base).div_ceil(d).min(k);
+    if t_lo >= t_hi {
+        (0, 0)
+    } else {
+        (base + t_lo * d - p, t_hi - t_lo)
+    }
+}
+
 fn maxpool<T: Copy + Send + Sync>(
     x: &[T],
     y: &mut [T],
@@ -1309,13 +1327,15 @@ fn maxpool<T: Copy + Send + Sync>(
     // writes only its own chunk, so any split gives the same bytes.
     let nhwc_row = |(row, yrow): (usize, &mut [T])| {
         let (b, oy) = (row / g.oh, row % g.oh);
-        for ox in 0..g.ow {
-            let orow = &mut yrow[ox * c..(ox + 1) * c];
+        let img = &x[b * h * w * c..(b + 1) * h * w * c];
+        for (ox, orow) in yrow.chunks_exact_mut(c).enumerate() {
+            let (ix0, nx) = tap_range(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w);
             orow.fill(lowest);
             for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
-                for ix in taps(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w) {
-                    let i0 = ((b * h + iy) * w + ix) * c;
-                    for (o, &v) in orow.iter_mut().zip(&x[i0..i0 + c]) {
+                let line = &img[iy * w * c..(iy + 1) * w * c];
+                for t in 0..nx {
+                    let i0 = (ix0 + t * g.d.1) * c;
+                    for (o, &v) in orow.iter_mut().zip(&line[i0..i0 + c]) {
                         *o = max(*o, v);
                     }
                 }
@@ -1424,6 +1444,32 @@ impl NativeOp {
                 Some((*scale, *zp))
             }
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tap_range;
+
+    #[test]
+    fn tap_range_matches_a_filter_over_every_tap() {
+        for (o, s, d, p, k, lim) in (0..6)
+            .flat_map(|o| (1..4).map(move |s| (o, s)))
+            .flat_map(|(o, s)| (1..4).map(move |d| (o, s, d)))
+            .flat_map(|(o, s, d)| (0..4).map(move |p| (o, s, d, p)))
+            .flat_map(|(o, s, d, p)| (1..5).map(move |k| (o, s, d, p, k)))
+            .flat_map(|(o, s, d, p, k)| (1..9).map(move |lim| (o, s, d, p, k, lim)))
+        {
+            let want: Vec<usize> = (0..k)
+                .filter_map(|t| {
+                    let i = (o * s + t * d) as isize - p as isize;
+                    (i >= 0 && (i as usize) < lim).then_some(i as usize)
+                })
+                .collect();
+            let (first, n) = tap_range(o, s, d, p, k, lim);
+            let got: Vec<usize> = (0..n).map(|t| first + t * d).collect();
+            assert_eq!(got, want, "o {o} s {s} d {d} p {p} k {k} lim {lim}");
         }
     }
 }
