@@ -226,11 +226,44 @@ pub(crate) fn gemm_core(
                     },
                     res: std::ptr::null(),
                     relu,
+                    pf: std::ptr::null(),
+                    pf_n: 0,
+                };
+                // The block after this one in the item (next panel, else the next K block) is
+                // prefetched into L2 while this one is computed: its first row tiles each take a
+                // share, a line (up to 4 when there are fewer than 4 tiles) per K step, so the
+                // weights, which stream from DRAM on every run, are not waited for by the next
+                // block's first tile. (A burst per tile stalls the core instead: measured
+                // slower.) ResNet-50 fp32, 1 thread: 79.45 -> 78.76 ms (4 interleaved pairs).
+                let next = if p + 1 < p1 {
+                    Some((p + 1, k0, k1))
+                } else if kb + 1 < nkb {
+                    Some((p0, k1, ((kb + 2) * kc).min(k)))
+                } else {
+                    None
+                };
+                let tiles = (m1 - m0).div_ceil(mr);
+                let lines = next.map_or(0, |(_, a, z)| (z - a) * NRF * 4 / 64);
+                let per_step = if lines > 0 {
+                    lines.div_ceil(tiles * (k1 - k0)).min(4)
+                } else {
+                    0
                 };
                 let mut i = m0;
                 while i < m1 {
                     let rows = mr.min(m1 - i);
+                    let t = (i - m0) / mr;
+                    let (pf, pf_n) = match next {
+                        Some((pn, a, _)) if per_step > 0 && t * per_step * (k1 - k0) < lines => (
+                            (b.data.as_f32()[(pn * k + a) * NRF..].as_ptr() as *const u8)
+                                .wrapping_add(t * per_step * (k1 - k0) * 64),
+                            per_step,
+                        ),
+                        _ => (std::ptr::null(), 0),
+                    };
                     let job = Job {
+                        pf,
+                        pf_n,
                         out: outp.0.wrapping_add(i * ldc + j0),
                         res: if res_ptr == 0 {
                             std::ptr::null()
@@ -302,6 +335,9 @@ struct Job {
     /// stride `ldc` like the output.
     res: *const f32,
     relu: bool,
+    /// Next-block prefetch: `pf_n` (0..=4) lines per K step into L2, starting at `pf`.
+    pf: *const u8,
+    pf_n: usize,
 }
 
 /// Row pointers of a tile's A rows: `ptr(r, s)` = segment `s` of row `r` (`seg()` floats).
@@ -473,12 +509,17 @@ mod x86 {
             }
         }
         let mut bp = job.b;
+        let mut pf = job.pf;
         for_pieces!(src, job.k0, job.k1, |s, off, len| {
             let mut p = [std::ptr::null::<f32>(); R];
             for (r, pr) in p.iter_mut().enumerate() {
                 *pr = src.ptr(r, s).add(off);
             }
             for kk in 0..len {
+                for l in 0..job.pf_n {
+                    _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(64 * l) as *const i8);
+                }
+                pf = pf.wrapping_add(64 * job.pf_n);
                 let mut bv = [_mm512_setzero_ps(); C];
                 for (c, v) in bv.iter_mut().enumerate() {
                     *v = _mm512_loadu_ps(bp.add(16 * c));
