@@ -95,6 +95,7 @@ pub(crate) unsafe fn run_fused(
     out: super::epilogue::OutPtr,
     ldc: usize,
     rp: *const u8,
+    pf: *const i8,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
@@ -104,23 +105,23 @@ pub(crate) unsafe fn run_fused(
             ($($r:literal),*) => {
                 match (rows, nc.div_ceil(16)) {
                     $(
-                        ($r, 1) => f::<$r, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                        ($r, 2) => f::<$r, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                        ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                        ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                        ($r, 1) => f::<$r, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, 2) => f::<$r, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                     )*
-                    (7, 1) => f::<7, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (7, _) => f::<7, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (8, 1) => f::<8, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (8, _) => f::<8, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (9, 1) => f::<9, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (9, _) => f::<9, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (10, 1) => f::<10, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (10, _) => f::<10, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (11, 1) => f::<11, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (11, _) => f::<11, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (12, 1) => f::<12, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    (12, _) => f::<12, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    (7, 1) => f::<7, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (7, _) => f::<7, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (8, 1) => f::<8, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (8, _) => f::<8, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (9, 1) => f::<9, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (9, _) => f::<9, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (10, 1) => f::<10, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (10, _) => f::<10, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (11, 1) => f::<11, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (11, _) => f::<11, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (12, 1) => f::<12, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (12, _) => f::<12, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                     (_, _) => unreachable!("rows {rows}"),
                 }
             };
@@ -129,7 +130,7 @@ pub(crate) unsafe fn run_fused(
         return true;
     }
     let _ = (
-        isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp,
+        isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
     );
     false
 }
@@ -154,29 +155,30 @@ pub(crate) unsafe fn run_fused_ind(
     out: super::epilogue::OutPtr,
     ldc: usize,
     rp: *const u8,
+    pf: *const i8,
 ) {
     use x86::vnni_fused_ind as f;
     macro_rules! go {
         ($($r:literal),*) => {
             match (rows, nc.div_ceil(16)) {
                 $(
-                    ($r, 1) => f::<$r, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    ($r, 2) => f::<$r, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                    ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                    ($r, 1) => f::<$r, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, 2) => f::<$r, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                 )*
-                (7, 1) => f::<7, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (7, _) => f::<7, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (8, 1) => f::<8, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (8, _) => f::<8, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (9, 1) => f::<9, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (9, _) => f::<9, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (10, 1) => f::<10, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (10, _) => f::<10, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (11, 1) => f::<11, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (11, _) => f::<11, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (12, 1) => f::<12, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
-                (12, _) => f::<12, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp),
+                (7, 1) => f::<7, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (7, _) => f::<7, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (8, 1) => f::<8, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (8, _) => f::<8, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (9, 1) => f::<9, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (9, _) => f::<9, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (10, 1) => f::<10, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (10, _) => f::<10, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (11, 1) => f::<11, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (11, _) => f::<11, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (12, 1) => f::<12, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (12, _) => f::<12, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                 (_, _) => unreachable!("rows {rows}"),
             }
         };
@@ -239,15 +241,19 @@ mod x86 {
         a_rs: usize,
         b: *const i8,
         init: [__m512i; C],
+        pf: *const i8,
     ) -> [[__m512i; C]; R] {
         let mut acc = [init; R];
         let mut bp = b;
         let mut ap = a;
+        let mut pf = pf;
         for _ in 0..kg {
             let mut bv = [_mm512_setzero_si512(); C];
             for (c, v) in bv.iter_mut().enumerate() {
                 *v = _mm512_loadu_si512(bp.add(64 * c) as *const _);
             }
+            _mm_prefetch::<_MM_HINT_T1>(pf);
+            pf = pf.wrapping_add(64);
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_epi32(bcast4(ap.add(r * a_rs)));
                 for c in 0..C {
@@ -268,7 +274,7 @@ mod x86 {
         b: *const i8,
         tile: *mut i32,
     ) {
-        let acc = vnni_acc::<R, 4>(kg, a, a_rs, b, [_mm512_setzero_si512(); 4]);
+        let acc = vnni_acc::<R, 4>(kg, a, a_rs, b, [_mm512_setzero_si512(); 4], b);
         for (r, acc_r) in acc.iter().enumerate() {
             for (c, v) in acc_r.iter().enumerate() {
                 _mm512_storeu_si512(tile.add(r * NR + 16 * c) as *mut _, *v);
@@ -295,6 +301,7 @@ mod x86 {
         out: OutPtr,
         ldc: usize,
         rp: *const u8,
+        pf: *const i8,
     ) {
         let init = acc_init::<C>(plan, j0, nc);
         let acc = if R == 1 && C == 4 {
@@ -305,7 +312,7 @@ mod x86 {
             }
             t
         } else {
-            vnni_acc::<R, C>(kg, a, a_rs, b, init)
+            vnni_acc::<R, C>(kg, a, a_rs, b, init, pf)
         };
         store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
@@ -423,9 +430,11 @@ mod x86 {
         ptrs: *const *const u8,
         b: *const i8,
         init: [__m512i; C],
+        pf: *const i8,
     ) -> [[__m512i; C]; R] {
         let mut acc = [init; R];
         let mut bp = b;
+        let mut pf = pf;
         for t in 0..taps {
             let mut ap = [std::ptr::null::<u8>(); R];
             for (r, p) in ap.iter_mut().enumerate() {
@@ -436,6 +445,8 @@ mod x86 {
                 for (c, v) in bv.iter_mut().enumerate() {
                     *v = _mm512_loadu_si512(bp.add(64 * c) as *const _);
                 }
+                _mm_prefetch::<_MM_HINT_T1>(pf);
+                pf = pf.wrapping_add(64);
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_epi32(bcast4(ap[r].add(4 * g)));
                     for c in 0..C {
@@ -464,8 +475,9 @@ mod x86 {
         out: OutPtr,
         ldc: usize,
         rp: *const u8,
+        pf: *const i8,
     ) {
-        let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc));
+        let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc), pf);
         store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 

@@ -494,6 +494,7 @@ pub(crate) fn gemm_u8s8_res_on(
             let j0 = p * NR;
             let nc = NR.min(n - j0);
             let mut i = it.m0;
+            let mut t = 0;
             while i < it.m1 {
                 // Narrow panels (<= 32 columns) leave registers for 12-row VNNI tiles.
                 let rows = micro::tile_rows(isa, nc).min(it.m1 - i);
@@ -519,6 +520,7 @@ pub(crate) fn gemm_u8s8_res_on(
                         o,
                         ldc,
                         rp,
+                        prefetch_ptr(b, p, it.p1, t),
                     );
                     if !fused {
                         micro::run(isa, rows, kp / 4, a_tile, a_rs, bp, tile.0.as_mut_ptr());
@@ -542,6 +544,7 @@ pub(crate) fn gemm_u8s8_res_on(
                     }
                 }
                 i += rows;
+                t += 1;
             }
         }
     };
@@ -702,6 +705,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             let j0 = p * NR;
             let nc = NR.min(n - j0);
             let mut i = it.m0;
+            let mut t = 0;
             while i < it.m1 {
                 let rows = micro::tile_rows(Isa::Avx512Vnni, nc).min(it.m1 - i);
                 let rp = inreg_ptr(Isa::Avx512Vnni, res, i * ldc + j0, nc);
@@ -721,6 +725,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
                     outp.0.add(i * ldc + j0),
                     ldc,
                     rp,
+                    prefetch_ptr(b, p, it.p1, t),
                 );
                 if let Some(res) = res.filter(|_| rp.is_null()) {
                     apply_residual(
@@ -734,11 +739,26 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
                     );
                 }
                 i += rows;
+                t += 1;
             }
         }
     };
     items.run(threads, run_item);
     Ok(())
+}
+
+/// Where tile `t` of panel `p` prefetches (into L2, one 64-byte line per K-group, so a tile covers
+/// a quarter of a panel): the first four tiles of a panel fetch the four quarters of the next
+/// panel of the work item, whose weights would otherwise come from DRAM while its first tile
+/// waits. Other tiles, and the item's last panel, point at the current panel, already cached, so
+/// the prefetch is a hit. ResNet-50 int8, 1 thread: 10 interleaved pairs, 8 faster, about
+/// -0.1 ms of 20.7 (without the 2 MiB weight pages this measured no gain).
+fn prefetch_ptr(b: &PackedB, p: usize, p1: usize, t: usize) -> *const i8 {
+    if p + 1 < p1 && t < 4 {
+        b.panel_ptr(p + 1).wrapping_add(t * b.kp * NR / 4)
+    } else {
+        b.panel_ptr(p)
+    }
 }
 
 /// GELU and the post-scale on the F32 tile `rows x nc` at `o` (columns `j0..`), in L1.
