@@ -18,6 +18,8 @@
 //!   dilation, dedicated depthwise kernel), [`TensorU8`]; [`conv2d_u8s8_add`] with a fused
 //!   residual QLinearAdd.
 //! - QLinearAdd (+ byte table): [`QAdd`], [`qadd_u8`].
+//! - Max pooling, NHWC u8 / i8 / f32: [`PoolGeometry`], [`maxpool_nhwc_u8`], [`maxpool_nhwc_f32`],
+//!   [`maxpool_nhwc_reference`].
 //! - fp32: [`PackedBF32::new`], [`gemm_f32`] (bias + ReLU fused), [`PackedConvF32::new`],
 //!   [`conv2d_f32`] (NHWC; 1x1 in place, other layers through an indirection buffer, no im2col),
 //!   [`transpose_f32`] (NCHW <-> NHWC).
@@ -81,6 +83,7 @@ mod gemm_bf16;
 mod gemm_f32;
 mod gemm_u8s8;
 mod isa;
+mod pool;
 mod qadd;
 mod quantize;
 pub mod reference;
@@ -104,6 +107,7 @@ pub use gemm_u8s8::{
     WeightLayout, NR,
 };
 pub use isa::{Isa, Kernel};
+pub use pool::{maxpool_nhwc_f32, maxpool_nhwc_reference, maxpool_nhwc_u8, PoolGeometry};
 pub use qadd::{qadd_u8, QAdd};
 pub use quantize::{
     dequantize_i8, dequantize_u8, dynamic_qparams_u8, dynamic_quantize_u8, min_max, quantize_i8,

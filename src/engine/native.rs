@@ -694,8 +694,39 @@ impl NativeOp {
                     s: *st,
                     d: *dl,
                     pad: *pad,
-                    nhwc: channels_last,
                 };
+                if channels_last {
+                    // NHWC: the kernels' SIMD pooling (window maxima kept in registers).
+                    let kg = octet_kernels::PoolGeometry {
+                        n,
+                        h,
+                        w,
+                        c,
+                        oh: *oh,
+                        ow: *ow,
+                        kernel: *kk,
+                        stride: *st,
+                        dilation: *dl,
+                        pad: *pad,
+                    };
+                    match x.dtype() {
+                        DType::U8 | DType::I8 => octet_kernels::maxpool_nhwc_u8(
+                            k,
+                            x.bytes(),
+                            out.bytes_mut(),
+                            &kg,
+                            x.dtype() == DType::I8,
+                        ),
+                        _ => octet_kernels::maxpool_nhwc_f32(
+                            k,
+                            x.view::<f32>().map_err(|e| e.to_string())?,
+                            out.view_mut::<f32>().map_err(|e| e.to_string())?,
+                            &kg,
+                        ),
+                    }
+                    .map_err(e)?;
+                    return one(out);
+                }
                 match x.dtype() {
                     DType::U8 => maxpool(x.bytes(), out.bytes_mut(), &geo, 0u8, |a: u8, b: u8| {
                         a.max(b)
@@ -1291,21 +1322,6 @@ struct PoolGeo {
     s: (usize, usize),
     d: (usize, usize),
     pad: (usize, usize),
-    nhwc: bool,
-}
-
-/// The kernel taps `t < k` of output position `o` whose input index `o*s + t*d - p` is inside
-/// `[0, lim)`: (first such input index, how many; consecutive ones are `d` apart).
-fn tap_range(o: usize, s: usize, d: usize, p: usize, k: usize, lim: usize) -> (usize, usize) {
-    let base = o * s; // input index + p of tap 0
-    let t_lo = p.saturating_sub(base).div_ceil(d);
-    // i < lim  <=>  t * d < lim + p - base
-    let t_hi = (lim + p).saturating_sub(base).div_ceil(d).min(k);
-    if t_lo >= t_hi {
-        (0, 0)
-    } else {
-        (base + t_lo * d - p, t_hi - t_lo)
-    }
 }
 
 fn maxpool<T: Copy + Send + Sync>(
@@ -1323,25 +1339,8 @@ fn maxpool<T: Copy + Send + Sync>(
             (i >= 0 && (i as usize) < lim).then_some(i as usize)
         })
     };
-    // NHWC: one output row (b, oy) per task; NCHW: one output plane (b, ch) per task. Each task
-    // writes only its own chunk, so any split gives the same bytes.
-    let nhwc_row = |(row, yrow): (usize, &mut [T])| {
-        let (b, oy) = (row / g.oh, row % g.oh);
-        let img = &x[b * h * w * c..(b + 1) * h * w * c];
-        for (ox, orow) in yrow.chunks_exact_mut(c).enumerate() {
-            let (ix0, nx) = tap_range(ox, g.s.1, g.d.1, g.pad.1, g.k.1, w);
-            orow.fill(lowest);
-            for iy in taps(oy, g.s.0, g.d.0, g.pad.0, g.k.0, h) {
-                let line = &img[iy * w * c..(iy + 1) * w * c];
-                for t in 0..nx {
-                    let i0 = (ix0 + t * g.d.1) * c;
-                    for (o, &v) in orow.iter_mut().zip(&line[i0..i0 + c]) {
-                        *o = max(*o, v);
-                    }
-                }
-            }
-        }
-    };
+    // One output plane (b, ch) per task; each task writes only its own chunk, so any split gives
+    // the same bytes. (NHWC pooling is the kernels' `maxpool_nhwc_*`.)
     let nchw_plane = |(bc, yplane): (usize, &mut [T])| {
         let plane = &x[bc * h * w..(bc + 1) * h * w];
         for oy in 0..g.oh {
@@ -1356,17 +1355,16 @@ fn maxpool<T: Copy + Send + Sync>(
             }
         }
     };
-    let chunk = if g.nhwc { g.ow * c } else { g.oh * g.ow };
+    let chunk = g.oh * g.ow;
     if chunk == 0 {
         return;
     }
     let y = &mut y[..g.n * g.oh * g.ow * c];
     let parallel = par_rows(y.len(), chunk).is_some();
-    match (g.nhwc, parallel) {
-        (true, true) => y.par_chunks_mut(chunk).enumerate().for_each(nhwc_row),
-        (true, false) => y.chunks_mut(chunk).enumerate().for_each(nhwc_row),
-        (false, true) => y.par_chunks_mut(chunk).enumerate().for_each(nchw_plane),
-        (false, false) => y.chunks_mut(chunk).enumerate().for_each(nchw_plane),
+    if parallel {
+        y.par_chunks_mut(chunk).enumerate().for_each(nchw_plane)
+    } else {
+        y.chunks_mut(chunk).enumerate().for_each(nchw_plane)
     }
 }
 
@@ -1444,32 +1442,6 @@ impl NativeOp {
                 Some((*scale, *zp))
             }
             _ => None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tap_range;
-
-    #[test]
-    fn tap_range_matches_a_filter_over_every_tap() {
-        for (o, s, d, p, k, lim) in (0..6)
-            .flat_map(|o| (1..4).map(move |s| (o, s)))
-            .flat_map(|(o, s)| (1..4).map(move |d| (o, s, d)))
-            .flat_map(|(o, s, d)| (0..4).map(move |p| (o, s, d, p)))
-            .flat_map(|(o, s, d, p)| (1..5).map(move |k| (o, s, d, p, k)))
-            .flat_map(|(o, s, d, p, k)| (1..9).map(move |lim| (o, s, d, p, k, lim)))
-        {
-            let want: Vec<usize> = (0..k)
-                .filter_map(|t| {
-                    let i = (o * s + t * d) as isize - p as isize;
-                    (i >= 0 && (i as usize) < lim).then_some(i as usize)
-                })
-                .collect();
-            let (first, n) = tap_range(o, s, d, p, k, lim);
-            let got: Vec<usize> = (0..n).map(|t| first + t * d).collect();
-            assert_eq!(got, want, "o {o} s {s} d {d} p {p} k {k} lim {lim}");
         }
     }
 }
