@@ -1,7 +1,7 @@
 //! Native engine implementations of ops outside the GEMM kernels, against the reference
 //! interpreter on the same graph.
 
-use octet_ir::{DType, Graph, Op, Outlet, ReduceOp, Tensor, ValueType};
+use octet_ir::{DType, Graph, Op, Outlet, ReduceOp, Tensor, UnaryOp, ValueType};
 
 fn reduce_graph(op: ReduceOp, axes: &[i64], keepdims: bool) -> Graph {
     let mut g = Graph::new();
@@ -207,4 +207,57 @@ fn residual_adds_of_an_fp32_resnet_stay_channels_last() {
     let a = e.run(&feeds).unwrap();
     let b = e2.run(&feeds).unwrap();
     assert_eq!(a[0].1, b[0].1, "fused residual adds change the output");
+}
+
+/// Model inputs are read in place from the caller's tensors. A step that takes its operand over
+/// at its last use (an in-place Relu, a Reshape view) or a graph output that is the input itself
+/// must get a copy: the caller's tensor is never modified, and repeated runs give the same outputs.
+#[test]
+fn inputs_read_in_place_are_never_modified_and_are_copied_when_taken_over() {
+    let xs: Vec<f32> = (0..12).map(|i| i as f32 - 5.5).collect();
+    let feeds = vec![("x".to_string(), Tensor::from_vec(&[2, 6], xs.clone()))];
+    for case in ["relu", "reshape", "identity", "all"] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", ValueType::fixed(DType::F32, &[2, 6]));
+        if case == "relu" || case == "all" {
+            let relu = g.add_node("relu", Op::Unary(UnaryOp::Relu), vec!["r".into()]);
+            g.connect(Outlet::new(x, 0), relu, 0);
+            g.outputs.push(("r".into(), Outlet::new(relu, 0)));
+        }
+        if case == "reshape" || case == "all" {
+            let shape = g.add_const("shape", Tensor::from_vec(&[1], vec![12i64]));
+            let reshape = g.add_node(
+                "reshape",
+                Op::Reshape { allowzero: false },
+                vec!["f".into()],
+            );
+            g.connect(Outlet::new(x, 0), reshape, 0);
+            g.connect(Outlet::new(shape, 0), reshape, 1);
+            g.outputs.push(("f".into(), Outlet::new(reshape, 0)));
+        }
+        if case == "identity" || case == "all" {
+            g.outputs.push(("x_out".into(), Outlet::new(x, 0)));
+        }
+        g.infer_types().unwrap();
+        let e = octet::engine::Engine::new(g.clone(), Some(1)).unwrap();
+        let want = octet::reference::run_graph(&g, &feeds).unwrap();
+        for run in 0..3 {
+            let got = e.run(&feeds).unwrap();
+            assert_eq!(got.len(), want.len(), "{case}");
+            for ((gn, gt), (wn, wt)) in got.iter().zip(&want) {
+                assert_eq!(gn, wn);
+                assert_eq!(gt.shape(), wt.shape(), "{case} run {run} {gn}");
+                assert_eq!(
+                    gt.view::<f32>().unwrap(),
+                    wt.view::<f32>().unwrap(),
+                    "{case} run {run} {gn}"
+                );
+            }
+            assert_eq!(
+                feeds[0].1.view::<f32>().unwrap(),
+                &xs[..],
+                "{case}: the caller's input changed"
+            );
+        }
+    }
 }

@@ -998,6 +998,9 @@ impl Engine {
         let mut values: Vec<Option<Tensor>> = (0..self.n_slots).map(|_| None).collect();
         // Whether a slot's tensor came from the pool (and so goes back to it when freed).
         let mut pooled = vec![false; self.n_slots];
+        // Model inputs are read in place from the caller's tensors (no copy); a step that would
+        // take one over (an in-place op, a view, a graph output) gets a pooled copy instead.
+        let mut borrowed: Vec<Option<&Tensor>> = vec![None; self.n_slots];
         let cst = |n: NodeIndex| match &g.node(n).op {
             Op::Const(t) => t,
             _ => unreachable!("constant argument"),
@@ -1010,7 +1013,15 @@ impl Engine {
                 msg,
             };
             let outs: Vec<Tensor> = match &st.kind {
-                Kind::Input => vec![bufs.copy_of(self.input(st.node, inputs)?)],
+                Kind::Input => {
+                    if let Some(Some(slot)) = st.outs.first() {
+                        borrowed[*slot] = Some(self.input(st.node, inputs)?);
+                        // What a step makes of it (a copy taken over, or an output of the same
+                        // kind as its operand's) comes from the pool.
+                        pooled[*slot] = true;
+                    }
+                    Vec::new()
+                }
                 Kind::Native(native::NativeOp::Reshape(shape)) if matches!(st.args[0], Some(Arg::Slot(s)) if st.free.contains(&s)) =>
                 {
                     let Some(Arg::Slot(s)) = st.args[0] else {
@@ -1018,6 +1029,7 @@ impl Engine {
                     };
                     let t = values[s]
                         .take()
+                        .or_else(|| borrowed[s].map(|t| bufs.copy_of(t)))
                         .ok_or_else(|| node_err("operand not computed".into()))?;
                     vec![t
                         .reshaped(shape)
@@ -1032,6 +1044,7 @@ impl Engine {
                     };
                     let mut t = values[s]
                         .take()
+                        .or_else(|| borrowed[s].map(|t| bufs.copy_of(t)))
                         .ok_or_else(|| node_err("operand not computed".into()))?;
                     op.run_in_place(&self.kernel, &mut t).map_err(node_err)?;
                     vec![t]
@@ -1045,6 +1058,7 @@ impl Engine {
                             Some(Arg::Slot(s)) => Some(
                                 values[*s]
                                     .as_ref()
+                                    .or(borrowed[*s])
                                     .ok_or_else(|| node_err("operand not computed".into()))?,
                             ),
                         });
@@ -1168,13 +1182,19 @@ impl Engine {
                             .iter()
                             .any(|(_, b)| matches!(b, Arg::Slot(x) if x == s)) =>
                     {
-                        values[*s].clone().ok_or_else(|| {
-                            EngineError::Input(format!("output '{name}' was not computed"))
-                        })?
+                        values[*s]
+                            .clone()
+                            .or_else(|| borrowed[*s].cloned())
+                            .ok_or_else(|| {
+                                EngineError::Input(format!("output '{name}' was not computed"))
+                            })?
                     }
-                    Arg::Slot(s) => values[*s].take().ok_or_else(|| {
-                        EngineError::Input(format!("output '{name}' was not computed"))
-                    })?,
+                    Arg::Slot(s) => values[*s]
+                        .take()
+                        .or_else(|| borrowed[*s].cloned())
+                        .ok_or_else(|| {
+                            EngineError::Input(format!("output '{name}' was not computed"))
+                        })?,
                 };
                 Ok((name.clone(), t))
             })
