@@ -261,3 +261,32 @@ fn inputs_read_in_place_are_never_modified_and_are_copied_when_taken_over() {
         }
     }
 }
+
+/// An input nothing reads is still checked: missing or of the wrong shape is an error.
+#[test]
+fn an_unused_input_is_still_checked() {
+    let mut g = Graph::new();
+    let x = g.add_input("x", ValueType::fixed(DType::F32, &[2, 3]));
+    let _unused = g.add_input("unused", ValueType::fixed(DType::F32, &[4]));
+    let relu = g.add_node("relu", Op::Unary(UnaryOp::Relu), vec!["r".into()]);
+    g.connect(Outlet::new(x, 0), relu, 0);
+    g.outputs.push(("r".into(), Outlet::new(relu, 0)));
+    g.infer_types().unwrap();
+    let e = octet::engine::Engine::new(g, Some(1)).unwrap();
+    let x_t = Tensor::from_vec(&[2, 3], vec![1f32, -2., 3., -4., 5., -6.]);
+    let ok = vec![
+        ("x".to_string(), x_t.clone()),
+        ("unused".to_string(), Tensor::from_vec(&[4], vec![0f32; 4])),
+    ];
+    assert!(e.run(&ok).is_ok());
+    let missing = vec![("x".to_string(), x_t.clone())];
+    assert!(e.run(&missing).is_err(), "a missing input must be an error");
+    let wrong = vec![
+        ("x".to_string(), x_t),
+        ("unused".to_string(), Tensor::from_vec(&[5], vec![0f32; 5])),
+    ];
+    assert!(
+        e.run(&wrong).is_err(),
+        "a wrongly shaped input must be an error"
+    );
+}

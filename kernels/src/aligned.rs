@@ -32,8 +32,12 @@ enum Store {
     Empty,
     /// Its own allocation.
     Own(Layout),
-    /// `cap` bytes of a shared block.
-    Shared { _block: Arc<Block>, cap: usize },
+    /// `cap` bytes of a shared block, from byte `off` of it.
+    Shared {
+        block: Arc<Block>,
+        off: usize,
+        cap: usize,
+    },
 }
 
 /// Heap buffer of `len` bytes whose start is 64-byte aligned (one cache line, one zmm).
@@ -58,13 +62,15 @@ impl AlignedBytes {
             };
         }
         if len < HUGE {
-            let (block, ptr, cap) = Block::carve(len);
-            // SAFETY: `ptr` is valid for `cap >= len` bytes of the block, handed out once.
+            let (block, off, cap) = Block::carve(len);
+            // SAFETY: `off + cap <= CHUNK`: inside the block, handed out to this buffer only.
+            let ptr = unsafe { NonNull::new_unchecked(block.base.as_ptr().add(off)) };
+            // SAFETY: `ptr` is valid for `cap >= len` bytes.
             unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, len) };
             return AlignedBytes {
                 ptr,
                 len,
-                store: Store::Shared { _block: block, cap },
+                store: Store::Shared { block, off, cap },
             };
         }
         let layout = layout_for(len);
@@ -130,11 +136,24 @@ impl Clone for AlignedBytes {
 
 impl Drop for AlignedBytes {
     fn drop(&mut self) {
-        if let Store::Own(l) = self.store {
-            // SAFETY: allocated in `zeroed` with this layout.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), l) };
+        match &self.store {
+            Store::Own(l) => {
+                // SAFETY: allocated in `zeroed` with this layout.
+                unsafe { std::alloc::dealloc(self.ptr.as_ptr(), *l) };
+            }
+            Store::Shared { block, off, cap } => {
+                // The most recent range of the current block goes back to it, so a buffer made
+                // and dropped on every run (a run-time packed operand) reuses one range. Other
+                // ranges are freed with their block (the Arc), when its last buffer goes.
+                let mut cur = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((b, used)) = cur.as_mut() {
+                    if Arc::ptr_eq(b, block) && off + cap == *used {
+                        *used = *off;
+                    }
+                }
+            }
+            Store::Empty => {}
         }
-        // A shared block is freed with its last buffer (the Arc).
     }
 }
 
@@ -167,9 +186,9 @@ impl Block {
         Block { base }
     }
 
-    /// `len` (< CHUNK) bytes, 64-byte aligned, from the current block or a new one: the block,
-    /// the start and the capacity handed out (`len` rounded up to a line).
-    fn carve(len: usize) -> (Arc<Block>, NonNull<u8>, usize) {
+    /// `len` (< HUGE <= CHUNK) bytes, 64-byte aligned, from the current block or a new one: the
+    /// block, the offset and the capacity handed out (`len` rounded up to a line).
+    fn carve(len: usize) -> (Arc<Block>, usize, usize) {
         let cap = len.next_multiple_of(LINE);
         let mut cur = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
         let fits = cur.as_ref().is_some_and(|(_, used)| used + cap <= CHUNK);
@@ -177,10 +196,9 @@ impl Block {
             *cur = Some((Arc::new(Block::new()), 0));
         }
         let (block, used) = cur.as_mut().expect("a current block");
-        // SAFETY: `used + cap <= CHUNK`: inside the block.
-        let ptr = unsafe { NonNull::new_unchecked(block.base.as_ptr().add(*used)) };
+        let off = *used;
         *used += cap;
-        (block.clone(), ptr, cap)
+        (block.clone(), off, cap)
     }
 }
 
@@ -195,16 +213,17 @@ impl Drop for Block {
 /// An own allocation (from [`HUGE`] bytes on): 2 MiB aligned, rounded up to whole 2 MiB pages when
 /// that adds at most an eighth (else to whole 4 KiB pages).
 fn layout_for(len: usize) -> Layout {
-    let whole = len.next_multiple_of(HUGE);
-    let (size, align) = if whole - len <= len / 8 {
-        (whole, HUGE)
+    let too_big = || -> ! { panic!("AlignedBytes: {len} bytes is not an allocatable size") };
+    let whole = len
+        .checked_next_multiple_of(HUGE)
+        .unwrap_or_else(|| too_big());
+    let size = if whole - len <= len / 8 {
+        whole
     } else {
-        (len.next_multiple_of(4096), HUGE)
+        len.checked_next_multiple_of(4096)
+            .unwrap_or_else(|| too_big())
     };
-    Layout::from_size_align(size, align).unwrap_or_else(|_| {
-        // Only reachable for sizes near usize::MAX, which the allocator would refuse anyway.
-        std::alloc::handle_alloc_error(Layout::new::<[u8; LINE]>())
-    })
+    Layout::from_size_align(size, HUGE).unwrap_or_else(|_| too_big())
 }
 
 #[cfg(target_os = "linux")]
@@ -284,11 +303,26 @@ mod tests {
         let blocks: std::collections::HashSet<usize> = bufs
             .iter()
             .map(|b| match &b.store {
-                Store::Shared { _block, .. } => Arc::as_ptr(_block) as usize,
+                Store::Shared { block, .. } => Arc::as_ptr(block) as usize,
                 _ => unreachable!(),
             })
             .collect();
         assert!(blocks.len() >= 2);
+    }
+
+    #[test]
+    fn a_buffer_made_and_dropped_repeatedly_reuses_its_range() {
+        // (Other tests may carve from the same block concurrently, so most, not all, rounds.)
+        let mut reused = 0;
+        for _ in 0..100 {
+            let a = AlignedBytes::zeroed(100_000);
+            let p = a.as_slice().as_ptr();
+            drop(a);
+            let b = AlignedBytes::zeroed(100_000);
+            reused += usize::from(b.as_slice().as_ptr() == p);
+            assert!(b.as_slice().iter().all(|&x| x == 0));
+        }
+        assert!(reused > 50, "reused {reused} of 100");
         // Each buffer keeps its block alive (freed with the last one; other tests running in
         // parallel may share the blocks, so that is not asserted here).
     }

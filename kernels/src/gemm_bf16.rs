@@ -64,8 +64,9 @@ impl PackedBBf16 {
         }
         let kp = k.div_ceil(2);
         let panels = n.div_ceil(NRB);
-        let bytes = panels
-            .checked_mul(kp * NRB * 4)
+        let bytes = kp
+            .checked_mul(NRB * 4)
+            .and_then(|v| v.checked_mul(panels))
             .ok_or_else(|| bad("PackedBBf16: size overflows usize"))?;
         let mut data = AlignedBytes::zeroed(bytes);
         let at = |kk: usize, col: usize| -> u32 {

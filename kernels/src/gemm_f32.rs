@@ -47,10 +47,11 @@ impl PackedBF32 {
             )));
         }
         let panels = n.div_ceil(NRF);
-        let floats = panels
-            .checked_mul(k * NRF)
+        let bytes = panels
+            .checked_mul(k)
+            .and_then(|v| v.checked_mul(NRF * 4))
             .ok_or_else(|| bad("PackedBF32: size overflows usize"))?;
-        let mut bytes = AlignedBytes::zeroed(floats * 4);
+        let mut bytes = AlignedBytes::zeroed(bytes);
         let data = bytes.as_f32_mut();
         for p in 0..panels {
             for kk in 0..k {

@@ -51,6 +51,24 @@ impl PoolGeometry {
                 .and_then(|v| v.checked_mul(c))
                 .and_then(|v| v.checked_mul(d))
         };
+        // Index arithmetic of the taps must not overflow: o * s + (k - 1) * d + p, and the
+        // row step d * w * c.
+        let fits = |o: usize, s: usize, k: usize, d: usize, p: usize| {
+            o.checked_mul(s)
+                .and_then(|v| v.checked_add(k.saturating_sub(1).checked_mul(d)?))
+                .and_then(|v| v.checked_add(p))
+                .is_some()
+        };
+        let (py, px) = (g.pad.0.checked_add(g.h), g.pad.1.checked_add(g.w));
+        let row =
+            g.w.checked_mul(g.c)
+                .and_then(|v| v.checked_mul(g.dilation.0));
+        if !py.is_some_and(|p| fits(g.oh, g.stride.0, g.kernel.0, g.dilation.0, p))
+            || !px.is_some_and(|p| fits(g.ow, g.stride.1, g.kernel.1, g.dilation.1, p))
+            || row.is_none()
+        {
+            return Err(bad(format!("maxpool: geometry {g:?} overflows")));
+        }
         match (size(g.n, g.h, g.w, g.c), size(g.n, g.oh, g.ow, g.c)) {
             (Some(xi), Some(yo)) if xi <= x_len && yo <= y_len => Ok(()),
             _ => Err(bad(format!(
@@ -151,6 +169,11 @@ fn run<T: Elem>(isa: Isa, x: &[T], y: &mut [T], g: &PoolGeometry, row: RowFn<T>)
     if chunk == 0 || g.oh == 0 || g.n == 0 {
         return;
     }
+    if g.h == 0 || g.w == 0 {
+        // An empty image: no window has a tap.
+        y[..g.n * g.oh * chunk].fill(T::LOWEST);
+        return;
+    }
     let img = g.h * g.w * g.c;
     let y = &mut y[..g.n * g.oh * chunk];
     let f = |(r, yrow): (usize, &mut [T])| {
@@ -239,7 +262,8 @@ mod x86 {
             ) -> usize {
                 let c = g.c;
                 let (dy, dx) = (g.dilation.0 * g.w * c, g.dilation.1 * c);
-                let first = img.as_ptr().add((iy0 * g.w + ix0) * c);
+                // (wrapping: a window without taps never reads through it)
+                let first = img.as_ptr().wrapping_add((iy0 * g.w + ix0) * c);
                 let o = out.as_mut_ptr();
                 let mut j = 0;
                 while j + $vec <= c {

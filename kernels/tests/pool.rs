@@ -17,8 +17,10 @@ fn geometry(rng: &mut Rng) -> PoolGeometry {
     let kernel = (1 + below(rng, 4), 1 + below(rng, 4));
     let stride = (1 + below(rng, 3), 1 + below(rng, 3));
     let dilation = (1 + below(rng, 2), 1 + below(rng, 2));
-    let pad = (below(rng, kernel.0), below(rng, kernel.1));
-    let (h, w) = (1 + below(rng, 9), 1 + below(rng, 9));
+    // Padding up to a kernel beyond its size (windows entirely in the padding) and, rarely, an
+    // empty image.
+    let pad = (below(rng, kernel.0 + 2), below(rng, kernel.1 + 2));
+    let (h, w) = (below(rng, 10), below(rng, 10));
     let c = [1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 130][below(rng, 14)];
     // Output sizes as ONNX computes them (floor mode, end padding = start padding), at least 1.
     let out = |i: usize, k: usize, s: usize, d: usize, p: usize| {
@@ -29,8 +31,9 @@ fn geometry(rng: &mut Rng) -> PoolGeometry {
         h,
         w,
         c,
-        oh: out(h, kernel.0, stride.0, dilation.0, pad.0),
-        ow: out(w, kernel.1, stride.1, dilation.1, pad.1),
+        // Sometimes more outputs than ONNX would make (their windows read nothing).
+        oh: out(h, kernel.0, stride.0, dilation.0, pad.0) + below(rng, 2),
+        ow: out(w, kernel.1, stride.1, dilation.1, pad.1) + below(rng, 2),
         kernel,
         stride,
         dilation,
@@ -116,4 +119,23 @@ fn maxpool_rejects_bad_geometry_and_short_buffers() {
     assert!(maxpool_nhwc_u8(&k, &x, &mut y, &zero_stride, false).is_err());
     let huge = PoolGeometry { n: usize::MAX, ..g };
     assert!(maxpool_nhwc_u8(&k, &x, &mut y, &huge, false).is_err());
+    for bad_geom in [
+        PoolGeometry {
+            stride: (usize::MAX / 2, 1),
+            ..g
+        },
+        PoolGeometry {
+            dilation: (1, usize::MAX),
+            ..g
+        },
+        PoolGeometry {
+            pad: (usize::MAX, 0),
+            ..g
+        },
+    ] {
+        assert!(
+            maxpool_nhwc_u8(&k, &x, &mut y, &bad_geom, false).is_err(),
+            "{bad_geom:?}"
+        );
+    }
 }

@@ -386,11 +386,14 @@ impl ConvNode {
         } else {
             let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
             let hw = h * w;
-            for (img, out) in src
-                .chunks_exact(c * hw)
-                .zip(t.bytes_mut().chunks_exact_mut(c * hw))
-            {
-                nchw_to_nhwc_u8(img, out, c, hw, flip);
+            // (An empty image has nothing to convert; `chunks_exact` needs a non-zero size.)
+            if c * hw > 0 {
+                for (img, out) in src
+                    .chunks_exact(c * hw)
+                    .zip(t.bytes_mut().chunks_exact_mut(c * hw))
+                {
+                    nchw_to_nhwc_u8(img, out, c, hw, flip);
+                }
             }
             converted = Some(t);
             converted.as_ref().unwrap().bytes()

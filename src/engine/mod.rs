@@ -1014,8 +1014,10 @@ impl Engine {
             };
             let outs: Vec<Tensor> = match &st.kind {
                 Kind::Input => {
+                    // Checked even when nothing reads it.
+                    let t = self.input(st.node, inputs)?;
                     if let Some(Some(slot)) = st.outs.first() {
-                        borrowed[*slot] = Some(self.input(st.node, inputs)?);
+                        borrowed[*slot] = Some(t);
                         // What a step makes of it (a copy taken over, or an output of the same
                         // kind as its operand's) comes from the pool.
                         pooled[*slot] = true;
@@ -1146,9 +1148,11 @@ impl Engine {
             let from_pool = match &st.kind {
                 Kind::Ref => false,
                 Kind::Native(native::NativeOp::IsNaN) => false,
-                Kind::Native(native::NativeOp::Reshape(_)) | Kind::Native(_) if matches!(st.args[0], Some(Arg::Slot(s)) if values[s].is_none()) =>
+                Kind::Native(native::NativeOp::Reshape(_)) | Kind::Native(_) if matches!(st.args[0], Some(Arg::Slot(s)) if values[s].is_none() && borrowed[s].is_none()) =>
                 {
-                    // Took its operand over (in place / view): inherits its origin.
+                    // Took its operand over (in place / view): inherits its origin. (A model
+                    // input is borrowed, never taken: what a step makes of one, a copy taken
+                    // over included, comes from the pool.)
                     matches!(st.args[0], Some(Arg::Slot(s)) if pooled[s])
                 }
                 _ => true,
