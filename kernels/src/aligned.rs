@@ -8,9 +8,11 @@
 //! - buffers of at least [`HUGE`] bytes get their own 2 MiB aligned allocation, rounded up to whole
 //!   2 MiB pages only when that wastes at most an eighth (else the tail stays in 4 KiB pages);
 //! - smaller ones are carved out of shared [`CHUNK`]-byte blocks (a bump allocator; a block is
-//!   freed when the last buffer in it is dropped), so a model's many small weight buffers share
-//!   huge pages instead of each sitting in its own 4 KiB pages. Only the used part of a block is
-//!   ever touched, so resident memory grows with what is allocated, in 2 MiB steps.
+//!   freed when the last buffer in it is dropped, and the most recent range of the current block
+//!   goes back to it when dropped, so a buffer made and dropped on every run reuses one range),
+//!   so a model's many small weight buffers share huge pages instead of each sitting in its own
+//!   4 KiB pages. Only the used part of a block is touched, so resident memory grows with what is
+//!   allocated, in 2 MiB steps; like `malloc`, the current block keeps its touched pages.
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
