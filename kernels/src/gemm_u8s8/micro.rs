@@ -105,26 +105,38 @@ pub(crate) unsafe fn run_fused(
             ($($r:literal),*) => {
                 match (rows, nc.div_ceil(16)) {
                     $(
-                        ($r, 1) => f::<$r, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                        ($r, 2) => f::<$r, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                        ($r, 3) => f::<$r, 3>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                        ($r, _) => f::<$r, 4>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, 1) => f::<$r, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, 2) => f::<$r, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, 3) => f::<$r, 3, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                        ($r, _) => f::<$r, 4, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                     )*
-                    (7, 1) => f::<7, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (7, _) => f::<7, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (8, 1) => f::<8, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (8, _) => f::<8, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (9, 1) => f::<9, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (9, _) => f::<9, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (10, 1) => f::<10, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (10, _) => f::<10, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (11, 1) => f::<11, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (11, _) => f::<11, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (12, 1) => f::<12, 1>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (12, _) => f::<12, 2>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (7, 1) => f::<7, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (7, _) => f::<7, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (8, 1) => f::<8, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (8, _) => f::<8, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (9, 1) => f::<9, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (9, _) => f::<9, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (10, 1) => f::<10, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (10, _) => f::<10, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (11, 1) => f::<11, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (11, _) => f::<11, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (12, 1) => f::<12, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    (12, _) => f::<12, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                     (_, _) => unreachable!("rows {rows}"),
                 }
             };
+        }
+        if x86::fast_tile(plan, nc, &out, rp) {
+            match rows {
+                1 => f::<1, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                2 => f::<2, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                3 => f::<3, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                4 => f::<4, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                5 => f::<5, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                // 64-column tiles have at most 6 rows (`tile_rows`).
+                _ => f::<6, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+            }
+            return true;
         }
         go!(1, 2, 3, 4, 5, 6);
         return true;
@@ -162,26 +174,50 @@ pub(crate) unsafe fn run_fused_ind(
         ($($r:literal),*) => {
             match (rows, nc.div_ceil(16)) {
                 $(
-                    ($r, 1) => f::<$r, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    ($r, 2) => f::<$r, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    ($r, 3) => f::<$r, 3>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    ($r, _) => f::<$r, 4>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, 1) => f::<$r, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, 2) => f::<$r, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, 3) => f::<$r, 3, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                    ($r, _) => f::<$r, 4, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                 )*
-                (7, 1) => f::<7, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (7, _) => f::<7, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (8, 1) => f::<8, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (8, _) => f::<8, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (9, 1) => f::<9, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (9, _) => f::<9, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (10, 1) => f::<10, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (10, _) => f::<10, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (11, 1) => f::<11, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (11, _) => f::<11, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (12, 1) => f::<12, 1>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (12, _) => f::<12, 2>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (7, 1) => f::<7, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (7, _) => f::<7, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (8, 1) => f::<8, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (8, _) => f::<8, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (9, 1) => f::<9, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (9, _) => f::<9, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (10, 1) => f::<10, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (10, _) => f::<10, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (11, 1) => f::<11, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (11, _) => f::<11, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (12, 1) => f::<12, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
+                (12, _) => f::<12, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
                 (_, _) => unreachable!("rows {rows}"),
             }
         };
+    }
+    if x86::fast_tile(plan, nc, &out, rp) {
+        match rows {
+            1 => f::<1, 4, true>(
+                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+            ),
+            2 => f::<2, 4, true>(
+                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+            ),
+            3 => f::<3, 4, true>(
+                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+            ),
+            4 => f::<4, 4, true>(
+                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+            ),
+            5 => f::<5, 4, true>(
+                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+            ),
+            // 64-column tiles have at most 6 rows (`tile_rows`).
+            _ => f::<6, 4, true>(
+                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+            ),
+        }
+        return;
     }
     go!(1, 2, 3, 4, 5, 6);
 }
@@ -226,6 +262,26 @@ mod x86 {
     use crate::gemm_u8s8::epilogue::x86::{mask16, row64_bytes, row64_xa, vec16};
     use crate::gemm_u8s8::epilogue::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
+
+    /// Runs `$body` with `$r` bound to each row index `0..R` as a literal, in straight-line code
+    /// (`R` is a const generic, so the untaken rows vanish; the accumulators are indexed with
+    /// constants). Measured alone: +2-2.5% on the K = 64 / 128 GEMMs (3136x256x64 344 -> 353
+    /// GOPS, 784x512x128 399 -> 407), no change at K >= 256. (LLVM still stores the `R x C`
+    /// accumulators to the stack once after the K loop, ~6% of a K = 64 GEMM's samples: the
+    /// epilogue's constants and temporaries do not fit in the 8 registers left.)
+    macro_rules! unroll_rows {
+        ($r:ident, $body:block) => {
+            unroll_rows!(@ $r, $body, 0 1 2 3 4 5 6 7 8 9 10 11)
+        };
+        (@ $r:ident, $body:block, $($i:literal)*) => {
+            $(
+                if $i < R {
+                    let $r: usize = $i;
+                    $body
+                }
+            )*
+        };
+    }
 
     #[inline(always)]
     unsafe fn bcast4(p: *const u8) -> i32 {
@@ -289,7 +345,7 @@ mod x86 {
     /// columns at stride `ldc`, and `j0 + nc <= plan columns`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused<const R: usize, const C: usize>(
+    pub(super) unsafe fn vnni_fused<const R: usize, const C: usize, const FAST: bool>(
         kg: usize,
         a: *const u8,
         a_rs: usize,
@@ -314,7 +370,64 @@ mod x86 {
         } else {
             vnni_acc::<R, C>(kg, a, a_rs, b, init, pf)
         };
-        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        if FAST {
+            store_fast::<R, C>(&acc, plan, j0, out, ldc);
+        } else {
+            store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        }
+    }
+
+    /// Whether a tile takes [`store_fast`]: 64 columns of u8 output, accumulators that start
+    /// from the column terms, multipliers <= 0.99, no residual added from registers.
+    #[inline(always)]
+    pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, out: &OutPtr, rp: *const u8) -> bool {
+        nc == super::NR
+            && plan.acc_has_colterm
+            && plan.small_scale
+            && rp.is_null()
+            && matches!(out, OutPtr::U8(_))
+    }
+
+    /// The common epilogue (`row64_bytes` of a plan that passes [`fast_tile`]) without a branch:
+    /// per row, round, add the zero point and clamp in integers, pack and store 64 bytes. With no
+    /// plan-dependent branch between the K loop and the stores, the accumulators can stay in
+    /// registers. Same bytes as `store_fused`: clamping to `[lo, hi]` where that is the whole u8
+    /// range is what the packs' saturation does anyway.
+    #[inline(always)]
+    unsafe fn store_fast<const R: usize, const C: usize>(
+        acc: &[[__m512i; C]; R],
+        plan: &EpiPlan,
+        j0: usize,
+        out: OutPtr,
+        ldc: usize,
+    ) {
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let OutPtr::U8(base) = out else {
+            unreachable!("fast_tile checked the output type")
+        };
+        let zp = _mm512_set1_epi32(plan.zp);
+        let (lo, hi) = (_mm512_set1_epi32(plan.lo), _mm512_set1_epi32(plan.hi));
+        let s = plan.scale.as_ptr().add(j0);
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        unroll_rows!(r, {
+            let mut q = [_mm512_setzero_si512(); 4];
+            for (c, qc) in q.iter_mut().enumerate() {
+                let f = _mm512_mul_ps(
+                    _mm512_cvt_roundepi32_ps::<RNE>(acc[r][c.min(C - 1)]),
+                    _mm512_loadu_ps(s.add(16 * c)),
+                );
+                let x = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), zp);
+                *qc = _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
+            }
+            let packed = _mm512_packus_epi16(
+                _mm512_packs_epi32(q[0], q[1]),
+                _mm512_packs_epi32(q[2], q[3]),
+            );
+            _mm512_storeu_si512(
+                base.add(r * ldc) as *mut _,
+                _mm512_permutexvar_epi32(idx, packed),
+            );
+        });
     }
 
     /// The accumulators' starting values: the column terms of columns `j0 ..` when the plan
@@ -333,26 +446,6 @@ mod x86 {
             }
         }
         init
-    }
-
-    /// Runs `$body` with `$r` bound to each row index `0..R` as a literal, in straight-line code
-    /// (`R` is a const generic, so the untaken rows vanish; the accumulators are indexed with
-    /// constants). Measured alone: +2-2.5% on the K = 64 / 128 GEMMs (3136x256x64 344 -> 353
-    /// GOPS, 784x512x128 399 -> 407), no change at K >= 256. (LLVM still stores the `R x C`
-    /// accumulators to the stack once after the K loop, ~6% of a K = 64 GEMM's samples: the
-    /// epilogue's constants and temporaries do not fit in the 8 registers left.)
-    macro_rules! unroll_rows {
-        ($r:ident, $body:block) => {
-            unroll_rows!(@ $r, $body, 0 1 2 3 4 5 6 7 8 9 10 11)
-        };
-        (@ $r:ident, $body:block, $($i:literal)*) => {
-            $(
-                if $i < R {
-                    let $r: usize = $i;
-                    $body
-                }
-            )*
-        };
     }
 
     /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`).
@@ -486,7 +579,7 @@ mod x86 {
     /// `4 * seg_kg` bytes; the panel holds `taps * seg_kg` K-groups.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused_ind<const R: usize, const C: usize>(
+    pub(super) unsafe fn vnni_fused_ind<const R: usize, const C: usize, const FAST: bool>(
         taps: usize,
         seg_kg: usize,
         ptrs: *const *const u8,
@@ -501,7 +594,11 @@ mod x86 {
         pf: *const i8,
     ) {
         let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc), pf);
-        store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        if FAST {
+            store_fast::<R, C>(&acc, plan, j0, out, ldc);
+        } else {
+            store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        }
     }
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
