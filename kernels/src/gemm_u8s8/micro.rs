@@ -73,6 +73,53 @@ pub(crate) unsafe fn run(
     }
 }
 
+/// Calls the fused VNNI kernel `$f::<R, C, FAST>$args` instantiated for the tile: `R = rows`
+/// (up to 6 with four 16-column vectors, up to 12 with at most two), `C` = the 16-column vectors
+/// a (possibly partial) panel needs, and the branch-free epilogue when `$fast` (64-column tiles,
+/// so at most 6 rows). `$args` is one parenthesised token tree, reused in every arm.
+#[cfg(target_arch = "x86_64")]
+macro_rules! dispatch_fused {
+    ($f:ident, $rows:expr, $nc:expr, $fast:expr, $args:tt) => {{
+        let (rows, cv) = ($rows, $nc.div_ceil(16));
+        if $fast {
+            match rows {
+                1 => $f::<1, 4, true> $args,
+                2 => $f::<2, 4, true> $args,
+                3 => $f::<3, 4, true> $args,
+                4 => $f::<4, 4, true> $args,
+                5 => $f::<5, 4, true> $args,
+                _ => $f::<6, 4, true> $args,
+            }
+        } else {
+            dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6)
+        }
+    }};
+    (@slow $f:ident, $rows:expr, $cv:expr, $args:tt, $($r:literal)*) => {
+        match ($rows, $cv) {
+            $(
+                ($r, 1) => $f::<$r, 1, false> $args,
+                ($r, 2) => $f::<$r, 2, false> $args,
+                ($r, 3) => $f::<$r, 3, false> $args,
+                ($r, _) => $f::<$r, 4, false> $args,
+            )*
+            // Narrow panels (at most two vectors) run up to 12 rows.
+            (7, 1) => $f::<7, 1, false> $args,
+            (7, _) => $f::<7, 2, false> $args,
+            (8, 1) => $f::<8, 1, false> $args,
+            (8, _) => $f::<8, 2, false> $args,
+            (9, 1) => $f::<9, 1, false> $args,
+            (9, _) => $f::<9, 2, false> $args,
+            (10, 1) => $f::<10, 1, false> $args,
+            (10, _) => $f::<10, 2, false> $args,
+            (11, 1) => $f::<11, 1, false> $args,
+            (11, _) => $f::<11, 2, false> $args,
+            (12, 1) => $f::<12, 1, false> $args,
+            (12, _) => $f::<12, 2, false> $args,
+            (r, _) => unreachable!("rows {r}"),
+        }
+    };
+}
+
 /// VNNI micro-kernel with the epilogue fused (accumulators never leave registers). Returns
 /// `false` (doing nothing) for ISAs without a fused kernel; the caller then uses `run` + the
 /// row epilogue, which computes the same values.
@@ -100,45 +147,13 @@ pub(crate) unsafe fn run_fused(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
         use x86::vnni_fused as f;
-        // Column vectors actually needed: a partial last panel computes only those.
-        macro_rules! go {
-            ($($r:literal),*) => {
-                match (rows, nc.div_ceil(16)) {
-                    $(
-                        ($r, 1) => f::<$r, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                        ($r, 2) => f::<$r, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                        ($r, 3) => f::<$r, 3, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                        ($r, _) => f::<$r, 4, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    )*
-                    (7, 1) => f::<7, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (7, _) => f::<7, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (8, 1) => f::<8, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (8, _) => f::<8, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (9, 1) => f::<9, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (9, _) => f::<9, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (10, 1) => f::<10, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (10, _) => f::<10, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (11, 1) => f::<11, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (11, _) => f::<11, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (12, 1) => f::<12, 1, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (12, _) => f::<12, 2, false>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    (_, _) => unreachable!("rows {rows}"),
-                }
-            };
-        }
-        if x86::fast_tile(plan, nc, &out, rp) {
-            match rows {
-                1 => f::<1, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                2 => f::<2, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                3 => f::<3, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                4 => f::<4, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                5 => f::<5, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                // 64-column tiles have at most 6 rows (`tile_rows`).
-                _ => f::<6, 4, true>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-            }
-            return true;
-        }
-        go!(1, 2, 3, 4, 5, 6);
+        dispatch_fused!(
+            f,
+            rows,
+            nc,
+            x86::fast_tile(plan, nc, &out, rp),
+            (kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
+        );
         return true;
     }
     let _ = (
@@ -170,56 +185,13 @@ pub(crate) unsafe fn run_fused_ind(
     pf: *const i8,
 ) {
     use x86::vnni_fused_ind as f;
-    macro_rules! go {
-        ($($r:literal),*) => {
-            match (rows, nc.div_ceil(16)) {
-                $(
-                    ($r, 1) => f::<$r, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    ($r, 2) => f::<$r, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    ($r, 3) => f::<$r, 3, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                    ($r, _) => f::<$r, 4, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                )*
-                (7, 1) => f::<7, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (7, _) => f::<7, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (8, 1) => f::<8, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (8, _) => f::<8, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (9, 1) => f::<9, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (9, _) => f::<9, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (10, 1) => f::<10, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (10, _) => f::<10, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (11, 1) => f::<11, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (11, _) => f::<11, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (12, 1) => f::<12, 1, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (12, _) => f::<12, 2, false>(taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf),
-                (_, _) => unreachable!("rows {rows}"),
-            }
-        };
-    }
-    if x86::fast_tile(plan, nc, &out, rp) {
-        match rows {
-            1 => f::<1, 4, true>(
-                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-            ),
-            2 => f::<2, 4, true>(
-                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-            ),
-            3 => f::<3, 4, true>(
-                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-            ),
-            4 => f::<4, 4, true>(
-                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-            ),
-            5 => f::<5, 4, true>(
-                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-            ),
-            // 64-column tiles have at most 6 rows (`tile_rows`).
-            _ => f::<6, 4, true>(
-                taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-            ),
-        }
-        return;
-    }
-    go!(1, 2, 3, 4, 5, 6);
+    dispatch_fused!(
+        f,
+        rows,
+        nc,
+        x86::fast_tile(plan, nc, &out, rp),
+        (taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
+    );
 }
 
 /// Portable exact kernel (same results as VNNI).
