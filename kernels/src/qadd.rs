@@ -304,7 +304,7 @@ pub(crate) mod x86 {
     /// 256-entry byte table on 64 bytes: two `vpermi2b` (low / high half of the table) and a
     /// blend on the index's top bit.
     #[inline(always)]
-    unsafe fn table64(t: &[__m512i; 4], idx: __m512i) -> __m512i {
+    pub(crate) unsafe fn table64(t: &[__m512i; 4], idx: __m512i) -> __m512i {
         let lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
         let hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
         _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi)

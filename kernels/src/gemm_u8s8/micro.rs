@@ -73,48 +73,53 @@ pub(crate) unsafe fn run(
     }
 }
 
-/// Calls the fused VNNI kernel `$f::<R, C, FAST>$args` instantiated for the tile: `R = rows`
+/// Calls the fused VNNI kernel `$f::<R, C, MODE>$args` (`$fv`, its VBMI build, for the
+/// [`x86::FAST_RES`] epilogue) instantiated for the tile: `R = rows`
 /// (up to 6 with four 16-column vectors, up to 12 with at most two), `C` = the 16-column vectors
-/// a (possibly partial) panel needs, and the branch-free epilogue when `$fast` (64-column tiles,
-/// so at most 6 rows). `$args` is one parenthesised token tree, reused in every arm.
+/// a (possibly partial) panel needs, and the epilogue `$mode` (`x86::fast_tile`; the
+/// branch-free ones only for 64-column tiles, so at most 6 rows). `$args` is one parenthesised
+/// token tree, reused in every arm.
 #[cfg(target_arch = "x86_64")]
 macro_rules! dispatch_fused {
-    ($f:ident, $rows:expr, $nc:expr, $fast:expr, $args:tt) => {{
+    ($f:ident, $fv:ident, $rows:expr, $nc:expr, $mode:expr, $args:tt) => {{
         let (rows, cv) = ($rows, $nc.div_ceil(16));
-        if $fast {
-            match rows {
-                1 => $f::<1, 4, true> $args,
-                2 => $f::<2, 4, true> $args,
-                3 => $f::<3, 4, true> $args,
-                4 => $f::<4, 4, true> $args,
-                5 => $f::<5, 4, true> $args,
-                _ => $f::<6, 4, true> $args,
-            }
-        } else {
-            dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6)
+        match $mode {
+            x86::FAST => dispatch_fused!(@fast $f, rows, 1, $args),
+            x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
+            _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
         }
     }};
+    (@fast $f:ident, $rows:expr, $m:literal, $args:tt) => {
+        match $rows {
+            1 => $f::<1, 4, $m> $args,
+            2 => $f::<2, 4, $m> $args,
+            3 => $f::<3, 4, $m> $args,
+            4 => $f::<4, 4, $m> $args,
+            5 => $f::<5, 4, $m> $args,
+            _ => $f::<6, 4, $m> $args,
+        }
+    };
     (@slow $f:ident, $rows:expr, $cv:expr, $args:tt, $($r:literal)*) => {
         match ($rows, $cv) {
             $(
-                ($r, 1) => $f::<$r, 1, false> $args,
-                ($r, 2) => $f::<$r, 2, false> $args,
-                ($r, 3) => $f::<$r, 3, false> $args,
-                ($r, _) => $f::<$r, 4, false> $args,
+                ($r, 1) => $f::<$r, 1, 0> $args,
+                ($r, 2) => $f::<$r, 2, 0> $args,
+                ($r, 3) => $f::<$r, 3, 0> $args,
+                ($r, _) => $f::<$r, 4, 0> $args,
             )*
             // Narrow panels (at most two vectors) run up to 12 rows.
-            (7, 1) => $f::<7, 1, false> $args,
-            (7, _) => $f::<7, 2, false> $args,
-            (8, 1) => $f::<8, 1, false> $args,
-            (8, _) => $f::<8, 2, false> $args,
-            (9, 1) => $f::<9, 1, false> $args,
-            (9, _) => $f::<9, 2, false> $args,
-            (10, 1) => $f::<10, 1, false> $args,
-            (10, _) => $f::<10, 2, false> $args,
-            (11, 1) => $f::<11, 1, false> $args,
-            (11, _) => $f::<11, 2, false> $args,
-            (12, 1) => $f::<12, 1, false> $args,
-            (12, _) => $f::<12, 2, false> $args,
+            (7, 1) => $f::<7, 1, 0> $args,
+            (7, _) => $f::<7, 2, 0> $args,
+            (8, 1) => $f::<8, 1, 0> $args,
+            (8, _) => $f::<8, 2, 0> $args,
+            (9, 1) => $f::<9, 1, 0> $args,
+            (9, _) => $f::<9, 2, 0> $args,
+            (10, 1) => $f::<10, 1, 0> $args,
+            (10, _) => $f::<10, 2, 0> $args,
+            (11, 1) => $f::<11, 1, 0> $args,
+            (11, _) => $f::<11, 2, 0> $args,
+            (12, 1) => $f::<12, 1, 0> $args,
+            (12, _) => $f::<12, 2, 0> $args,
             (r, _) => unreachable!("rows {r}"),
         }
     };
@@ -146,9 +151,10 @@ pub(crate) unsafe fn run_fused(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512Vnni {
-        use x86::vnni_fused as f;
+        use x86::{vnni_fused as f, vnni_fused_vbmi as fv};
         dispatch_fused!(
             f,
+            fv,
             rows,
             nc,
             x86::fast_tile(plan, nc, &out, rp),
@@ -184,9 +190,10 @@ pub(crate) unsafe fn run_fused_ind(
     rp: *const u8,
     pf: *const i8,
 ) {
-    use x86::vnni_fused_ind as f;
+    use x86::{vnni_fused_ind as f, vnni_fused_ind_vbmi as fv};
     dispatch_fused!(
         f,
+        fv,
         rows,
         nc,
         x86::fast_tile(plan, nc, &out, rp),
@@ -315,9 +322,9 @@ mod x86 {
     ///
     /// SAFETY: as `vnni`, plus `rowterm` readable for R values, `out` valid for R rows of `nc`
     /// columns at stride `ldc`, and `j0 + nc <= plan columns`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused<const R: usize, const C: usize, const FAST: bool>(
+    unsafe fn vnni_fused_body<const R: usize, const C: usize, const MODE: u8>(
         kg: usize,
         a: *const u8,
         a_rs: usize,
@@ -342,22 +349,148 @@ mod x86 {
         } else {
             vnni_acc::<R, C>(kg, a, a_rs, b, init, pf)
         };
-        if FAST {
-            store_fast::<R, C>(&acc, plan, j0, out, ldc);
-        } else {
-            store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        match MODE {
+            FAST => store_fast::<R, C>(&acc, plan, j0, out, ldc),
+            FAST_RES => store_fast_res::<R, C>(&acc, plan, j0, out, ldc, rp),
+            _ => store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp),
         }
     }
 
-    /// Whether a tile takes [`store_fast`]: 64 columns of u8 output, accumulators that start
-    /// from the column terms, multipliers <= 0.99, no residual added from registers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_fused<const R: usize, const C: usize, const MODE: u8>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf: *const i8,
+    ) {
+        vnni_fused_body::<R, C, MODE>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
+    }
+
+    /// [`vnni_fused`] compiled with AVX512-VBMI as well, for the [`FAST_RES`] epilogue's byte table.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_fused_vbmi<const R: usize, const C: usize, const MODE: u8>(
+        kg: usize,
+        a: *const u8,
+        a_rs: usize,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf: *const i8,
+    ) {
+        vnni_fused_body::<R, C, MODE>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
+    }
+
+    /// Epilogue instantiations: the general one, and two without plan-dependent branches.
+    pub(super) const GENERAL: u8 = 0;
+    pub(super) const FAST: u8 = 1;
+    pub(super) const FAST_RES: u8 = 2;
+
+    /// Which epilogue a tile takes. [`FAST`] ([`store_fast`]): 64 columns of u8 output,
+    /// accumulators that start from the column terms, multipliers <= 0.99, no residual added
+    /// from registers. [`FAST_RES`] ([`store_fast_res`]): the same with a residual add from
+    /// registers whose operands are u8, followed by a byte table on a CPU with VBMI, and whose
+    /// sums fit int32 (ResNet's blocks).
     #[inline(always)]
-    pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, out: &OutPtr, rp: *const u8) -> bool {
-        nc == super::NR
+    pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, out: &OutPtr, rp: *const u8) -> u8 {
+        let common = nc == super::NR
             && plan.acc_has_colterm
             && plan.small_scale
-            && rp.is_null()
-            && matches!(out, OutPtr::U8(_))
+            && matches!(out, OutPtr::U8(_));
+        match plan.res {
+            _ if !common => GENERAL,
+            _ if rp.is_null() => FAST,
+            Some(q)
+                if !q.signed
+                    && q.post.is_some()
+                    && crate::qadd::x86::has_vbmi()
+                    && q.sum_fits_i32() =>
+            {
+                FAST_RES
+            }
+            _ => GENERAL,
+        }
+    }
+
+    /// [`store_fused`]'s residual path (`row64_xa`, then `qadd::x86::add_rows64_xa`) for a
+    /// [`FAST_RES`] tile, row by row without a branch: the conv's value goes to the add's `xa`
+    /// in float, the add, the rounding, the byte table, one store per row. Same operations in
+    /// the same order, so the same bytes; nothing is staged through memory.
+    #[inline(always)]
+    unsafe fn store_fast_res<const R: usize, const C: usize>(
+        acc: &[[__m512i; C]; R],
+        plan: &EpiPlan,
+        j0: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+    ) {
+        const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let (OutPtr::U8(base), Some(q), Some(t)) =
+            (out, plan.res, plan.res.and_then(|q| q.post.as_ref()))
+        else {
+            unreachable!("fast_tile checked the output type and the residual")
+        };
+        let s = plan.scale.as_ptr().add(j0);
+        // The conv's side (`row64_xa` with small_scale): clamp to [lo - zp, hi - zp], shift by
+        // zp - a_zp, scale by a_s.
+        let (lo, hi) = (
+            _mm512_set1_epi32(plan.lo - plan.zp),
+            _mm512_set1_epi32(plan.hi - plan.zp),
+        );
+        let zpd = _mm512_set1_epi32(plan.zp - q.a.1);
+        let a_s = _mm512_set1_ps(q.a.0);
+        // The add's side (`xa64`, unsigned, sums fitting int32, VBMI table).
+        let (bzp, bs) = (_mm512_set1_epi32(q.b.1), _mm512_set1_ps(q.b.0));
+        let (cs, czp) = (_mm512_set1_ps(q.c.0), _mm512_set1_epi32(q.c.1));
+        let tp = t.as_ptr();
+        let table = [
+            _mm512_loadu_si512(tp as *const _),
+            _mm512_loadu_si512(tp.add(64) as *const _),
+            _mm512_loadu_si512(tp.add(128) as *const _),
+            _mm512_loadu_si512(tp.add(192) as *const _),
+        ];
+        let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        unroll_rows!(r, {
+            let brow = rp.add(r * ldc);
+            let mut qv = [_mm512_setzero_si512(); 4];
+            for (c, qc) in qv.iter_mut().enumerate() {
+                let f = _mm512_mul_ps(
+                    _mm512_cvt_roundepi32_ps::<RNE>(acc[r][c.min(C - 1)]),
+                    _mm512_loadu_ps(s.add(16 * c)),
+                );
+                let qa =
+                    _mm512_min_epi32(_mm512_max_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), lo), hi);
+                let xa = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(qa, zpd)), a_s);
+                let ib = _mm512_cvtepu8_epi32(_mm_loadu_si128(brow.add(16 * c) as *const __m128i));
+                let yb = _mm512_mul_ps(
+                    _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ib, bzp)),
+                    bs,
+                );
+                let fo = _mm512_div_ps(_mm512_add_ps(xa, yb), cs);
+                *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(fo), czp);
+            }
+            let packed = _mm512_packus_epi16(
+                _mm512_packs_epi32(qv[0], qv[1]),
+                _mm512_packs_epi32(qv[2], qv[3]),
+            );
+            let v = crate::qadd::x86::table64(&table, _mm512_permutexvar_epi32(idx, packed));
+            _mm512_storeu_si512(base.add(r * ldc) as *mut _, v);
+        });
     }
 
     /// The common epilogue (`row64_bytes` of a plan that passes [`fast_tile`]) without a branch:
@@ -549,9 +682,9 @@ mod x86 {
 
     /// SAFETY: as `vnni_fused`; every pointer in `ptrs[0 .. R * taps]` is readable for
     /// `4 * seg_kg` bytes; the panel holds `taps * seg_kg` K-groups.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused_ind<const R: usize, const C: usize, const FAST: bool>(
+    unsafe fn vnni_fused_ind_body<const R: usize, const C: usize, const MODE: u8>(
         taps: usize,
         seg_kg: usize,
         ptrs: *const *const u8,
@@ -566,11 +699,54 @@ mod x86 {
         pf: *const i8,
     ) {
         let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc), pf);
-        if FAST {
-            store_fast::<R, C>(&acc, plan, j0, out, ldc);
-        } else {
-            store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        match MODE {
+            FAST => store_fast::<R, C>(&acc, plan, j0, out, ldc),
+            FAST_RES => store_fast_res::<R, C>(&acc, plan, j0, out, ldc, rp),
+            _ => store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp),
         }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_fused_ind<const R: usize, const C: usize, const MODE: u8>(
+        taps: usize,
+        seg_kg: usize,
+        ptrs: *const *const u8,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf: *const i8,
+    ) {
+        vnni_fused_ind_body::<R, C, MODE>(
+            taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+        )
+    }
+
+    /// [`vnni_fused_ind`] compiled with AVX512-VBMI as well, for the [`FAST_RES`] epilogue's byte table.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_fused_ind_vbmi<const R: usize, const C: usize, const MODE: u8>(
+        taps: usize,
+        seg_kg: usize,
+        ptrs: *const *const u8,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf: *const i8,
+    ) {
+        vnni_fused_ind_body::<R, C, MODE>(
+            taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
+        )
     }
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
