@@ -265,29 +265,32 @@ mod x86 {
                 // (wrapping: a window without taps never reads through it)
                 let first = img.as_ptr().wrapping_add((iy0 * g.w + ix0) * c);
                 let o = out.as_mut_ptr();
+                // The running maximum over the window's taps of the vector at channel `j`, each
+                // tap loaded by `$ld(pointer)` (taps `(ty, tx)` at `first + ty * dy + tx * dx`).
+                macro_rules! window {
+                    ($j:expr, |$p:ident| $ld:expr) => {{
+                        let mut m = $lowest;
+                        for ty in 0..ny {
+                            let row = first.add(ty * dy + $j);
+                            for tx in 0..nx {
+                                let $p = row.add(tx * dx);
+                                m = $max($ld, m);
+                            }
+                        }
+                        m
+                    }};
+                }
                 let mut j = 0;
                 while j + $vec <= c {
-                    let mut m = $lowest;
-                    for ty in 0..ny {
-                        let row = first.add(ty * dy + j);
-                        for tx in 0..nx {
-                            m = $max($load(row.add(tx * dx) as *const $cast), m);
-                        }
-                    }
+                    let m = window!(j, |p| $load(p as *const $cast));
                     $store(o.add(j) as *mut $cast, m);
                     j += $vec;
                 }
                 $(
                     if j < c {
+                        // Masked-off lanes read as 0 and are never stored.
                         let k = ((1u64 << (c - j)) - 1) as $mask;
-                        let mut m = $lowest;
-                        for ty in 0..ny {
-                            let row = first.add(ty * dy + j);
-                            for tx in 0..nx {
-                                // Masked-off lanes read as 0 and are never stored.
-                                m = $max($mload(k, row.add(tx * dx) as *const _), m);
-                            }
-                        }
+                        let m = window!(j, |p| $mload(k, p as *const _));
                         $mstore(o.add(j) as *mut _, k, m);
                         j = c;
                     }

@@ -242,6 +242,29 @@ mod x86 {
     use crate::gemm_u8s8::epilogue::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
 
+    /// The two `#[target_feature]` entry points of a fused kernel body: `$plain` (AVX-512 F/BW/VL
+    /// + VNNI) and `$vbmi` (the same plus AVX512-VBMI, for the [`FAST_RES`] epilogue's byte
+    /// table). SAFETY (both): the CPU has the features; the body's pointer contract.
+    macro_rules! entry_points {
+        ($body:ident => $plain:ident, $vbmi:ident, ($($arg:ident: $ty:ty),* $(,)?)) => {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $plain<const R: usize, const C: usize, const MODE: u8>(
+                $($arg: $ty),*
+            ) {
+                $body::<R, C, MODE>($($arg),*)
+            }
+
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $vbmi<const R: usize, const C: usize, const MODE: u8>(
+                $($arg: $ty),*
+            ) {
+                $body::<R, C, MODE>($($arg),*)
+            }
+        };
+    }
+
     /// Runs `$body` with `$r` bound to each row index `0..R` as a literal, in straight-line code
     /// (`R` is a const generic, so the untaken rows vanish; the accumulators are indexed with
     /// constants). Measured alone: +2-2.5% on the K = 64 / 128 GEMMs (3136x256x64 344 -> 353
@@ -349,50 +372,33 @@ mod x86 {
         } else {
             vnni_acc::<R, C>(kg, a, a_rs, b, init, pf)
         };
+        store_tile::<R, C, MODE>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+    }
+
+    entry_points!(
+        vnni_fused_body => vnni_fused, vnni_fused_vbmi,
+        (kg: usize, a: *const u8, a_rs: usize, b: *const i8, plan: &EpiPlan, rowterm: *const i32,
+         j0: usize, nc: usize, out: OutPtr, ldc: usize, rp: *const u8, pf: *const i8)
+    );
+
+    /// The tile's epilogue for the instantiation `MODE` ([`fast_tile`]).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store_tile<const R: usize, const C: usize, const MODE: u8>(
+        acc: &[[__m512i; C]; R],
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        nc: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+    ) {
         match MODE {
-            FAST => store_fast::<R, C>(&acc, plan, j0, out, ldc),
-            FAST_RES => store_fast_res::<R, C>(&acc, plan, j0, out, ldc, rp),
-            _ => store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp),
+            FAST => store_fast::<R, C>(acc, plan, j0, out, ldc),
+            FAST_RES => store_fast_res::<R, C>(acc, plan, j0, out, ldc, rp),
+            _ => store_fused::<R, C>(acc, plan, rowterm, j0, nc, out, ldc, rp),
         }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused<const R: usize, const C: usize, const MODE: u8>(
-        kg: usize,
-        a: *const u8,
-        a_rs: usize,
-        b: *const i8,
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        nc: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-        pf: *const i8,
-    ) {
-        vnni_fused_body::<R, C, MODE>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
-    }
-
-    /// [`vnni_fused`] compiled with AVX512-VBMI as well, for the [`FAST_RES`] epilogue's byte table.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused_vbmi<const R: usize, const C: usize, const MODE: u8>(
-        kg: usize,
-        a: *const u8,
-        a_rs: usize,
-        b: *const i8,
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        nc: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-        pf: *const i8,
-    ) {
-        vnni_fused_body::<R, C, MODE>(kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
     }
 
     /// Epilogue instantiations: the general one, and two without plan-dependent branches.
@@ -699,55 +705,15 @@ mod x86 {
         pf: *const i8,
     ) {
         let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc), pf);
-        match MODE {
-            FAST => store_fast::<R, C>(&acc, plan, j0, out, ldc),
-            FAST_RES => store_fast_res::<R, C>(&acc, plan, j0, out, ldc, rp),
-            _ => store_fused::<R, C>(&acc, plan, rowterm, j0, nc, out, ldc, rp),
-        }
+        store_tile::<R, C, MODE>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused_ind<const R: usize, const C: usize, const MODE: u8>(
-        taps: usize,
-        seg_kg: usize,
-        ptrs: *const *const u8,
-        b: *const i8,
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        nc: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-        pf: *const i8,
-    ) {
-        vnni_fused_ind_body::<R, C, MODE>(
-            taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-        )
-    }
-
-    /// [`vnni_fused_ind`] compiled with AVX512-VBMI as well, for the [`FAST_RES`] epilogue's byte table.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_fused_ind_vbmi<const R: usize, const C: usize, const MODE: u8>(
-        taps: usize,
-        seg_kg: usize,
-        ptrs: *const *const u8,
-        b: *const i8,
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        nc: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-        pf: *const i8,
-    ) {
-        vnni_fused_ind_body::<R, C, MODE>(
-            taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
-        )
-    }
+    entry_points!(
+        vnni_fused_ind_body => vnni_fused_ind, vnni_fused_ind_vbmi,
+        (taps: usize, seg_kg: usize, ptrs: *const *const u8, b: *const i8, plan: &EpiPlan,
+         rowterm: *const i32, j0: usize, nc: usize, out: OutPtr, ldc: usize, rp: *const u8,
+         pf: *const i8)
+    );
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
     /// chains hide the instruction latency; summed at the end (exact integer sums, same result).
