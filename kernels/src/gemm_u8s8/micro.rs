@@ -242,8 +242,8 @@ mod x86 {
     use crate::gemm_u8s8::epilogue::{EpiPlan, OutPtr};
     use std::arch::x86_64::*;
 
-    /// The two `#[target_feature]` entry points of a fused kernel body: `$plain` (AVX-512 F/BW/VL
-    /// + VNNI) and `$vbmi` (the same plus AVX512-VBMI, for the [`FAST_RES`] epilogue's byte
+    /// The two `#[target_feature]` entry points of a fused kernel body: `$plain` (AVX-512 F, BW,
+    /// VL and VNNI) and `$vbmi` (the same plus AVX512-VBMI, for the [`FAST_RES`] epilogue's byte
     /// table). SAFETY (both): the CPU has the features; the body's pointer contract.
     macro_rules! entry_points {
         ($body:ident => $plain:ident, $vbmi:ident, ($($arg:ident: $ty:ty),* $(,)?)) => {
@@ -372,7 +372,7 @@ mod x86 {
         } else {
             vnni_acc::<R, C>(kg, a, a_rs, b, init, pf)
         };
-        store_tile::<R, C, MODE>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        store_fused::<R, C, MODE>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 
     entry_points!(
@@ -380,26 +380,6 @@ mod x86 {
         (kg: usize, a: *const u8, a_rs: usize, b: *const i8, plan: &EpiPlan, rowterm: *const i32,
          j0: usize, nc: usize, out: OutPtr, ldc: usize, rp: *const u8, pf: *const i8)
     );
-
-    /// The tile's epilogue for the instantiation `MODE` ([`fast_tile`]).
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn store_tile<const R: usize, const C: usize, const MODE: u8>(
-        acc: &[[__m512i; C]; R],
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        nc: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-    ) {
-        match MODE {
-            FAST => store_fast::<R, C>(acc, plan, j0, out, ldc),
-            FAST_RES => store_fast_res::<R, C>(acc, plan, j0, out, ldc, rp),
-            _ => store_fused::<R, C>(acc, plan, rowterm, j0, nc, out, ldc, rp),
-        }
-    }
 
     /// Epilogue instantiations: the general one, and two without plan-dependent branches.
     pub(super) const GENERAL: u8 = 0;
@@ -559,10 +539,11 @@ mod x86 {
         init
     }
 
-    /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`).
+    /// Fused epilogue of an R x 64 accumulator tile (row `r` stored at `out + r * ldc`), for
+    /// the instantiation `MODE` ([`fast_tile`]: the two branch-free ones, else the general one).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn store_fused<const R: usize, const C: usize>(
+    unsafe fn store_fused<const R: usize, const C: usize, const MODE: u8>(
         acc: &[[__m512i; C]; R],
         plan: &EpiPlan,
         rowterm: *const i32,
@@ -572,6 +553,11 @@ mod x86 {
         ldc: usize,
         rp: *const u8,
     ) {
+        match MODE {
+            FAST => return store_fast::<R, C>(acc, plan, j0, out, ldc),
+            FAST_RES => return store_fast_res::<R, C>(acc, plan, j0, out, ldc, rp),
+            _ => {}
+        }
         if C == 4 && nc == 64 && matches!(out, OutPtr::U8(_) | OutPtr::I8(_)) {
             // Whole 64-column rows of bytes: pack the four vectors, one 64-byte store (or, with
             // a residual add, the add on the packed rows in registers, then the store).
@@ -705,7 +691,7 @@ mod x86 {
         pf: *const i8,
     ) {
         let acc = vnni_acc_ind::<R, C>(taps, seg_kg, ptrs, b, acc_init::<C>(plan, j0, nc), pf);
-        store_tile::<R, C, MODE>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
+        store_fused::<R, C, MODE>(&acc, plan, rowterm, j0, nc, out, ldc, rp);
     }
 
     entry_points!(
