@@ -461,13 +461,7 @@ fn conv2d_impl(
                 ld,
                 zero_point: x.zero_point,
             };
-            let o = out
-                .offset_mut(r0 * c_out + c0)
-                .ok_or_else(|| bad("conv: output too small"))?;
-            let r = res.map(|r| Residual {
-                other: &r.other[r0 * c_out + c0..],
-                add: r.add,
-            });
+            let (o, r) = rows_from(&mut out, res, r0 * c_out + c0)?;
             gemm_u8s8_res(kernel, a, pack, &gep, o, c_out, r.as_ref())?;
             r0 = r1;
         }
@@ -521,13 +515,7 @@ fn conv_indirect(
             zero_point: x.zero_point,
             row_sums: sums,
         };
-        let o = out
-            .offset_mut(r0 * c_out + c0)
-            .ok_or_else(|| bad("conv: output too small"))?;
-        let r = res.map(|r| Residual {
-            other: &r.other[r0 * c_out + c0..],
-            add: r.add,
-        });
+        let (o, r) = rows_from(out, res, r0 * c_out + c0)?;
         unsafe { crate::gemm_u8s8::gemm_u8s8_indirect(kernel, a, pack, ep, o, c_out, r.as_ref()) }
     };
     if let Some(cache) = cache.filter(|_| rows <= INDIRECT_ROWS && pack.zero_point() == 0) {
@@ -605,6 +593,29 @@ fn conv_indirect(
         r0 = r1;
     }
     Ok(())
+}
+
+/// The output and the residual operand from element `off` on (the first row of a block of
+/// output rows, at the group's first channel).
+fn rows_from<'o, 'r>(
+    out: &'o mut OutputSlice<'_>,
+    res: Option<&Residual<'r>>,
+    off: usize,
+) -> Result<(OutputSlice<'o>, Option<Residual<'r>>), KernelError> {
+    let o = out
+        .offset_mut(off)
+        .ok_or_else(|| bad("conv: output too small"))?;
+    let r = match res {
+        Some(r) => Some(Residual {
+            other: r
+                .other
+                .get(off..)
+                .ok_or_else(|| bad("conv: residual operand too small"))?,
+            add: r.add,
+        }),
+        None => None,
+    };
+    Ok((o, r))
 }
 
 /// Fills the indirection rows [r0, r1) into `ptrs` (`(r1 - r0) * taps` entries), split over the

@@ -683,18 +683,6 @@ impl NativeOp {
                     [n, c, *oh, *ow]
                 };
                 let mut out = pool.tensor(x.dtype(), &shape);
-                let geo = PoolGeo {
-                    n,
-                    c,
-                    h,
-                    w,
-                    oh: *oh,
-                    ow: *ow,
-                    k: *kk,
-                    s: *st,
-                    d: *dl,
-                    pad: *pad,
-                };
                 if channels_last {
                     // NHWC: the kernels' SIMD pooling (window maxima kept in registers).
                     let kg = octet_kernels::PoolGeometry {
@@ -727,6 +715,18 @@ impl NativeOp {
                     .map_err(e)?;
                     return one(out);
                 }
+                let geo = PoolGeo {
+                    n,
+                    c,
+                    h,
+                    w,
+                    oh: *oh,
+                    ow: *ow,
+                    k: *kk,
+                    s: *st,
+                    d: *dl,
+                    pad: *pad,
+                };
                 match x.dtype() {
                     DType::U8 => maxpool(x.bytes(), out.bytes_mut(), &geo, 0u8, |a: u8, b: u8| {
                         a.max(b)
