@@ -740,3 +740,82 @@ fn f32_gelu_post_scale_equal_separate_passes_every_isa() {
     assert!(gemm_u8s8(&kern, am, &packed, &ep, OutputSlice::U8(&mut out), 2).is_err());
     paths.finish();
 }
+
+/// The branch-free u8 epilogues of whole 64-column tiles (VNNI `FAST` / `FAST_SAT`: zero point
+/// added to the int16 packs with saturation, clamp on the bytes), against the scalar
+/// requantization: accumulators far outside int16 (K = 257 of 255 x +-127, multipliers up to
+/// 0.99), every zero point class and clamps that are, and are not, the whole u8 range.
+#[test]
+fn whole_tile_u8_epilogues_saturate_like_int32() {
+    let paths = PathsRan::new("gemm_u8s8 whole-tile u8 epilogues");
+    let (m, k) = (13, 257);
+    let mut rng = Rng(0x5eed_f00d);
+    let mut cases = 0;
+    for n in [64usize, 128, 129] {
+        // Rows of 255 and of 0 next to random ones; weights of one sign per column half, so
+        // sums reach about +-8.3e6.
+        let a: Vec<u8> = (0..m * k)
+            .map(|i| match (i / k) % 3 {
+                0 => 255,
+                1 => 0,
+                _ => rng.below(256) as u8,
+            })
+            .collect();
+        let b: Vec<i8> = (0..k * n)
+            .map(|i| match (i % n) % 4 {
+                0 => 127,
+                1 => -128,
+                _ => (rng.below(256) as i32 - 128) as i8,
+            })
+            .collect();
+        let packed = PackedB::new(k, n, &b, WeightLayout::KxN, 0).unwrap();
+        let am = MatrixU8 {
+            data: &a,
+            rows: m,
+            ld: k,
+            zero_point: 0,
+        };
+        // Full-range weights: the vpmaddubsw paths saturate pairs (their own oracle).
+        let exact = reference::gemm_u8s8_i32(m, n, k, &a, 0, &b, 0);
+        let saturating = reference::gemm_u8s8_i32_saturating(m, n, k, &a, 0, &b, 0);
+        for zp in [0, 1, 128, 255] {
+            for clamp in [
+                None,
+                Some((0, 255)),
+                Some((3, 250)),
+                Some((100, 100)),
+                Some((0, 0)),
+            ] {
+                for top in [0.99f32, 1e-3, 2e-5] {
+                    let mults: Vec<f32> = (0..n).map(|j| top / (1 + j % 7) as f32).collect();
+                    let mut ep = Epilogue::requant(Scale::PerChannel(&mults), zp);
+                    let (lo, hi) = clamp.unwrap_or((0, 255));
+                    if let Some((l, h)) = clamp {
+                        ep = ep.with_clamp(l, h);
+                    }
+                    for kern in kernels() {
+                        let acc = if gemm_u8s8_is_exact(kern.isa()) {
+                            &exact
+                        } else {
+                            &saturating
+                        };
+                        let want = reference::requantize_i32(acc, n, None, &mults, zp, lo, hi);
+                        let mut out = vec![0u8; m * n];
+                        gemm_u8s8(&kern, am, &packed, &ep, OutputSlice::U8(&mut out), n).unwrap();
+                        let got: Vec<i32> = out.iter().map(|&x| x as i32).collect();
+                        assert_eq!(
+                            got,
+                            want,
+                            "isa {} n {n} zp {zp} clamp {clamp:?}",
+                            kern.isa()
+                        );
+                        paths.ran(kern.isa());
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    eprintln!("[gemm_u8s8 whole-tile u8 epilogues] {cases} cases");
+    paths.finish();
+}

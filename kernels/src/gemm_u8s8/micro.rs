@@ -85,6 +85,8 @@ macro_rules! dispatch_fused {
         let (rows, cv) = ($rows, $nc.div_ceil(16));
         match $mode {
             x86::FAST => dispatch_fused!(@fast $f, rows, 1, $args),
+            x86::FAST_SAT => dispatch_fused!(@fast $f, rows, 3, $args),
+            x86::FAST_SAT0 => dispatch_fused!(@fast $f, rows, 4, $args),
             x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
             _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
         }
@@ -385,10 +387,14 @@ mod x86 {
     pub(super) const GENERAL: u8 = 0;
     pub(super) const FAST: u8 = 1;
     pub(super) const FAST_RES: u8 = 2;
+    pub(super) const FAST_SAT: u8 = 3;
+    pub(super) const FAST_SAT0: u8 = 4;
 
     /// Which epilogue a tile takes. [`FAST`] ([`store_fast`]): 64 columns of u8 output,
     /// accumulators that start from the column terms, multipliers <= 0.99, no residual added
-    /// from registers. [`FAST_RES`] ([`store_fast_res`]): the same with a residual add from
+    /// from registers. [`FAST_SAT`]: the same with the clamp the whole u8 range (no ReLU
+    /// bound, or a ReLU at zero point 0), which the packs' saturation applies; [`FAST_SAT0`]:
+    /// that with zero point 0 (ReLU outputs), nothing to add. [`FAST_RES`] ([`store_fast_res`]): the same with a residual add from
     /// registers whose operands are u8, followed by a byte table on a CPU with VBMI, and whose
     /// sums fit int32 (ResNet's blocks).
     #[inline(always)]
@@ -396,9 +402,13 @@ mod x86 {
         let common = nc == super::NR
             && plan.acc_has_colterm
             && plan.small_scale
+            && (0..=255).contains(&plan.zp)
+            && plan.lo <= plan.hi
             && matches!(out, OutPtr::U8(_));
         match plan.res {
             _ if !common => GENERAL,
+            _ if rp.is_null() && plan.lo <= 0 && plan.hi >= 255 && plan.zp == 0 => FAST_SAT0,
+            _ if rp.is_null() && plan.lo <= 0 && plan.hi >= 255 => FAST_SAT,
             _ if rp.is_null() => FAST,
             Some(q)
                 if !q.signed
@@ -483,9 +493,10 @@ mod x86 {
     /// per row, round, add the zero point and clamp in integers, pack and store 64 bytes. With no
     /// plan-dependent branch between the K loop and the stores, the accumulators can stay in
     /// registers. Same bytes as `store_fused`: clamping to `[lo, hi]` where that is the whole u8
-    /// range is what the packs' saturation does anyway.
+    /// range is what the packs' saturation does anyway, so `CLAMP = false` (for such plans)
+    /// leaves it to them; `ZP = false` (zero point 0) adds nothing.
     #[inline(always)]
-    unsafe fn store_fast<const R: usize, const C: usize>(
+    unsafe fn store_fast<const R: usize, const C: usize, const CLAMP: bool, const ZP: bool>(
         acc: &[[__m512i; C]; R],
         plan: &EpiPlan,
         j0: usize,
@@ -496,8 +507,15 @@ mod x86 {
         let OutPtr::U8(base) = out else {
             unreachable!("fast_tile checked the output type")
         };
-        let zp = _mm512_set1_epi32(plan.zp);
-        let (lo, hi) = (_mm512_set1_epi32(plan.lo), _mm512_set1_epi32(plan.hi));
+        // The zero point is added to the int16 packs with saturation and the clamp applied to
+        // the bytes: the same values as adding and clamping in int32 (a value the int16 pack
+        // saturates is outside [0, 255] either way, and the u8 pack saturates to [0, 255]),
+        // with half and a quarter of the instructions.
+        let zp = _mm512_set1_epi16(plan.zp as i16);
+        let (lo, hi) = (
+            _mm512_set1_epi8(plan.lo.clamp(0, 255) as u8 as i8),
+            _mm512_set1_epi8(plan.hi.clamp(0, 255) as u8 as i8),
+        );
         let s = plan.scale.as_ptr().add(j0);
         let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         unroll_rows!(r, {
@@ -507,13 +525,20 @@ mod x86 {
                     _mm512_cvt_roundepi32_ps::<RNE>(acc[r][c.min(C - 1)]),
                     _mm512_loadu_ps(s.add(16 * c)),
                 );
-                let x = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), zp);
-                *qc = _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
+                *qc = _mm512_cvt_roundps_epi32::<RNE>(f);
             }
-            let packed = _mm512_packus_epi16(
+            let (mut w0, mut w1) = (
                 _mm512_packs_epi32(q[0], q[1]),
                 _mm512_packs_epi32(q[2], q[3]),
             );
+            if ZP {
+                w0 = _mm512_adds_epi16(w0, zp);
+                w1 = _mm512_adds_epi16(w1, zp);
+            }
+            let mut packed = _mm512_packus_epi16(w0, w1);
+            if CLAMP {
+                packed = _mm512_min_epu8(_mm512_max_epu8(packed, lo), hi);
+            }
             _mm512_storeu_si512(
                 base.add(r * ldc) as *mut _,
                 _mm512_permutexvar_epi32(idx, packed),
@@ -554,7 +579,9 @@ mod x86 {
         rp: *const u8,
     ) {
         match MODE {
-            FAST => return store_fast::<R, C>(acc, plan, j0, out, ldc),
+            FAST => return store_fast::<R, C, true, true>(acc, plan, j0, out, ldc),
+            FAST_SAT => return store_fast::<R, C, false, true>(acc, plan, j0, out, ldc),
+            FAST_SAT0 => return store_fast::<R, C, false, false>(acc, plan, j0, out, ldc),
             FAST_RES => return store_fast_res::<R, C>(acc, plan, j0, out, ldc, rp),
             _ => {}
         }
