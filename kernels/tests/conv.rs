@@ -140,26 +140,35 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
                 kern.isa(),
                 c
             );
-            // Fused residual add: the same bytes as the conv's output then the add's rule.
-            let add = residual_add(&mut rng, (c.seed / 4) % 2 == 1);
-            let other = gen_u8(&mut rng, out.len(), 0);
-            let mut fused = vec![0u8; out.len()];
-            conv2d_u8s8_add(
-                &kern,
-                t,
-                &packed,
-                &ep,
-                &other,
-                &add,
-                OutputSlice::U8(&mut fused),
-            )
-            .unwrap();
-            let want: Vec<u8> = out
-                .iter()
-                .zip(&other)
-                .map(|(&x, &y)| add.one(x, y))
-                .collect();
-            prop_assert!(fused == want, "residual, isa {} {:?}", kern.isa(), c);
+            // Fused residual add: the same bytes as the conv's output then the add's rule; once
+            // with the add's own zero point for the conv's value, once with the conv's (100, as
+            // a quantizer writes it: the fused kernels then skip the shift).
+            for a_zp in [None, Some(100)] {
+                let add = residual_add(&mut rng, (c.seed / 4) % 2 == 1, a_zp);
+                let other = gen_u8(&mut rng, out.len(), 0);
+                let mut fused = vec![0u8; out.len()];
+                conv2d_u8s8_add(
+                    &kern,
+                    t,
+                    &packed,
+                    &ep,
+                    &other,
+                    &add,
+                    OutputSlice::U8(&mut fused),
+                )
+                .unwrap();
+                let want: Vec<u8> = out
+                    .iter()
+                    .zip(&other)
+                    .map(|(&x, &y)| add.one(x, y))
+                    .collect();
+                prop_assert!(
+                    fused == want,
+                    "residual, isa {} a_zp {a_zp:?} {:?}",
+                    kern.isa(),
+                    c
+                );
+            }
         } else {
             let mut out = vec![0i32; c.batch * oh * ow * c_out];
             conv2d_u8s8(
@@ -180,13 +189,15 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
 /// A u8 QLinearAdd with a random table half the time. With `tiny_out` its output scale is so
 /// small that the sum leaves the int32 range: the fused epilogue then clamps in float instead of
 /// by the packs' saturation.
-fn residual_add(rng: &mut Rng, tiny_out: bool) -> QAdd {
+/// `a_zp`: the first operand's zero point (default random).
+fn residual_add(rng: &mut Rng, tiny_out: bool, a_zp: Option<i32>) -> QAdd {
     let s = |rng: &mut Rng| (0.05 + rng.f32()) * 0.1;
     let c_scale = s(rng) * if tiny_out { 1e-9 } else { 1.0 };
     let post: Option<Vec<u8>> =
         (rng.below(2) == 0).then(|| (0..256).map(|_| rng.next() as u8).collect());
+    let a_zp = a_zp.unwrap_or_else(|| rng.below(256) as i32);
     QAdd::new(
-        (s(rng), rng.below(256) as i32),
+        (s(rng), a_zp),
         (s(rng), rng.below(256) as i32),
         (c_scale, rng.below(256) as i32),
         false,

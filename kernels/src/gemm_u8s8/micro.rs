@@ -88,6 +88,7 @@ macro_rules! dispatch_fused {
             x86::FAST_SAT => dispatch_fused!(@fast $f, rows, 3, $args),
             x86::FAST_SAT0 => dispatch_fused!(@fast $f, rows, 4, $args),
             x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
+            x86::FAST_RES0 => dispatch_fused!(@fast $fv, rows, 5, $args),
             _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
         }
     }};
@@ -389,6 +390,7 @@ mod x86 {
     pub(super) const FAST_RES: u8 = 2;
     pub(super) const FAST_SAT: u8 = 3;
     pub(super) const FAST_SAT0: u8 = 4;
+    pub(super) const FAST_RES0: u8 = 5;
 
     /// Which epilogue a tile takes. [`FAST`] ([`store_fast`]): 64 columns of u8 output,
     /// accumulators that start from the column terms, multipliers <= 0.99, no residual added
@@ -396,7 +398,8 @@ mod x86 {
     /// bound, or a ReLU at zero point 0), which the packs' saturation applies; [`FAST_SAT0`]:
     /// that with zero point 0 (ReLU outputs), nothing to add. [`FAST_RES`] ([`store_fast_res`]): the same with a residual add from
     /// registers whose operands are u8, followed by a byte table on a CPU with VBMI, and whose
-    /// sums fit int32 (ResNet's blocks).
+    /// sums fit int32 (ResNet's blocks); [`FAST_RES0`]: that when the conv's zero point is the
+    /// add's (nothing to shift).
     #[inline(always)]
     pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, out: &OutPtr, rp: *const u8) -> u8 {
         let common = nc == super::NR
@@ -412,11 +415,16 @@ mod x86 {
             _ if rp.is_null() => FAST,
             Some(q)
                 if !q.signed
+                    && (0..=255).contains(&q.c.1)
                     && q.post.is_some()
                     && crate::qadd::x86::has_vbmi()
                     && q.sum_fits_i32() =>
             {
-                FAST_RES
+                if plan.zp == q.a.1 {
+                    FAST_RES0
+                } else {
+                    FAST_RES
+                }
             }
             _ => GENERAL,
         }
@@ -424,10 +432,15 @@ mod x86 {
 
     /// [`store_fused`]'s residual path (`row64_xa`, then `qadd::x86::add_rows64_xa`) for a
     /// [`FAST_RES`] tile, row by row without a branch: the conv's value goes to the add's `xa`
-    /// in float, the add, the rounding, the byte table, one store per row. Same operations in
-    /// the same order, so the same bytes; nothing is staged through memory.
+    /// in float, the add, the rounding, the byte table, one store per row. The same values,
+    /// so the same bytes, with fewer instructions; nothing is staged through memory:
+    /// - the conv's value is rounded and clamped as an integer-valued float (`vrndscaleps`,
+    ///   float bounds; `small_scale` keeps it inside int32, so it is the integer path's value),
+    ///   and shifted by `zp - a_zp` only when `ZPD` (the shift is exact; skipping a zero shift
+    ///   can only turn a +0 into a -0, which the add with `yb` (never -0) makes +0 again);
+    /// - the add's zero point goes onto the int16 packs with saturation (as in [`store_fast`]).
     #[inline(always)]
-    unsafe fn store_fast_res<const R: usize, const C: usize>(
+    unsafe fn store_fast_res<const R: usize, const C: usize, const ZPD: bool>(
         acc: &[[__m512i; C]; R],
         plan: &EpiPlan,
         j0: usize,
@@ -445,14 +458,14 @@ mod x86 {
         // The conv's side (`row64_xa` with small_scale): clamp to [lo - zp, hi - zp], shift by
         // zp - a_zp, scale by a_s.
         let (lo, hi) = (
-            _mm512_set1_epi32(plan.lo - plan.zp),
-            _mm512_set1_epi32(plan.hi - plan.zp),
+            _mm512_set1_ps((plan.lo - plan.zp) as f32),
+            _mm512_set1_ps((plan.hi - plan.zp) as f32),
         );
-        let zpd = _mm512_set1_epi32(plan.zp - q.a.1);
+        let zpd = _mm512_set1_ps((plan.zp - q.a.1) as f32);
         let a_s = _mm512_set1_ps(q.a.0);
         // The add's side (`xa64`, unsigned, sums fitting int32, VBMI table).
         let (bzp, bs) = (_mm512_set1_epi32(q.b.1), _mm512_set1_ps(q.b.0));
-        let (cs, czp) = (_mm512_set1_ps(q.c.0), _mm512_set1_epi32(q.c.1));
+        let (cs, czp) = (_mm512_set1_ps(q.c.0), _mm512_set1_epi16(q.c.1 as i16));
         let tp = t.as_ptr();
         let table = [
             _mm512_loadu_si512(tp as *const _),
@@ -469,20 +482,19 @@ mod x86 {
                     _mm512_cvt_roundepi32_ps::<RNE>(acc[r][c.min(C - 1)]),
                     _mm512_loadu_ps(s.add(16 * c)),
                 );
-                let qa =
-                    _mm512_min_epi32(_mm512_max_epi32(_mm512_cvt_roundps_epi32::<RNE>(f), lo), hi);
-                let xa = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(qa, zpd)), a_s);
+                let qa = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(f), lo), hi);
+                let xa = _mm512_mul_ps(if ZPD { _mm512_add_ps(qa, zpd) } else { qa }, a_s);
                 let ib = _mm512_cvtepu8_epi32(_mm_loadu_si128(brow.add(16 * c) as *const __m128i));
                 let yb = _mm512_mul_ps(
                     _mm512_cvt_roundepi32_ps::<RNE>(_mm512_sub_epi32(ib, bzp)),
                     bs,
                 );
                 let fo = _mm512_div_ps(_mm512_add_ps(xa, yb), cs);
-                *qc = _mm512_add_epi32(_mm512_cvt_roundps_epi32::<RNE>(fo), czp);
+                *qc = _mm512_cvt_roundps_epi32::<RNE>(fo);
             }
             let packed = _mm512_packus_epi16(
-                _mm512_packs_epi32(qv[0], qv[1]),
-                _mm512_packs_epi32(qv[2], qv[3]),
+                _mm512_adds_epi16(_mm512_packs_epi32(qv[0], qv[1]), czp),
+                _mm512_adds_epi16(_mm512_packs_epi32(qv[2], qv[3]), czp),
             );
             let v = crate::qadd::x86::table64(&table, _mm512_permutexvar_epi32(idx, packed));
             _mm512_storeu_si512(base.add(r * ldc) as *mut _, v);
@@ -582,7 +594,8 @@ mod x86 {
             FAST => return store_fast::<R, C, true, true>(acc, plan, j0, out, ldc),
             FAST_SAT => return store_fast::<R, C, false, true>(acc, plan, j0, out, ldc),
             FAST_SAT0 => return store_fast::<R, C, false, false>(acc, plan, j0, out, ldc),
-            FAST_RES => return store_fast_res::<R, C>(acc, plan, j0, out, ldc, rp),
+            FAST_RES => return store_fast_res::<R, C, true>(acc, plan, j0, out, ldc, rp),
+            FAST_RES0 => return store_fast_res::<R, C, false>(acc, plan, j0, out, ldc, rp),
             _ => {}
         }
         if C == 4 && nc == 64 && matches!(out, OutPtr::U8(_) | OutPtr::I8(_)) {
