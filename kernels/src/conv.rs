@@ -417,7 +417,19 @@ fn conv2d_impl(
                     let scratch = sbuf.filled::<u8>(chunk * ld, 0);
                     let r0 = ci * chunk;
                     let r1 = (r0 + chunk).min(rows);
-                    im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, scratch);
+                    im2col(
+                        kernel.isa(),
+                        x,
+                        c_in,
+                        ci0,
+                        cig,
+                        geom,
+                        (oh, ow),
+                        r0,
+                        r1,
+                        ld,
+                        scratch,
+                    );
                     let a = MatrixU8 {
                         data: &scratch[..(r1 - r0) * ld],
                         rows: r1 - r0,
@@ -450,10 +462,34 @@ fn conv2d_impl(
                     .for_each(|(t, part)| {
                         let a0 = r0 + t * per;
                         let a1 = (a0 + per).min(r1);
-                        im2col(x, c_in, ci0, cig, geom, (oh, ow), a0, a1, ld, part);
+                        im2col(
+                            kernel.isa(),
+                            x,
+                            c_in,
+                            ci0,
+                            cig,
+                            geom,
+                            (oh, ow),
+                            a0,
+                            a1,
+                            ld,
+                            part,
+                        );
                     });
             } else {
-                im2col(x, c_in, ci0, cig, geom, (oh, ow), r0, r1, ld, scratch);
+                im2col(
+                    kernel.isa(),
+                    x,
+                    c_in,
+                    ci0,
+                    cig,
+                    geom,
+                    (oh, ow),
+                    r0,
+                    r1,
+                    ld,
+                    scratch,
+                );
             }
             let a = MatrixU8 {
                 data: &scratch[..(r1 - r0) * ld],
@@ -778,6 +814,7 @@ fn copy_small(d: &mut [u8], s: &[u8]) {
 /// column = (ky, kx, c); out-of-bounds taps read the zero point.
 #[allow(clippy::too_many_arguments)]
 fn im2col(
+    isa: crate::Isa,
     x: TensorU8<'_>,
     c_in: usize,
     c0: usize,
@@ -826,6 +863,24 @@ fn im2col(
                 let dst_end = (r - r0 + n - 1) * ld + kh * span;
                 if src_end <= x.data.len() && dst_end <= buf.len() {
                     let (sp, dp) = (x.data.as_ptr(), buf.as_mut_ptr());
+                    #[cfg(target_arch = "x86_64")]
+                    if matches!(isa, crate::Isa::Avx512 | crate::Isa::Avx512Vnni) {
+                        // SAFETY: the ISA has AVX-512 BW/VL (the Kernel proves it); the spans
+                        // are the ones bounds-checked above.
+                        unsafe {
+                            x86::spans_avx512(
+                                sp.add(s0),
+                                dp.add((r - r0) * ld),
+                                n,
+                                kh,
+                                span,
+                                (step, rstride, ld),
+                            )
+                        };
+                        r += n;
+                        ox += n;
+                        continue;
+                    }
                     for j in 0..n {
                         for ky in 0..kh {
                             // SAFETY: every source span ends at or before `src_end`, every
@@ -889,5 +944,37 @@ fn im2col(
         }
         r += 1;
         ox += 1;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `im2col`'s run of `n` output columns whose windows are inside the input: for column `j`
+    /// and kernel row `ky`, the `span` (<= 32) bytes at `src + j * step + ky * rstride` go to
+    /// `dst + j * ld + ky * span`; one masked 32-byte load and store each (the scalar path
+    /// takes two overlapping copies and their bounds per span).
+    ///
+    /// SAFETY: AVX-512 BW/VL supported; every source and destination span in bounds (masked
+    /// accesses touch no byte outside them).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn spans_avx512(
+        src: *const u8,
+        dst: *mut u8,
+        n: usize,
+        kh: usize,
+        span: usize,
+        (step, rstride, ld): (usize, usize, usize),
+    ) {
+        debug_assert!(span <= 32);
+        let m: __mmask32 = if span >= 32 { !0 } else { (1u32 << span) - 1 };
+        for j in 0..n {
+            let (s, d) = (src.add(j * step), dst.add(j * ld));
+            for ky in 0..kh {
+                let v = _mm256_maskz_loadu_epi8(m, s.add(ky * rstride) as *const i8);
+                _mm256_mask_storeu_epi8(d.add(ky * span) as *mut i8, m, v);
+            }
+        }
     }
 }

@@ -157,6 +157,7 @@ pub(crate) fn depthwise_u8s8(
         res: None,
         small_scale: crate::gemm_u8s8::epilogue::small_scale(&scale),
         acc_has_colterm: false,
+        fast: [0; 2],
     };
     let outp = SendPtr(out.ptr());
     let (kh, kw) = (dw.kh, dw.kw);

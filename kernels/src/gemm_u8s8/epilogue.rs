@@ -56,6 +56,10 @@ pub(crate) struct EpiPlan<'a> {
     /// both adds. Integer adds wrap, so the order does not change a bit. Only for plans whose
     /// every tile goes through those kernels.
     pub acc_has_colterm: bool,
+    /// The branch-free epilogue (`micro::x86` mode) of a whole 64-column VNNI tile without and
+    /// with a residual add in registers, decided once per call (`micro::fast_modes`) rather
+    /// than per tile; 0 (the general one) until then.
+    pub fast: [u8; 2],
 }
 
 /// Bound on the multipliers for [`EpiPlan::small_scale`]: `2^31 * 0.99 + 255 < 2^31`.

@@ -160,7 +160,7 @@ pub(crate) unsafe fn run_fused(
             fv,
             rows,
             nc,
-            x86::fast_tile(plan, nc, &out, rp),
+            x86::fast_tile(plan, nc, rp),
             (kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
         );
         return true;
@@ -169,6 +169,15 @@ pub(crate) unsafe fn run_fused(
         isa, rows, kg, a, a_rs, b, plan, rowterm, j0, nc, out, ldc, rp, pf,
     );
     false
+}
+
+/// The per-call choice of branch-free epilogues (`EpiPlan::fast`) for output `out`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn fast_modes(
+    plan: &super::epilogue::EpiPlan,
+    out: &super::epilogue::OutPtr,
+) -> [u8; 2] {
+    x86::fast_modes(plan, out)
 }
 
 /// VNNI micro-kernel over an indirection buffer (see `vnni_fused_ind`).
@@ -199,7 +208,7 @@ pub(crate) unsafe fn run_fused_ind(
         fv,
         rows,
         nc,
-        x86::fast_tile(plan, nc, &out, rp),
+        x86::fast_tile(plan, nc, rp),
         (taps, seg_kg, ptrs, b, plan, rowterm, j0, nc, out, ldc, rp, pf)
     );
 }
@@ -401,9 +410,25 @@ mod x86 {
     /// sums fit int32 (ResNet's blocks); [`FAST_RES0`]: that when the conv's zero point is the
     /// add's (nothing to shift).
     #[inline(always)]
-    pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, out: &OutPtr, rp: *const u8) -> u8 {
-        let common = nc == super::NR
-            && plan.acc_has_colterm
+    pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, rp: *const u8) -> u8 {
+        if nc == super::NR {
+            plan.fast[usize::from(!rp.is_null())]
+        } else {
+            GENERAL
+        }
+    }
+
+    /// [`fast_tile`]'s choice for a whole 64-column tile of this call without / with the
+    /// residual pointer (what `EpiPlan::fast` holds).
+    pub(super) fn fast_modes(plan: &EpiPlan, out: &OutPtr) -> [u8; 2] {
+        [
+            fast_mode(plan, out, std::ptr::null()),
+            fast_mode(plan, out, std::ptr::NonNull::<u8>::dangling().as_ptr()),
+        ]
+    }
+
+    fn fast_mode(plan: &EpiPlan, out: &OutPtr, rp: *const u8) -> u8 {
+        let common = plan.acc_has_colterm
             && plan.small_scale
             && (0..=255).contains(&plan.zp)
             && plan.lo <= plan.hi

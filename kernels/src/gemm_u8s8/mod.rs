@@ -442,7 +442,7 @@ pub(crate) fn gemm_u8s8_res_on(
     } else {
         ScratchVec::filled(0, 0)
     };
-    let plan = EpiPlan {
+    let mut plan = EpiPlan {
         colterm: &colterm,
         scale: &scale,
         fbias: ep.f32_bias,
@@ -454,7 +454,12 @@ pub(crate) fn gemm_u8s8_res_on(
         // Every VNNI tile runs the fused kernel (`run_fused`); without a weight zero point the
         // row terms are zero.
         acc_has_colterm: kernel.isa() == Isa::Avx512Vnni && zb == 0,
+        fast: [0; 2],
     };
+    #[cfg(target_arch = "x86_64")]
+    {
+        plan.fast = micro::fast_modes(&plan, &out.ptr());
+    }
 
     let isa = kernel.isa();
     let mr = micro::mr(isa);
@@ -680,7 +685,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         }),
         None => ScratchVec::filled(0, 0),
     };
-    let plan = EpiPlan {
+    let mut plan = EpiPlan {
         colterm: &colterm,
         scale: &scale,
         fbias: ep.f32_bias,
@@ -691,7 +696,12 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         small_scale: epilogue::small_scale(&scale),
         // Indirect A runs only the fused VNNI kernels.
         acc_has_colterm: b.zero_point == 0,
+        fast: [0; 2],
     };
+    #[cfg(target_arch = "x86_64")]
+    {
+        plan.fast = micro::fast_modes(&plan, &out.ptr());
+    }
     let threads = rayon::current_num_threads();
     let items = plan_items(m, n, b.kp, 6, threads);
     let outp = SendOut(out.ptr());
