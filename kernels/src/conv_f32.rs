@@ -7,6 +7,7 @@ use crate::error::{bad, KernelError};
 use crate::gemm_f32::{gemm_core, ASrc, PackedBF32};
 use crate::isa::Kernel;
 use crate::scratch::Scratch;
+use crate::winograd_f32::{conv3x3_winograd_f32, WinogradF32};
 use crate::WeightLayout;
 use rayon::prelude::*;
 
@@ -17,6 +18,9 @@ pub struct PackedConvF32 {
     c_in: usize,
     c_out: usize,
     packs: Vec<PackedBF32>,
+    /// The Winograd F(2x2, 3x3) weights when the shape qualifies
+    /// ([`crate::winograd_f32::eligible`]); used on AVX-512 kernels.
+    wino: Option<WinogradF32>,
 }
 
 impl PackedConvF32 {
@@ -56,12 +60,31 @@ impl PackedConvF32 {
                 )
             })
             .collect::<Result<_, _>>()?;
+        let wino = if crate::winograd_f32::eligible(&geom, c_in, c_out) {
+            Some(WinogradF32::new(c_in, c_out, weights)?)
+        } else {
+            None
+        };
         Ok(PackedConvF32 {
             geom,
             c_in,
             c_out,
             packs,
+            wino,
         })
+    }
+}
+
+impl PackedConvF32 {
+    /// The algorithm `conv2d_f32` runs for these weights on `kernel`: `"winograd F(2x2,3x3)"`
+    /// (3x3 stride-1 layers with 16..256 channels, multiples of 16, on AVX-512) or
+    /// `"indirection + gemm"`.
+    pub fn algorithm(&self, kernel: &Kernel) -> &'static str {
+        if self.wino.is_some() && WinogradF32::runs_on(kernel) {
+            "winograd F(2x2,3x3)"
+        } else {
+            "indirection + gemm"
+        }
     }
 }
 
@@ -142,6 +165,11 @@ pub fn conv2d_f32_add(
         }
     }
     if rows == 0 {
+        return Ok((oh, ow));
+    }
+    if let Some(wg) = wts.wino.as_ref().filter(|_| WinogradF32::runs_on(kernel)) {
+        // 3x3, stride 1, padding 1: the output is h x w.
+        conv3x3_winograd_f32(kernel, x, (batch, h, w), wg, bias, res, relu, out)?;
         return Ok((oh, ow));
     }
     let g = geom.groups;

@@ -154,6 +154,25 @@ pub(crate) fn gemm_core(
     out: &mut [f32],
     ldc: usize,
 ) -> Result<(), KernelError> {
+    let threads = rayon::current_num_threads();
+    gemm_core_on(kernel, m, src, b, bias, res, relu, out, ldc, threads)
+}
+
+/// [`gemm_core`] split for `threads` workers (1: on the calling thread, for callers that
+/// already parallelise over whole calls). The result does not depend on `threads`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_core_on(
+    kernel: &Kernel,
+    m: usize,
+    src: ASrc<'_>,
+    b: &PackedBF32,
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    ldc: usize,
+    threads: usize,
+) -> Result<(), KernelError> {
     let (n, k) = (b.n, b.k);
     check_matrix("gemm_f32 output", out.len(), m, n, ldc)?;
     if let Some(r) = res {
@@ -180,7 +199,6 @@ pub(crate) fn gemm_core(
     let isa = kernel.isa();
     let mr = 6;
     let panels = n.div_ceil(NRF);
-    let threads = rayon::current_num_threads();
     let nkb = if k <= 3 * KC / 2 { 1 } else { k.div_ceil(KC) };
     let kc = k.div_ceil(nkb).max(1);
     // A row block: about 256 KiB of A per K block, so it stays in L2 while the panels stream.

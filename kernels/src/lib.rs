@@ -90,6 +90,7 @@ pub mod reference;
 mod scratch;
 mod simd;
 mod transpose_f32;
+mod winograd_f32;
 
 pub use bf16::{bf16_to_f32, dpbf16_step, dpbf16ps_emulated, f32_to_bf16};
 pub use conv::{conv2d_u8s8, conv2d_u8s8_add, ConvGeometry, PackedConv, TensorU8};

@@ -184,9 +184,10 @@ impl F32Node {
         };
         match self {
             F32Node::Conv {
-                packed: ConvWeights::F32(_),
+                packed: ConvWeights::F32(p),
+                kernel,
                 ..
-            } => "conv2d_f32 (indirection + gemm)".into(),
+            } => format!("conv2d_f32 ({})", p.algorithm(kernel)),
             F32Node::Gemm {
                 packed: GemmWeights::F32(_),
                 ..
