@@ -60,14 +60,12 @@ impl WinogradF32 {
             for ci in 0..c_in {
                 let g = |ky: usize, kx: usize| w[(co * 9 + ky * 3 + kx) * c_in + ci];
                 // G g (4x3), then (G g) G^T (4x4).
-                let mut gg = [[0f32; 3]; 4];
-                for kx in 0..3 {
+                let col = |kx: usize| {
                     let (g0, g1, g2) = (g(0, kx), g(1, kx), g(2, kx));
-                    gg[0][kx] = g0;
-                    gg[1][kx] = 0.5 * (g0 + g1 + g2);
-                    gg[2][kx] = 0.5 * (g0 - g1 + g2);
-                    gg[3][kx] = g2;
-                }
+                    [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]
+                };
+                let (c0, c1, c2) = (col(0), col(1), col(2));
+                let gg: [[f32; 3]; 4] = std::array::from_fn(|i| [c0[i], c1[i], c2[i]]);
                 for (i, r) in gg.iter().enumerate() {
                     let t = [
                         r[0],
@@ -307,10 +305,11 @@ mod x86 {
                             break;
                         }
                         // A^T (M A): rows.
+                        let (s0, s1, s2, s3) = (s[0][q], s[1][q], s[2][q], s[3][q]);
                         let y = if a == 0 {
-                            _mm512_add_ps(_mm512_add_ps(s[0][q], s[1][q]), s[2][q])
+                            _mm512_add_ps(_mm512_add_ps(s0, s1), s2)
                         } else {
-                            _mm512_sub_ps(_mm512_sub_ps(s[1][q], s[2][q]), s[3][q])
+                            _mm512_sub_ps(_mm512_sub_ps(s1, s2), s3)
                         };
                         let off = ((b * g.h + oy) * g.w + ox) * co + c;
                         let mut y = _mm512_add_ps(y, bv);
