@@ -299,13 +299,14 @@ mod x86 {
                     if oy >= g.h {
                         break;
                     }
-                    for q in 0..2 {
+                    // The two columns of M A.
+                    let cols = [0, 1].map(|q| [s[0][q], s[1][q], s[2][q], s[3][q]]);
+                    for (q, &[s0, s1, s2, s3]) in cols.iter().enumerate() {
                         let ox = 2 * tx + q;
                         if ox >= g.w {
                             break;
                         }
                         // A^T (M A): rows.
-                        let (s0, s1, s2, s3) = (s[0][q], s[1][q], s[2][q], s[3][q]);
                         let y = if a == 0 {
                             _mm512_add_ps(_mm512_add_ps(s0, s1), s2)
                         } else {
