@@ -552,11 +552,13 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 if *signed {
                     let mut out = pool.tensor(DType::I8, x.shape());
-                    quantize_i8(k, xv, *scale, *zp, out.view_mut::<i8>().unwrap()).map_err(e)?;
+                    let ov = out.view_mut::<i8>().unwrap();
+                    par_elementwise(xv, ov, |a, o| quantize_i8(k, a, *scale, *zp, o)).map_err(e)?;
                     one(out)
                 } else {
                     let mut out = pool.tensor(DType::U8, x.shape());
-                    quantize_u8(k, xv, *scale, *zp, out.bytes_mut()).map_err(e)?;
+                    let ov = out.bytes_mut();
+                    par_elementwise(xv, ov, |a, o| quantize_u8(k, a, *scale, *zp, o)).map_err(e)?;
                     one(out)
                 }
             }
@@ -564,8 +566,14 @@ impl NativeOp {
                 let mut out = pool.tensor(DType::F32, x.shape());
                 let ov = out.view_mut::<f32>().unwrap();
                 match x.dtype() {
-                    DType::U8 => dequantize_u8(k, x.bytes(), *scale, *zp, ov).map_err(e)?,
-                    _ => dequantize_i8(k, x.view::<i8>().unwrap(), *scale, *zp, ov).map_err(e)?,
+                    DType::U8 => {
+                        par_elementwise(x.bytes(), ov, |a, o| dequantize_u8(k, a, *scale, *zp, o))
+                            .map_err(e)?
+                    }
+                    _ => par_elementwise(x.view::<i8>().unwrap(), ov, |a, o| {
+                        dequantize_i8(k, a, *scale, *zp, o)
+                    })
+                    .map_err(e)?,
                 }
                 one(out)
             }
@@ -870,6 +878,25 @@ fn par_rows(total: usize, row_len: usize) -> Option<usize> {
     let threads = rayon::current_num_threads();
     let rows = total / row_len.max(1);
     (threads > 1 && total >= 32 * 1024 && rows >= 2).then(|| rows.div_ceil(4 * threads))
+}
+
+/// `f(a, out)` on the whole slices, or on matching chunks over the pool when they are large
+/// (`par_rows`): for element-wise kernels, whose result does not depend on the split.
+fn par_elementwise<A: Sync, O: Send, E: Send>(
+    a: &[A],
+    out: &mut [O],
+    f: impl Fn(&[A], &mut [O]) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    const ROW: usize = 1024;
+    match par_rows(out.len(), ROW) {
+        Some(per) if a.len() == out.len() => {
+            use rayon::prelude::*;
+            a.par_chunks(per * ROW)
+                .zip(out.par_chunks_mut(per * ROW))
+                .try_for_each(|(a, o)| f(a, o))
+        }
+        _ => f(a, out),
+    }
 }
 
 /// numpy-broadcast output shape.
