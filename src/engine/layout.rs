@@ -42,7 +42,9 @@ fn accepts(st: &Step, arg: usize) -> bool {
         Kind::Native(op) => {
             matches!(
                 op,
-                super::native::NativeOp::QGap { .. } | super::native::NativeOp::Gap
+                super::native::NativeOp::QGap { .. }
+                    | super::native::NativeOp::Gap
+                    | super::native::NativeOp::DqGap { .. }
             ) && arg == 0
                 || op.layout_operands().contains(&arg)
         }

@@ -440,6 +440,35 @@ fn match_requant_chain(
     Some((fused, c, lut, out_dt))
 }
 
+/// Match `DequantizeLinear (8-bit, per tensor, 4-D) -> [Relu] -> GlobalAveragePool` at the DQ
+/// `d`: (fused nodes, last node, the fused op).
+fn match_dq_gap(
+    g: &Graph,
+    d: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(Vec<NodeIndex>, NodeIndex, native::NativeOp)> {
+    if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
+        return None;
+    }
+    let x = g.ty(g.operand(d, 0)?)?;
+    if !matches!(x.dtype, DType::U8 | DType::I8) || x.shape.rank() != 4 {
+        return None;
+    }
+    let (scale, zp) = native::NativeOp::build(g, d)?.qparams()?;
+    let (mut c, _) = only_consumer(g, Outlet::new(d, 0), outs)?;
+    let mut fused = vec![];
+    let relu = matches!(g.node(c).op, Op::Unary(UnaryOp::Relu));
+    if relu {
+        fused.push(c);
+        c = only_consumer(g, Outlet::new(c, 0), outs)?.0;
+    }
+    if !matches!(native::NativeOp::build(g, c)?, native::NativeOp::Gap) {
+        return None;
+    }
+    fused.push(c);
+    Some((fused, c, native::NativeOp::DqGap { scale, zp, relu }))
+}
+
 /// Match a residual `QLinearAdd(conv, other)` (either operand order) [`-> DequantizeLinear ->
 /// [Relu] -> QuantizeLinear`] after the int8 convolution `n`, where `other` is already computed
 /// (`slot_of`) and the add's SIMD kernel form exists: (fused nodes, last node, other, the add
@@ -583,8 +612,19 @@ impl Engine {
             let mut op_label = node.op.name().to_string();
             let gelu = match_gelu(g, n, &graph_outs);
             let chain = match_requant_chain(g, n, &graph_outs);
+            let dq_gap = match_dq_gap(g, n, &graph_outs);
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
+            } else if let Some((more, last, op)) = dq_gap {
+                for &f in &more {
+                    skip.insert(f);
+                    op_label.push('+');
+                    op_label.push_str(g.node(f).op.name());
+                }
+                args.truncate(1);
+                out_node = last;
+                nodes.push(NodeReport::native(node, op.describe(), kernel.isa().name()));
+                (Kind::Native(op), "native")
             } else if let Some((more, last, lut, out_dtype)) = chain {
                 for &f in &more {
                     skip.insert(f);

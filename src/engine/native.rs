@@ -93,6 +93,15 @@ pub enum NativeOp {
     },
     /// f32 GlobalAveragePool on 4-D input (f64 sums as the reference).
     Gap,
+    /// `DequantizeLinear -> [Relu] -> GlobalAveragePool` on a 4-D 8-bit input (per tensor): the
+    /// same dequantize and ReLU kernels, one pixel row (NHWC) or channel plane (NCHW) at a time
+    /// into a small scratch, and `Gap`'s f64 sums in its order: the values of the three steps
+    /// without the f32 tensor between them (ResNet-50's tail: 400 KB written cold, read back).
+    DqGap {
+        scale: f32,
+        zp: i32,
+        relu: bool,
+    },
     /// Where(cond bool, x f32, y f32) with broadcasting.
     Where,
     /// Expand (any dtype) to this fixed output shape: a broadcasting copy.
@@ -498,6 +507,7 @@ impl NativeOp {
             NativeOp::SoftmaxNanTo(_) => "softmax_rows (simd) + NaN replace (fused IsNaN-Where)",
             NativeOp::Logic(_) => "bool and/or (broadcast)",
             NativeOp::Gap => "global_avgpool f32",
+            NativeOp::DqGap { .. } => "dequantize + [relu] + global_avgpool (fused, row at a time)",
             NativeOp::MaxPool { .. } => "maxpool 2-D",
             NativeOp::Gelu => "gelu (simd; fused Div-Erf-Add-Mul-Mul)",
         }
@@ -754,6 +764,64 @@ impl NativeOp {
                         |a: f32, b: f32| if b > a { b } else { a },
                     ),
                 }
+                one(out)
+            }
+            NativeOp::DqGap { scale, zp, relu } => {
+                let s = x.shape();
+                if s.len() != 4 || !matches!(x.dtype(), DType::U8 | DType::I8) {
+                    return Err(format!(
+                        "fused dequantize + avgpool got {:?} {s:?}",
+                        x.dtype()
+                    ));
+                }
+                let (n, c, count) = if channels_last {
+                    (s[0], s[3], s[1] * s[2])
+                } else {
+                    (s[0], s[1], s[2] * s[3])
+                };
+                // One row of the layout: a pixel's channels (NHWC) or a channel's plane (NCHW).
+                let row = if channels_last { c } else { count };
+                let xb = x.bytes();
+                let mut tmp = pool.tensor(DType::F32, &[row]);
+                let mut out = pool.tensor(DType::F32, &[n, c, 1, 1]);
+                let ov = out.view_mut::<f32>().unwrap();
+                let tv = tmp.view_mut::<f32>().unwrap();
+                let load = |r: usize, tv: &mut [f32]| -> R<()> {
+                    let src = &xb[r * row..(r + 1) * row];
+                    if x.dtype() == DType::I8 {
+                        dequantize_i8(k, bytemuck::cast_slice(src), *scale, *zp, tv).map_err(e)?;
+                    } else {
+                        dequantize_u8(k, src, *scale, *zp, tv).map_err(e)?;
+                    }
+                    if *relu {
+                        relu_inplace(k, tv);
+                    }
+                    Ok(())
+                };
+                // As `Gap` below, on the rows as the two steps before it would have left them.
+                let zero: f64 = std::iter::empty::<f64>().sum();
+                if channels_last {
+                    let mut sums = vec![zero; c];
+                    for b in 0..n {
+                        sums.fill(zero);
+                        for p in 0..count {
+                            load(b * count + p, tv)?;
+                            for (acc, &v) in sums.iter_mut().zip(tv.iter()) {
+                                *acc += v as f64;
+                            }
+                        }
+                        for (o, &sum) in ov[b * c..(b + 1) * c].iter_mut().zip(&sums) {
+                            *o = (sum / count as f64) as f32;
+                        }
+                    }
+                } else {
+                    for (r, o) in ov.iter_mut().enumerate() {
+                        load(r, tv)?;
+                        let sum: f64 = tv.iter().map(|&v| v as f64).sum();
+                        *o = (sum / count as f64) as f32;
+                    }
+                }
+                pool.give(tmp);
                 one(out)
             }
             NativeOp::Gap => {
