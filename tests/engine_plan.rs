@@ -95,6 +95,17 @@ fn resnet8_static_int8_matches_reference() {
         "resnet8_inputs.npz",
         npz("resnet8_inputs.npz"),
     );
+    // The tail `DequantizeLinear -> Relu -> GlobalAveragePool` ran as one fused step in the
+    // bit-identical comparison above.
+    let feeds = npz("resnet8_inputs.npz");
+    let g = static_int8("resnet8.onnx", "resnet8_inputs.npz", &feeds);
+    let e = octet::engine::Engine::new(g, Some(1)).unwrap();
+    assert!(
+        e.steps()
+            .iter()
+            .any(|s| s.op == "DequantizeLinear+Relu+GlobalAveragePool"),
+        "the fused dequantize + pooling step is missing"
+    );
 }
 
 #[test]
