@@ -135,6 +135,8 @@ struct IndKey {
     batch: usize,
     h: usize,
     w: usize,
+    /// The padding the call reads with ([`conv2d_u8s8_prepadded`] reads none).
+    pads: [usize; 4],
 }
 
 impl std::fmt::Debug for PackedConv {
@@ -239,7 +241,26 @@ pub fn conv2d_u8s8(
     ep: &Epilogue<'_>,
     out: OutputSlice<'_>,
 ) -> Result<(usize, usize), KernelError> {
-    conv2d_impl(kernel, x, w, ep, out, None)
+    conv2d_impl(kernel, x, w, w.geom, ep, out, None)
+}
+
+/// [`conv2d_u8s8`] on an input that already holds the geometry's padding: `x` is the padded
+/// image (`h + top + bottom` x `w + left + right`, the border filled with the zero point by the
+/// caller, e.g. while converting the model input to NHWC), read with no padding, so every
+/// window is inside it (im2col copies whole kernel rows, no border cases). The output is the
+/// unpadded input's, byte for byte.
+pub fn conv2d_u8s8_prepadded(
+    kernel: &Kernel,
+    x: TensorU8<'_>,
+    w: &PackedConv,
+    ep: &Epilogue<'_>,
+    out: OutputSlice<'_>,
+) -> Result<(usize, usize), KernelError> {
+    let geom = ConvGeometry {
+        pads: [0; 4],
+        ..w.geom
+    };
+    conv2d_impl(kernel, x, w, geom, ep, out, None)
 }
 
 /// [`conv2d_u8s8`] followed by a residual QLinearAdd, fused: `out = add(conv(x), other)` with the
@@ -256,13 +277,22 @@ pub fn conv2d_u8s8_add(
     add: &QAdd,
     out: OutputSlice<'_>,
 ) -> Result<(usize, usize), KernelError> {
-    conv2d_impl(kernel, x, w, ep, out, Some(&Residual { other, add }))
+    conv2d_impl(
+        kernel,
+        x,
+        w,
+        w.geom,
+        ep,
+        out,
+        Some(&Residual { other, add }),
+    )
 }
 
 fn conv2d_impl(
     kernel: &Kernel,
     x: TensorU8<'_>,
     w: &PackedConv,
+    geom: ConvGeometry,
     ep: &Epilogue<'_>,
     mut out: OutputSlice<'_>,
     res: Option<&Residual<'_>>,
@@ -272,7 +302,6 @@ fn conv2d_impl(
             "conv: the GELU / post-scale epilogue is for GEMMs only",
         ));
     }
-    let geom = w.geom;
     let (oh, ow) = geom.out_size(x.h, x.w)?;
     let c_in = w.c_in;
     let need = x.batch * x.h * x.w * c_in;
@@ -569,6 +598,7 @@ fn conv_indirect(
                 batch: x.batch,
                 h: x.h,
                 w: x.w,
+                pads: geom.pads,
             };
             match guard
                 .iter()

@@ -93,7 +93,9 @@ mod transpose_f32;
 mod winograd_f32;
 
 pub use bf16::{bf16_to_f32, dpbf16_step, dpbf16ps_emulated, f32_to_bf16};
-pub use conv::{conv2d_u8s8, conv2d_u8s8_add, ConvGeometry, PackedConv, TensorU8};
+pub use conv::{
+    conv2d_u8s8, conv2d_u8s8_add, conv2d_u8s8_prepadded, ConvGeometry, PackedConv, TensorU8,
+};
 pub use conv_bf16::{conv2d_bf16, PackedConvBf16};
 pub use conv_f32::{conv2d_f32, conv2d_f32_add, PackedConvF32};
 pub use elementwise::{

@@ -729,3 +729,86 @@ fn depthwise_3x3_fast_paths_every_output() {
     assert!(cases > 500);
     paths.finish();
 }
+
+/// `conv2d_u8s8_prepadded` on the input with its padding written in (the zero point) gives the
+/// bytes of `conv2d_u8s8` on the unpadded input: the 7x7 / 3x3 stride-2 stems (im2col), a 3x3
+/// with 16 channels (indirect), a depthwise 3x3 and asymmetric padding, on every ISA.
+#[test]
+fn prepadded_input_equals_padding() {
+    let paths = PathsRan::new("conv2d_u8s8_prepadded");
+    let mut rng = Rng(0x9add);
+    for (geom, c_in, c_out, h, w) in [
+        (ConvGeometry::new(7, 7).stride(2, 2).pad(3), 3, 64, 23, 30),
+        (ConvGeometry::new(3, 3).stride(2, 2).pad(1), 3, 32, 17, 16),
+        (ConvGeometry::new(3, 3).pad(1), 16, 64, 9, 11),
+        (ConvGeometry::new(3, 3).pad(1).groups(32), 32, 32, 8, 7),
+        (
+            ConvGeometry {
+                pads: [1, 0, 2, 1],
+                ..ConvGeometry::new(3, 3)
+            },
+            8,
+            24,
+            6,
+            5,
+        ),
+    ] {
+        let cig = c_in / geom.groups;
+        let x = gen_u8(&mut rng, h * w * c_in, 0);
+        let wt = gen_i8(
+            &mut rng,
+            c_out * geom.kernel.0 * geom.kernel.1 * cig,
+            0,
+            -64,
+            64,
+        );
+        let packed = PackedConv::new(geom, c_in, c_out, &wt, 0).unwrap();
+        let mults: Vec<f32> = (0..c_out).map(|_| (0.5 + rng.f32()) * 1e-2).collect();
+        let ep = Epilogue::requant(Scale::PerChannel(&mults), 7);
+        let zx = 37;
+        let [pt, pl, pb, pr] = geom.pads;
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        let mut xp = vec![zx as u8; hp * wp * c_in];
+        for y in 0..h {
+            let d = ((y + pt) * wp + pl) * c_in;
+            xp[d..d + w * c_in].copy_from_slice(&x[y * w * c_in..(y + 1) * w * c_in]);
+        }
+        let (oh, ow) = geom.out_size(h, w).unwrap();
+        for kern in kernels() {
+            fn t(data: &[u8], h: usize, w: usize, zero_point: i32) -> TensorU8<'_> {
+                TensorU8 {
+                    data,
+                    batch: 1,
+                    h,
+                    w,
+                    zero_point,
+                }
+            }
+            // Into a buffer twice, so the kept indirection pointers of one call meet the other.
+            for _ in 0..2 {
+                let mut want = vec![0u8; oh * ow * c_out];
+                let mut got = vec![1u8; oh * ow * c_out];
+                let d = conv2d_u8s8(
+                    &kern,
+                    t(&x, h, w, zx),
+                    &packed,
+                    &ep,
+                    OutputSlice::U8(&mut want),
+                )
+                .unwrap();
+                let dp = conv2d_u8s8_prepadded(
+                    &kern,
+                    t(&xp, hp, wp, zx),
+                    &packed,
+                    &ep,
+                    OutputSlice::U8(&mut got),
+                )
+                .unwrap();
+                assert_eq!((d, dp), ((oh, ow), (oh, ow)));
+                assert!(got == want, "isa {} {geom:?}", kern.isa());
+            }
+            paths.ran(kern.isa());
+        }
+    }
+    paths.finish();
+}

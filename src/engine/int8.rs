@@ -9,8 +9,8 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_u8s8, conv2d_u8s8_add, gemm_u8s8, gemm_u8s8_is_exact, Epilogue, Kernel, MatrixU8,
-    OutputSlice, PackedB, PackedConv, QAdd, Scale, TensorU8, WeightLayout,
+    conv2d_u8s8, conv2d_u8s8_add, conv2d_u8s8_prepadded, gemm_u8s8, gemm_u8s8_is_exact, Epilogue,
+    Kernel, MatrixU8, OutputSlice, PackedB, PackedConv, QAdd, Scale, TensorU8, WeightLayout,
 };
 
 pub enum Int8Node {
@@ -346,6 +346,45 @@ fn nchw_to_nhwc_u8(img: &[u8], out: &mut [u8], c: usize, hw: usize, flip: u8) {
     }
 }
 
+/// [`nchw_to_nhwc_u8`] into an image with `pads` ([top, left, bottom, right]) around it, the
+/// border filled with `fill`: `out` is `(h + top + bottom) x (w + left + right) x c`.
+fn nchw_to_nhwc_u8_padded(
+    img: &[u8],
+    out: &mut [u8],
+    (c, h, w): (usize, usize, usize),
+    pads: [usize; 4],
+    flip: u8,
+    fill: u8,
+) {
+    let wp = w + pads[1] + pads[3];
+    let row = wp * c;
+    let hw = h * w;
+    for (y, orow) in out.chunks_exact_mut(row).enumerate() {
+        let Some(iy) = y.checked_sub(pads[0]).filter(|&iy| iy < h) else {
+            orow.fill(fill);
+            continue;
+        };
+        let (left, rest) = orow.split_at_mut(pads[1] * c);
+        let (mid, right) = rest.split_at_mut(w * c);
+        left.fill(fill);
+        right.fill(fill);
+        if c == 3 {
+            let p = |ch: usize| &img[ch * hw + iy * w..ch * hw + (iy + 1) * w];
+            for (((d, &a), &b), &e) in mid.chunks_exact_mut(3).zip(p(0)).zip(p(1)).zip(p(2)) {
+                d[0] = a ^ flip;
+                d[1] = b ^ flip;
+                d[2] = e ^ flip;
+            }
+        } else {
+            for (x, d) in mid.chunks_exact_mut(c).enumerate() {
+                for (ch, v) in d.iter_mut().enumerate() {
+                    *v = img[ch * hw + iy * w + x] ^ flip;
+                }
+            }
+        }
+    }
+}
+
 impl ConvNode {
     /// `in_nhwc` / `out_nhwc`: the input is stored / the output is to be stored NHWC (physical
     /// shape [N, H, W, C]); otherwise NCHW and the node converts.
@@ -374,6 +413,16 @@ impl ConvNode {
         let src = x.bytes();
         let flip = if self.x_signed { 0x80u8 } else { 0 };
         let mut converted = None;
+        let zp = self.x_zp + if self.x_signed { 128 } else { 0 };
+        // An NCHW input (the model's) is converted anyway: with padding, into the padded image
+        // (border = the zero point), which the convolution then reads with no padding.
+        let pads = self.packed.geometry().pads;
+        let prepad = !in_nhwc && res.is_none() && pads != [0; 4] && (0..=255).contains(&zp);
+        let (hp, wp) = if prepad {
+            (h + pads[0] + pads[2], w + pads[1] + pads[3])
+        } else {
+            (h, w)
+        };
         let data: &[u8] = if in_nhwc && flip == 0 {
             src
         } else if in_nhwc {
@@ -384,26 +433,29 @@ impl ConvNode {
             converted = Some(t);
             converted.as_ref().unwrap().bytes()
         } else {
-            let mut t = pool.tensor(DType::U8, &[nb, h, w, c]);
+            let mut t = pool.tensor(DType::U8, &[nb, hp, wp, c]);
             let hw = h * w;
             // (An empty image has nothing to convert; `chunks_exact` needs a non-zero size.)
             if c * hw > 0 {
                 for (img, out) in src
                     .chunks_exact(c * hw)
-                    .zip(t.bytes_mut().chunks_exact_mut(c * hw))
+                    .zip(t.bytes_mut().chunks_exact_mut(c * hp * wp))
                 {
-                    nchw_to_nhwc_u8(img, out, c, hw, flip);
+                    if prepad {
+                        nchw_to_nhwc_u8_padded(img, out, (c, h, w), pads, flip, zp as u8);
+                    } else {
+                        nchw_to_nhwc_u8(img, out, c, hw, flip);
+                    }
                 }
             }
             converted = Some(t);
             converted.as_ref().unwrap().bytes()
         };
-        let zp = self.x_zp + if self.x_signed { 128 } else { 0 };
         let xt = TensorU8 {
             data,
             batch: nb,
-            h,
-            w,
+            h: hp,
+            w: wp,
             zero_point: zp,
         };
         let (oh, ow) = self
@@ -461,6 +513,7 @@ impl ConvNode {
                 _ => OutputSlice::I32(out.view_mut::<i32>().map_err(|e| e.to_string())?),
             };
             match res {
+                None if prepad => conv2d_u8s8_prepadded(&self.kernel, xt, &self.packed, &ep, slice),
                 None => conv2d_u8s8(&self.kernel, xt, &self.packed, &ep, slice),
                 Some((other, add)) => {
                     conv2d_u8s8_add(&self.kernel, xt, &self.packed, &ep, other, add, slice)
@@ -724,7 +777,34 @@ impl GemmNode {
 
 #[cfg(test)]
 mod tests {
-    use super::nchw_to_nhwc_u8;
+    use super::{nchw_to_nhwc_u8, nchw_to_nhwc_u8_padded};
+
+    #[test]
+    fn padded_conversion_places_every_pixel_and_fills_the_border() {
+        for (c, h, w) in [(3usize, 5usize, 4usize), (1, 2, 3), (4, 3, 3), (3, 1, 1)] {
+            for pads in [[3, 3, 3, 3], [1, 0, 2, 1], [0, 2, 0, 0]] {
+                let img: Vec<u8> = (0..c * h * w).map(|i| (i * 37 + 11) as u8).collect();
+                let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+                let mut out = vec![0u8; hp * wp * c];
+                nchw_to_nhwc_u8_padded(&img, &mut out, (c, h, w), pads, 0x80, 9);
+                for y in 0..hp {
+                    for x in 0..wp {
+                        for ch in 0..c {
+                            let got = out[(y * wp + x) * c + ch];
+                            let inside = (pads[0]..pads[0] + h).contains(&y)
+                                && (pads[1]..pads[1] + w).contains(&x);
+                            let want = if inside {
+                                img[ch * h * w + (y - pads[0]) * w + (x - pads[1])] ^ 0x80
+                            } else {
+                                9
+                            };
+                            assert_eq!(got, want, "c {c} {h}x{w} {pads:?} ({y},{x},{ch})");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn nchw_to_nhwc_u8_transposes_and_flips_for_every_channel_count() {
