@@ -82,6 +82,7 @@ mod error;
 mod gemm_bf16;
 mod gemm_f32;
 mod gemm_u8s8;
+mod interleave;
 mod isa;
 mod pool;
 mod qadd;
@@ -109,6 +110,7 @@ pub use gemm_u8s8::{
     gemm_u8s8, gemm_u8s8_is_exact, shift_s8_to_u8, Epilogue, MatrixU8, OutputSlice, PackedB, Scale,
     WeightLayout, NR,
 };
+pub use interleave::interleave3_u8;
 pub use isa::{Isa, Kernel};
 pub use pool::{maxpool_nhwc_f32, maxpool_nhwc_reference, maxpool_nhwc_u8, PoolGeometry};
 pub use qadd::{qadd_u8, QAdd};

@@ -9,8 +9,9 @@
 
 use octet_ir::{DType, Graph, NodeIndex, Op, Tensor};
 use octet_kernels::{
-    conv2d_u8s8, conv2d_u8s8_add, conv2d_u8s8_prepadded, gemm_u8s8, gemm_u8s8_is_exact, Epilogue,
-    Kernel, MatrixU8, OutputSlice, PackedB, PackedConv, QAdd, Scale, TensorU8, WeightLayout,
+    conv2d_u8s8, conv2d_u8s8_add, conv2d_u8s8_prepadded, gemm_u8s8, gemm_u8s8_is_exact,
+    interleave3_u8, Epilogue, Kernel, MatrixU8, OutputSlice, PackedB, PackedConv, QAdd, Scale,
+    TensorU8, WeightLayout,
 };
 
 pub enum Int8Node {
@@ -322,15 +323,11 @@ fn build_conv(
 /// One image `c x hw` (planar) to `hw x c` (pixel-major), each byte XOR `flip` (0x80 shifts s8
 /// to u8). Three channels (images) zip the planes; other counts go through 64-pixel blocks, so
 /// the `c` read streams and the write stream stay in L1.
-fn nchw_to_nhwc_u8(img: &[u8], out: &mut [u8], c: usize, hw: usize, flip: u8) {
+fn nchw_to_nhwc_u8(k: &Kernel, img: &[u8], out: &mut [u8], c: usize, hw: usize, flip: u8) {
     if c == 3 {
         let (p0, rest) = img.split_at(hw);
         let (p1, p2) = rest.split_at(hw);
-        for (((d, &a), &b), &e) in out.chunks_exact_mut(3).zip(p0).zip(p1).zip(p2) {
-            d[0] = a ^ flip;
-            d[1] = b ^ flip;
-            d[2] = e ^ flip;
-        }
+        interleave3_u8(k, [p0, p1, p2], &mut out[..3 * hw], flip);
         return;
     }
     const BLOCK: usize = 64;
@@ -349,6 +346,7 @@ fn nchw_to_nhwc_u8(img: &[u8], out: &mut [u8], c: usize, hw: usize, flip: u8) {
 /// [`nchw_to_nhwc_u8`] into an image with `pads` ([top, left, bottom, right]) around it, the
 /// border filled with `fill`: `out` is `(h + top + bottom) x (w + left + right) x c`.
 fn nchw_to_nhwc_u8_padded(
+    k: &Kernel,
     img: &[u8],
     out: &mut [u8],
     (c, h, w): (usize, usize, usize),
@@ -370,11 +368,7 @@ fn nchw_to_nhwc_u8_padded(
         right.fill(fill);
         if c == 3 {
             let p = |ch: usize| &img[ch * hw + iy * w..ch * hw + (iy + 1) * w];
-            for (((d, &a), &b), &e) in mid.chunks_exact_mut(3).zip(p(0)).zip(p(1)).zip(p(2)) {
-                d[0] = a ^ flip;
-                d[1] = b ^ flip;
-                d[2] = e ^ flip;
-            }
+            interleave3_u8(k, [p(0), p(1), p(2)], mid, flip);
         } else {
             for (x, d) in mid.chunks_exact_mut(c).enumerate() {
                 for (ch, v) in d.iter_mut().enumerate() {
@@ -442,9 +436,10 @@ impl ConvNode {
                     .zip(t.bytes_mut().chunks_exact_mut(c * hp * wp))
                 {
                     if prepad {
-                        nchw_to_nhwc_u8_padded(img, out, (c, h, w), pads, flip, zp as u8);
+                        let geo = (c, h, w);
+                        nchw_to_nhwc_u8_padded(&self.kernel, img, out, geo, pads, flip, zp as u8);
                     } else {
-                        nchw_to_nhwc_u8(img, out, c, hw, flip);
+                        nchw_to_nhwc_u8(&self.kernel, img, out, c, hw, flip);
                     }
                 }
             }
@@ -781,12 +776,13 @@ mod tests {
 
     #[test]
     fn padded_conversion_places_every_pixel_and_fills_the_border() {
+        let k = octet_kernels::Kernel::best().unwrap();
         for (c, h, w) in [(3usize, 5usize, 4usize), (1, 2, 3), (4, 3, 3), (3, 1, 1)] {
             for pads in [[3, 3, 3, 3], [1, 0, 2, 1], [0, 2, 0, 0]] {
                 let img: Vec<u8> = (0..c * h * w).map(|i| (i * 37 + 11) as u8).collect();
                 let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
                 let mut out = vec![0u8; hp * wp * c];
-                nchw_to_nhwc_u8_padded(&img, &mut out, (c, h, w), pads, 0x80, 9);
+                nchw_to_nhwc_u8_padded(&k, &img, &mut out, (c, h, w), pads, 0x80, 9);
                 for y in 0..hp {
                     for x in 0..wp {
                         for ch in 0..c {
@@ -808,12 +804,13 @@ mod tests {
 
     #[test]
     fn nchw_to_nhwc_u8_transposes_and_flips_for_every_channel_count() {
+        let k = octet_kernels::Kernel::best().unwrap();
         for c in [1usize, 2, 3, 4, 5, 64, 67] {
             for hw in [1usize, 7, 63, 64, 65, 200] {
                 let img: Vec<u8> = (0..c * hw).map(|i| (i * 31 + 7) as u8).collect();
                 for flip in [0u8, 0x80] {
                     let mut out = vec![0u8; c * hw];
-                    nchw_to_nhwc_u8(&img, &mut out, c, hw, flip);
+                    nchw_to_nhwc_u8(&k, &img, &mut out, c, hw, flip);
                     for p in 0..hw {
                         for ch in 0..c {
                             assert_eq!(out[p * c + ch], img[ch * hw + p] ^ flip, "c {c} hw {hw}");
