@@ -44,12 +44,14 @@ mod x86 {
         *VBMI.get_or_init(|| std::arch::is_x86_feature_detected!("avx512vbmi"))
     }
 
+    /// (vpermt2b indices per output vector, vpermb indices, blend masks).
+    type Tables = ([[u8; 64]; 3], [[u8; 64]; 3], [u64; 3]);
+
     /// Output vector `k` (bytes 64 k .. 64 k + 64 of a 192-byte block): byte `j` is pixel
     /// `(64 k + j) / 3`, channel `(64 k + j) % 3`. Indices into (plane 0 ++ plane 1) for
     /// channels 0 / 1, into plane 2 for channel 2 (blended where the mask bit is set).
-    fn tables() -> &'static ([[u8; 64]; 3], [[u8; 64]; 3], [u64; 3]) {
-        static T: std::sync::OnceLock<([[u8; 64]; 3], [[u8; 64]; 3], [u64; 3])> =
-            std::sync::OnceLock::new();
+    fn tables() -> &'static Tables {
+        static T: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
         T.get_or_init(|| {
             let (mut ab, mut c, mut m) = ([[0u8; 64]; 3], [[0u8; 64]; 3], [0u64; 3]);
             for k in 0..3 {
