@@ -428,6 +428,22 @@ fn conv2d_impl(
         }
         // im2col in row chunks; row stride padded to a multiple of 4 so the GEMM reads in place.
         let ld = kk.div_ceil(4) * 4;
+        // im2col of output rows [r0, r1) of this group into a buffer of `ld`-byte rows.
+        let fill = |r0: usize, r1: usize, buf: &mut [u8]| {
+            im2col(
+                kernel.isa(),
+                x,
+                c_in,
+                ci0,
+                cig,
+                geom,
+                (oh, ow),
+                r0,
+                r1,
+                ld,
+                buf,
+            )
+        };
         let chunk = IM2COL_ROWS.min(rows);
         let nthreads = rayon::current_num_threads();
         if g == 1 && nthreads > 1 && rows >= 2 * nthreads * chunk {
@@ -446,19 +462,7 @@ fn conv2d_impl(
                     let scratch = sbuf.filled::<u8>(chunk * ld, 0);
                     let r0 = ci * chunk;
                     let r1 = (r0 + chunk).min(rows);
-                    im2col(
-                        kernel.isa(),
-                        x,
-                        c_in,
-                        ci0,
-                        cig,
-                        geom,
-                        (oh, ow),
-                        r0,
-                        r1,
-                        ld,
-                        scratch,
-                    );
+                    fill(r0, r1, scratch);
                     let a = MatrixU8 {
                         data: &scratch[..(r1 - r0) * ld],
                         rows: r1 - r0,
@@ -491,34 +495,10 @@ fn conv2d_impl(
                     .for_each(|(t, part)| {
                         let a0 = r0 + t * per;
                         let a1 = (a0 + per).min(r1);
-                        im2col(
-                            kernel.isa(),
-                            x,
-                            c_in,
-                            ci0,
-                            cig,
-                            geom,
-                            (oh, ow),
-                            a0,
-                            a1,
-                            ld,
-                            part,
-                        );
+                        fill(a0, a1, part);
                     });
             } else {
-                im2col(
-                    kernel.isa(),
-                    x,
-                    c_in,
-                    ci0,
-                    cig,
-                    geom,
-                    (oh, ow),
-                    r0,
-                    r1,
-                    ld,
-                    scratch,
-                );
+                fill(r0, r1, scratch);
             }
             let a = MatrixU8 {
                 data: &scratch[..(r1 - r0) * ld],

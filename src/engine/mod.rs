@@ -610,12 +610,21 @@ impl Engine {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out_node = n;
             let mut op_label = node.op.name().to_string();
-            let gelu = match_gelu(g, n, &graph_outs);
-            let chain = match_requant_chain(g, n, &graph_outs);
-            let dq_gap = match_dq_gap(g, n, &graph_outs);
+            // A chain of nodes from this one that runs as one native op (its first operand in,
+            // the last node's output out).
+            let native_chain = match_dq_gap(g, n, &graph_outs)
+                .or_else(|| {
+                    match_requant_chain(g, n, &graph_outs).map(|(more, last, lut, out_dtype)| {
+                        (more, last, native::NativeOp::Lut { lut, out_dtype })
+                    })
+                })
+                .or_else(|| {
+                    match_gelu(g, n, &graph_outs)
+                        .map(|(more, last)| (more, last, native::NativeOp::Gelu))
+                });
             let (kind, exec) = if matches!(node.op, Op::Input) {
                 (Kind::Input, "input")
-            } else if let Some((more, last, op)) = dq_gap {
+            } else if let Some((more, last, op)) = native_chain {
                 for &f in &more {
                     skip.insert(f);
                     op_label.push('+');
@@ -623,28 +632,6 @@ impl Engine {
                 }
                 args.truncate(1);
                 out_node = last;
-                nodes.push(NodeReport::native(node, op.describe(), kernel.isa().name()));
-                (Kind::Native(op), "native")
-            } else if let Some((more, last, lut, out_dtype)) = chain {
-                for &f in &more {
-                    skip.insert(f);
-                    op_label.push('+');
-                    op_label.push_str(g.node(f).op.name());
-                }
-                args.truncate(1);
-                out_node = last;
-                let op = native::NativeOp::Lut { lut, out_dtype };
-                nodes.push(NodeReport::native(node, op.describe(), kernel.isa().name()));
-                (Kind::Native(op), "native")
-            } else if let Some((more, last)) = gelu {
-                for &f in &more {
-                    skip.insert(f);
-                    op_label.push('+');
-                    op_label.push_str(g.node(f).op.name());
-                }
-                args.truncate(1);
-                out_node = last;
-                let op = native::NativeOp::Gelu;
                 nodes.push(NodeReport::native(node, op.describe(), kernel.isa().name()));
                 (Kind::Native(op), "native")
             } else {
