@@ -405,6 +405,31 @@ fn match_gelu(
     Some((vec![e, a, m1, m2], m2))
 }
 
+/// The start of a chain at the DQ `d`: `DequantizeLinear` (per tensor) of an 8-bit value,
+/// then an optional `Relu`, each the only consumer of the one before: (the input's type, the
+/// (scale, zero point), the Relu if any, the node after them).
+fn dq_relu_head(
+    g: &Graph,
+    d: NodeIndex,
+    outs: &HashSet<Outlet>,
+) -> Option<(octet_ir::ValueType, (f32, i32), Vec<NodeIndex>, NodeIndex)> {
+    if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
+        return None;
+    }
+    let x = g.ty(g.operand(d, 0)?)?.clone();
+    if !matches!(x.dtype, DType::U8 | DType::I8) {
+        return None;
+    }
+    let dq = native::NativeOp::build(g, d)?.qparams()?;
+    let (mut c, _) = only_consumer(g, Outlet::new(d, 0), outs)?;
+    let mut relu = vec![];
+    if matches!(g.node(c).op, Op::Unary(UnaryOp::Relu)) {
+        relu.push(c);
+        c = only_consumer(g, Outlet::new(c, 0), outs)?.0;
+    }
+    Some((x, dq, relu, c))
+}
+
 /// Match `DequantizeLinear -> [Relu] -> QuantizeLinear` (per tensor, 8-bit) at the DQ `d`:
 /// (fused nodes, last node, table, output dtype).
 fn match_requant_chain(
@@ -412,21 +437,7 @@ fn match_requant_chain(
     d: NodeIndex,
     outs: &HashSet<Outlet>,
 ) -> Option<(Vec<NodeIndex>, NodeIndex, Vec<u8>, DType)> {
-    if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
-        return None;
-    }
-    let in_dt = g.ty(g.operand(d, 0)?)?.dtype;
-    if !matches!(in_dt, DType::U8 | DType::I8) {
-        return None;
-    }
-    let dq = native::NativeOp::build(g, d)?.qparams()?;
-    let (mut c, _) = only_consumer(g, Outlet::new(d, 0), outs)?;
-    let mut fused = vec![];
-    let relu = matches!(g.node(c).op, Op::Unary(UnaryOp::Relu));
-    if relu {
-        fused.push(c);
-        c = only_consumer(g, Outlet::new(c, 0), outs)?.0;
-    }
+    let (x, dq, mut fused, c) = dq_relu_head(g, d, outs)?;
     if !matches!(g.node(c).op, Op::QuantizeLinear { .. }) {
         return None;
     }
@@ -435,8 +446,9 @@ fn match_requant_chain(
     if !matches!(out_dt, DType::U8 | DType::I8) {
         return None;
     }
+    let relu = !fused.is_empty();
     fused.push(c);
-    let lut = native::requant_table(in_dt == DType::I8, dq, relu, q, out_dt == DType::I8);
+    let lut = native::requant_table(x.dtype == DType::I8, dq, relu, q, out_dt == DType::I8);
     Some((fused, c, lut, out_dt))
 }
 
@@ -447,24 +459,11 @@ fn match_dq_gap(
     d: NodeIndex,
     outs: &HashSet<Outlet>,
 ) -> Option<(Vec<NodeIndex>, NodeIndex, native::NativeOp)> {
-    if !matches!(g.node(d).op, Op::DequantizeLinear { .. }) {
+    let (x, (scale, zp), mut fused, c) = dq_relu_head(g, d, outs)?;
+    if x.shape.rank() != 4 || !matches!(native::NativeOp::build(g, c)?, native::NativeOp::Gap) {
         return None;
     }
-    let x = g.ty(g.operand(d, 0)?)?;
-    if !matches!(x.dtype, DType::U8 | DType::I8) || x.shape.rank() != 4 {
-        return None;
-    }
-    let (scale, zp) = native::NativeOp::build(g, d)?.qparams()?;
-    let (mut c, _) = only_consumer(g, Outlet::new(d, 0), outs)?;
-    let mut fused = vec![];
-    let relu = matches!(g.node(c).op, Op::Unary(UnaryOp::Relu));
-    if relu {
-        fused.push(c);
-        c = only_consumer(g, Outlet::new(c, 0), outs)?.0;
-    }
-    if !matches!(native::NativeOp::build(g, c)?, native::NativeOp::Gap) {
-        return None;
-    }
+    let relu = !fused.is_empty();
     fused.push(c);
     Some((fused, c, native::NativeOp::DqGap { scale, zp, relu }))
 }
