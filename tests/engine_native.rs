@@ -290,3 +290,79 @@ fn an_unused_input_is_still_checked() {
         "a wrongly shaped input must be an error"
     );
 }
+
+/// `DequantizeLinear -> [Relu] -> GlobalAveragePool` on an 8-bit NCHW input runs as one native
+/// step (channel planes through the dequantize and ReLU kernels, then f64 sums) with the
+/// reference's bits, u8 and i8, with and without the Relu, at 1 and 2 threads. (ResNet's NHWC
+/// tail is covered by `engine_plan`'s resnet8.)
+#[test]
+fn dequantize_relu_avgpool_fused_matches_the_reference() {
+    for (dtype, relu) in [
+        (DType::U8, true),
+        (DType::U8, false),
+        (DType::I8, true),
+        (DType::I8, false),
+    ] {
+        let shape = [2usize, 5, 7, 9];
+        let n: usize = shape.iter().product();
+        let mut g = Graph::new();
+        let x = g.add_input("x", ValueType::fixed(dtype, &shape));
+        let s = g.add_const("s", Tensor::scalar(0.0371f32));
+        let (feed, zp) = if dtype == DType::U8 {
+            let v: Vec<u8> = (0..n).map(|i| (i * 73 % 256) as u8).collect();
+            (Tensor::from_vec(&shape, v), Tensor::scalar(131u8))
+        } else {
+            let v: Vec<i8> = (0..n).map(|i| (i * 73 % 256) as u8 as i8).collect();
+            (Tensor::from_vec(&shape, v), Tensor::scalar(-9i8))
+        };
+        let z = g.add_const("z", zp);
+        let dq = g.add_node("dq", Op::DequantizeLinear { axis: 1 }, vec!["d".into()]);
+        g.connect(Outlet::new(x, 0), dq, 0);
+        g.connect(Outlet::new(s, 0), dq, 1);
+        g.connect(Outlet::new(z, 0), dq, 2);
+        let mut last = dq;
+        if relu {
+            let r = g.add_node("relu", Op::Unary(UnaryOp::Relu), vec!["r".into()]);
+            g.connect(Outlet::new(last, 0), r, 0);
+            last = r;
+        }
+        let gap = g.add_node("gap", Op::GlobalAveragePool, vec!["y".into()]);
+        g.connect(Outlet::new(last, 0), gap, 0);
+        g.outputs.push(("y".into(), Outlet::new(gap, 0)));
+        g.infer_types().unwrap();
+        let feeds = vec![("x".to_string(), feed)];
+        let want = octet::reference::run_graph(&g, &feeds).unwrap().remove(0).1;
+        for threads in [1, 2] {
+            let e = octet::engine::Engine::new(g.clone(), Some(threads)).unwrap();
+            let label = if relu {
+                "DequantizeLinear+Relu+GlobalAveragePool"
+            } else {
+                "DequantizeLinear+GlobalAveragePool"
+            };
+            assert!(
+                e.steps()
+                    .iter()
+                    .any(|s| s.exec == "native" && s.op == label),
+                "{dtype} relu {relu}: {:?}",
+                e.steps()
+                    .iter()
+                    .map(|s| (&s.op, s.exec))
+                    .collect::<Vec<_>>()
+            );
+            let got = e.run(&feeds).unwrap().remove(0).1;
+            assert_eq!(got.shape(), want.shape());
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.view::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{dtype} relu {relu} threads {threads}"
+            );
+        }
+    }
+}

@@ -321,8 +321,8 @@ fn build_conv(
 }
 
 /// One image `c x hw` (planar) to `hw x c` (pixel-major), each byte XOR `flip` (0x80 shifts s8
-/// to u8). Three channels (images) zip the planes; other counts go through 64-pixel blocks, so
-/// the `c` read streams and the write stream stay in L1.
+/// to u8). Three channels (images) interleave the planes (`interleave3_u8`); other counts go
+/// through 64-pixel blocks, so the `c` read streams and the write stream stay in L1.
 fn nchw_to_nhwc_u8(k: &Kernel, img: &[u8], out: &mut [u8], c: usize, hw: usize, flip: u8) {
     if c == 3 {
         let (p0, rest) = img.split_at(hw);
@@ -411,7 +411,8 @@ impl ConvNode {
         // An NCHW input (the model's) is converted anyway: with padding, into the padded image
         // (border = the zero point), which the convolution then reads with no padding.
         let pads = self.packed.geometry().pads;
-        let prepad = !in_nhwc && res.is_none() && pads != [0; 4] && (0..=255).contains(&zp);
+        let prepad =
+            !in_nhwc && res.is_none() && pads != [0; 4] && h * w > 0 && (0..=255).contains(&zp);
         let (hp, wp) = if prepad {
             (h + pads[0] + pads[2], w + pads[1] + pads[3])
         } else {
