@@ -429,7 +429,7 @@ pub(crate) fn gemm_u8s8_res_on(
     }
 
     let (za, zb) = (a.zero_point, b.zero_point);
-    let colterm = colterm(b, ep, za);
+    let colterm = colterm(kernel.isa(), b, ep, za);
     // Row terms exist only with a weight zero point; otherwise a shared zero row is used.
     let rowterm = if zb != 0 {
         ScratchVec::from_fn(m, |i| {
@@ -678,7 +678,7 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
         return Ok(());
     }
     let za = a.zero_point;
-    let colterm = colterm(b, ep, za);
+    let colterm = colterm(kernel.isa(), b, ep, za);
     let rowterm = match a.row_sums {
         Some(rs) => ScratchVec::from_fn(rs.len(), |i| {
             b.zero_point.wrapping_neg().wrapping_mul(rs[i])
@@ -810,14 +810,42 @@ fn rowterm_ptr(rowterm: &[i32], i: usize) -> *const i32 {
 }
 
 /// `colterm[j] = bias[j] - za * colsum[j] + K * za * zb` (int32, wrapping).
-fn colterm(b: &PackedB, ep: &Epilogue<'_>, za: i32) -> ScratchVec<i32> {
+fn colterm(isa: Isa, b: &PackedB, ep: &Epilogue<'_>, za: i32) -> ScratchVec<i32> {
     let kzz = (b.k as i32).wrapping_mul(za).wrapping_mul(b.zero_point);
-    ScratchVec::from_fn(b.n, |j| {
-        ep.bias
-            .map_or(0, |bb| bb[j])
-            .wrapping_sub(za.wrapping_mul(b.col_sums[j]))
-            .wrapping_add(kzz)
-    })
+    let mut t = ScratchVec::filled(b.n, kzz);
+    let (sums, bias) = (&b.col_sums[..b.n], ep.bias.map(|bb| &bb[..b.n]));
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        // SAFETY: every non-scalar ISA has AVX2 (the Kernel proves the ISA).
+        unsafe { colterm_avx2(&mut t, sums, bias, za) };
+        return t;
+    }
+    let _ = isa;
+    colterm_body(&mut t, sums, bias, za);
+    t
+}
+
+/// `t[j] += bias[j] - za * sums[j]`, wrapping (so in any order), as whole-slice passes the
+/// compiler vectorizes (an indexed closure per element cost ~1 us per ResNet-50 layer).
+#[inline(always)]
+fn colterm_body(t: &mut [i32], sums: &[i32], bias: Option<&[i32]>, za: i32) {
+    for (d, &cs) in t.iter_mut().zip(sums) {
+        *d = d.wrapping_sub(za.wrapping_mul(cs));
+    }
+    if let Some(bb) = bias {
+        for (d, &v) in t.iter_mut().zip(bb) {
+            *d = d.wrapping_add(v);
+        }
+    }
+}
+
+/// [`colterm_body`] with AVX2's 32-bit multiply.
+///
+/// SAFETY: AVX2 supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn colterm_avx2(t: &mut [i32], sums: &[i32], bias: Option<&[i32]>, za: i32) {
+    colterm_body(t, sums, bias, za)
 }
 
 /// Which semantics an ISA's int8 GEMM has: `true` if exact, `false` if it saturates int16 pairs
