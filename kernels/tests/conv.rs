@@ -112,7 +112,7 @@ fn run_case(c: &C, paths: &PathsRan) -> Result<(), TestCaseError> {
     let bias: Vec<i32> = (0..c_out).map(|_| rng.below(2001) as i32 - 1000).collect();
     // Usually small multipliers (the epilogue's integer clamp); one seed in four has some up to
     // 3 (its float clamp, for the plain and the residual epilogue).
-    let big = c.seed % 4 == 0;
+    let big = c.seed.is_multiple_of(4);
     let mults: Vec<f32> = (0..c_out)
         .map(|_| (0.5 + rng.f32()) * if big { 2.0 } else { 1e-2 })
         .collect();
