@@ -136,6 +136,7 @@ macro_rules! dispatch_fused {
 /// As `run`, plus: `rowterm` readable for `rows` values, `out` writable for `rows` rows of `nc`
 /// columns at stride `ldc`, `j0 + nc` within the plan's columns.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) unsafe fn run_fused(
     isa: Isa,
     rows: usize,
@@ -187,6 +188,7 @@ pub(crate) fn fast_modes(
 /// of `vnni_fused_ind` and `run_fused`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) unsafe fn run_fused_ind(
     rows: usize,
     taps: usize,
