@@ -786,7 +786,8 @@ impl NativeOp {
                 let mut out = pool.tensor(DType::F32, &[n, c, 1, 1]);
                 let ov = out.view_mut::<f32>().unwrap();
                 let tv = tmp.view_mut::<f32>().unwrap();
-                let load = |r: usize, tv: &mut [f32]| -> R<()> {
+                // `Gap`'s means, on the rows as the two steps before it would have left them.
+                channel_means(pool, (n, c, count), channels_last, ov, |r, f| {
                     let src = &xb[r * row..(r + 1) * row];
                     if x.dtype() == DType::I8 {
                         dequantize_i8(k, bytemuck::cast_slice(src), *scale, *zp, tv).map_err(e)?;
@@ -796,31 +797,9 @@ impl NativeOp {
                     if *relu {
                         relu_inplace(k, tv);
                     }
+                    f(tv);
                     Ok(())
-                };
-                // As `Gap` below, on the rows as the two steps before it would have left them.
-                let zero: f64 = std::iter::empty::<f64>().sum();
-                if channels_last {
-                    let mut sums = vec![zero; c];
-                    for b in 0..n {
-                        sums.fill(zero);
-                        for p in 0..count {
-                            load(b * count + p, tv)?;
-                            for (acc, &v) in sums.iter_mut().zip(tv.iter()) {
-                                *acc += v as f64;
-                            }
-                        }
-                        for (o, &sum) in ov[b * c..(b + 1) * c].iter_mut().zip(&sums) {
-                            *o = (sum / count as f64) as f32;
-                        }
-                    }
-                } else {
-                    for (r, o) in ov.iter_mut().enumerate() {
-                        load(r, tv)?;
-                        let sum: f64 = tv.iter().map(|&v| v as f64).sum();
-                        *o = (sum / count as f64) as f32;
-                    }
-                }
+                })?;
                 pool.give(tmp);
                 one(out)
             }
@@ -834,35 +813,11 @@ impl NativeOp {
                 let xv = x.view::<f32>().map_err(|e| e.to_string())?;
                 let mut out = pool.tensor(DType::F32, &[n, c, 1, 1]);
                 let ov = out.view_mut::<f32>().unwrap();
-                if channels_last {
-                    // Pixel-major, all channels at once (contiguous reads); each channel's sum
-                    // is still the sequential fold over pixels that `Iterator::sum` computes,
-                    // from the same starting value.
-                    let zero: f64 = std::iter::empty::<f64>().sum();
-                    let mut sums = vec![zero; c];
-                    for b in 0..n {
-                        sums.fill(zero);
-                        for p in 0..count {
-                            let row = &xv[(b * count + p) * c..(b * count + p + 1) * c];
-                            for (acc, &v) in sums.iter_mut().zip(row) {
-                                *acc += v as f64;
-                            }
-                        }
-                        for (o, &sum) in ov[b * c..(b + 1) * c].iter_mut().zip(&sums) {
-                            *o = (sum / count as f64) as f32;
-                        }
-                    }
-                    return one(out);
-                }
-                for b in 0..n {
-                    for ch in 0..c {
-                        let sum: f64 = xv[(b * c + ch) * count..(b * c + ch + 1) * count]
-                            .iter()
-                            .map(|&v| v as f64)
-                            .sum();
-                        ov[b * c + ch] = (sum / count as f64) as f32;
-                    }
-                }
+                let len = if channels_last { c } else { count };
+                channel_means(pool, (n, c, count), channels_last, ov, |r, f| {
+                    f(&xv[r * len..(r + 1) * len]);
+                    Ok(())
+                })?;
                 one(out)
             }
             NativeOp::Logic(op) => {
@@ -946,6 +901,46 @@ fn par_rows(total: usize, row_len: usize) -> Option<usize> {
     let threads = rayon::current_num_threads();
     let rows = total / row_len.max(1);
     (threads > 1 && total >= 32 * 1024 && rows >= 2).then(|| rows.div_ceil(4 * threads))
+}
+
+/// GlobalAveragePool's means into `out` (`n x c`), from `rows(r, f)`, which hands `f` row `r`
+/// of the input in its layout: a pixel's `c` channels (NHWC, `n * count` rows) or a channel's
+/// `count` pixels (NCHW, `n * c` rows). Each channel's sum is the sequential f64 fold over its
+/// pixels that `Iterator::sum` computes, from the same starting value, in either layout (NHWC
+/// reads pixel-major, all channels at once); the f64 sums live in a pooled buffer.
+fn channel_means(
+    pool: &mut Pool,
+    (n, c, count): (usize, usize, usize),
+    channels_last: bool,
+    out: &mut [f32],
+    mut rows: impl FnMut(usize, &mut dyn FnMut(&[f32])) -> R<()>,
+) -> R<()> {
+    let zero: f64 = std::iter::empty::<f64>().sum();
+    if !channels_last {
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut sum = zero;
+            rows(r, &mut |row| sum = row.iter().map(|&v| v as f64).sum())?;
+            *o = (sum / count as f64) as f32;
+        }
+        return Ok(());
+    }
+    let mut st = pool.tensor(DType::F64, &[c]);
+    let sums = st.view_mut::<f64>().unwrap();
+    for b in 0..n {
+        sums.fill(zero);
+        for p in 0..count {
+            rows(b * count + p, &mut |row| {
+                for (acc, &v) in sums.iter_mut().zip(row) {
+                    *acc += v as f64;
+                }
+            })?;
+        }
+        for (o, &sum) in out[b * c..(b + 1) * c].iter_mut().zip(sums.iter()) {
+            *o = (sum / count as f64) as f32;
+        }
+    }
+    pool.give(st);
+    Ok(())
 }
 
 /// `f(a, out)` on the whole slices, or on matching chunks over the pool when they are large
