@@ -14,7 +14,10 @@
 //!   then takes the activation output's name.
 //! - MaxPool/Flatten/Reshape/Transpose/Squeeze/Unsqueeze whose input is quantized carry the same
 //!   scale/zero point (the same Const nodes) to their output; GlobalAveragePool/AveragePool,
-//!   Add and Concat with an already quantized input get QDQ on every input and the output.
+//!   Add and Concat with an already quantized input get QDQ on every input and the output. A
+//!   Relu/Clip that is such an output's only consumer is removed under the same rule as after a
+//!   conv (ORT's `QDQRemovableActivation`): the output is quantized with the activation output's
+//!   range and takes its name (ResNet's `Add -> Relu`).
 //!
 //! Scale/zero-point Consts are named `<tensor>_scale`/`<tensor>_zero_point` like ORT's
 //! initializers. Each QuantizeLinear output's type carries the parameters used.
@@ -96,6 +99,57 @@ fn const_scalar(g: &Graph, n: NodeIndex, slot: usize) -> Option<Option<f64>> {
             let t = g.const_operand(n, slot)?;
             (t.len() == 1).then(|| Some(t.to_f64_vec()[0]))
         }
+    }
+}
+
+/// The Relu or Clip(min >= 0, constant bounds) that is the only consumer of `out` (and not kept
+/// fp32), with its bounds.
+fn sole_activation(
+    g: &Graph,
+    out: Outlet,
+    o: &QdqOptions,
+) -> Option<(NodeIndex, (Option<f64>, Option<f64>))> {
+    let cons = g.consumers(out);
+    let [(a, 0)] = cons.as_slice() else {
+        return None;
+    };
+    let bounds = match &g.node(*a).op {
+        Op::Unary(UnaryOp::Relu) => (Some(0.0), None),
+        Op::Clip => match (const_scalar(g, *a, 1), const_scalar(g, *a, 2)) {
+            (Some(Some(lo)), Some(hi)) if lo >= 0.0 => (Some(lo), hi),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    (!o.fp32.contains_key(&g.node(*a).name)).then_some((*a, bounds))
+}
+
+/// Whether quantizing the activation's output with `p` already applies the activation: zero
+/// point at the type minimum (`dq_min`), a lower bound of 0 and, for Clip, an upper bound at or
+/// above the largest representable value.
+fn subsumes((lo, hi): (Option<f64>, Option<f64>), p: &QuantParams, dq_min: i32) -> bool {
+    let (s, zp) = (p.scale[0] as f64, p.zero_point[0]);
+    let top = s * (dq_min + 255 - zp) as f64;
+    zp == dq_min && lo == Some(0.0) && hi.is_none_or(|h| top <= h * (1.0 + 1e-6))
+}
+
+/// Removes activation `a` (whose operand 0 is `out`): its consumers read `out`, which takes the
+/// activation output's name and type; its constant bound operands go when unused.
+fn remove_activation(g: &mut Graph, a: NodeIndex, out: Outlet) {
+    let aout = Outlet::new(a, 0);
+    let v = g.value(aout).clone();
+    let operands: Vec<Outlet> = g.operands(a).into_iter().flatten().skip(1).collect();
+    g.replace_uses(aout, out);
+    g.remove_node(a);
+    for c in operands {
+        if matches!(g.node(c.node).op, Op::Const(_)) && g.consumers(c).is_empty() {
+            g.remove_node(c.node);
+        }
+    }
+    let ov = &mut g.node_mut(out.node).outputs[out.output];
+    ov.name = v.name;
+    if v.ty.is_some() {
+        ov.ty = v.ty;
     }
 }
 
@@ -197,7 +251,6 @@ pub fn insert_qdq(
         QDType::U8 => 0,
         QDType::I8 => -128,
     };
-    let dq_max = dq_min + 255;
     let mut out_tensor: HashMap<NodeIndex, Outlet> = HashMap::new();
     let mut act_after: HashMap<NodeIndex, Outlet> = HashMap::new();
     for &n in &int8 {
@@ -206,32 +259,16 @@ pub fn insert_qdq(
         if matches!(g.node(n).op, Op::MatMul) || g.is_graph_output(out) {
             continue;
         }
-        let cons = g.consumers(out);
-        let [(a, 0)] = cons.as_slice() else { continue };
-        let a = *a;
-        let act = &g.node(a).op;
-        let (lo, hi) = match act {
-            Op::Unary(UnaryOp::Relu) => (Some(0.0), None),
-            Op::Clip => match (const_scalar(g, a, 1), const_scalar(g, a, 2)) {
-                (Some(Some(lo)), Some(hi)) if lo >= 0.0 => (Some(lo), hi),
-                _ => continue,
-            },
-            _ => continue,
-        };
-        if o.fp32.contains_key(&g.node(a).name) {
+        let Some((a, bounds)) = sole_activation(g, out, o) else {
             continue;
-        }
+        };
         let aout = Outlet::new(a, 0);
         let by = g.node(n).name.clone();
         let Some(r) = range(g, aout, &by) else {
             continue;
         };
         let p = act_params(r, &g.node(a).name, &by)?;
-        let (s, zp) = (p.scale[0] as f64, p.zero_point[0]);
-        let top = s * (dq_max - zp) as f64;
-        let subsumed =
-            zp == dq_min && lo == Some(0.0) && hi.is_none_or(|h| top <= h * (1.0 + 1e-6));
-        if !subsumed {
+        if !subsumes(bounds, &p, dq_min) {
             // The activation stays a node of its own: quantize the conv's output too (when
             // calibrated), so the conv lowers to an int8 node and the activation runs on
             // quantized values (DequantizeLinear -> Relu/Clip -> QuantizeLinear); otherwise
@@ -243,20 +280,7 @@ pub fn insert_qdq(
             }
             continue;
         }
-        let v = g.value(aout).clone();
-        let operands: Vec<Outlet> = g.operands(a).into_iter().flatten().skip(1).collect();
-        g.replace_uses(aout, out);
-        g.remove_node(a);
-        for c in operands {
-            if matches!(g.node(c.node).op, Op::Const(_)) && g.consumers(c).is_empty() {
-                g.remove_node(c.node);
-            }
-        }
-        let ov = &mut g.node_mut(n).outputs[0];
-        ov.name = v.name;
-        if v.ty.is_some() {
-            ov.ty = v.ty;
-        }
+        remove_activation(g, a, out);
     }
 
     // C. plan activation tensors: outlet -> (params, share root)
@@ -284,6 +308,8 @@ pub fn insert_qdq(
         Ok(true)
     };
     let int8_set: std::collections::HashSet<NodeIndex> = int8.iter().copied().collect();
+    // Activations folded into the quantized output of the op before them (removed after C).
+    let mut fold_after: Vec<(NodeIndex, Outlet)> = vec![];
     for &n in &order {
         let node = g.node(n);
         if o.fp32.contains_key(&node.name) && !int8_set.contains(&n) {
@@ -312,9 +338,11 @@ pub fn insert_qdq(
                 let Some(x) = g.operand(n, 0) else { continue };
                 if let (Some(&i), true) = (planned.get(&x), is_act(g, out)) {
                     if let std::collections::hash_map::Entry::Vacant(e) = planned.entry(out) {
-                        let (_, p, share) = plan[i].clone();
+                        // The share root is the planned tensor (`x` itself, or the op whose
+                        // output a folded activation `x` took over).
+                        let (root, p, share) = plan[i].clone();
                         e.insert(plan.len());
-                        plan.push((out, p, Some(share.unwrap_or(x))));
+                        plan.push((out, p, Some(share.unwrap_or(root))));
                     }
                 }
             }
@@ -332,11 +360,43 @@ pub fn insert_qdq(
                     for x in ins {
                         ensure(g, x, by, &mut plan, &mut planned)?;
                     }
-                    ensure(g, out, by, &mut plan, &mut planned)?;
+                    // As after a conv (B), and as ORT's `QDQRemovableActivation` does after any
+                    // quantized op: a Relu/Clip that is the output's only consumer goes away
+                    // when the quantization of its output subsumes it, and the output is
+                    // quantized with the activation output's range (ResNet's Add -> Relu: one
+                    // rounding instead of two, and no requantization between them).
+                    let folded = match sole_activation(g, out, o) {
+                        Some((a, bounds)) if !g.is_graph_output(Outlet::new(a, 0)) => {
+                            let aout = Outlet::new(a, 0);
+                            match range(g, aout, by) {
+                                Some(r) => {
+                                    let p = act_params(r, &g.value(aout).name, by)?;
+                                    subsumes(bounds, &p, dq_min).then_some((a, aout, p))
+                                }
+                                None => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    match folded {
+                        Some((a, aout, p)) if !planned.contains_key(&out) => {
+                            planned.insert(out, plan.len());
+                            planned.insert(aout, plan.len());
+                            plan.push((out, p, None));
+                            fold_after.push((a, out));
+                        }
+                        _ => {
+                            ensure(g, out, by, &mut plan, &mut planned)?;
+                        }
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    for (a, out) in fold_after {
+        remove_activation(g, a, out);
     }
 
     // D. weights
@@ -594,6 +654,84 @@ mod tests {
         if text != want {
             panic!("got:\n{text}");
         }
+    }
+
+    /// x -> conv -> c; Add(c, x) -> s -> Relu -> r -> conv2 -> y (a residual block's tail).
+    fn add_relu() -> Graph {
+        let mut g = conv_relu();
+        // conv_relu's Relu becomes the block's Relu after an Add; its conv's output is `c`.
+        let r = g.find("relu").unwrap();
+        let conv = g.find("conv").unwrap();
+        let x = Outlet::new(g.inputs[0], 0);
+        g.outputs.clear();
+        disconnect(&mut g, r, 0);
+        g.node_mut(r).outputs[0].name = "r".into();
+        let add = g.add_node("add", Op::Binary(BinaryOp::Add), vec!["s".into()]);
+        g.connect(Outlet::new(conv, 0), add, 0);
+        g.connect(x, add, 1);
+        g.connect(Outlet::new(add, 0), r, 0);
+        let w2 = g.add_const("w2", Tensor::from_vec(&[1, 2, 1, 1], vec![0.25f32, 0.75]));
+        let conv2 = g.add_node("conv2", g.node(conv).op.clone(), vec!["y".into()]);
+        g.connect(Outlet::new(r, 0), conv2, 0);
+        g.connect(Outlet::new(w2, 0), conv2, 1);
+        g.outputs.push(("y".into(), Outlet::new(conv2, 0)));
+        g.node_mut(conv).outputs[0].name = "c".into();
+        g.infer_types().unwrap();
+        g
+    }
+
+    fn add_relu_table() -> CalibrationTable {
+        let mut t = table();
+        t.ranges.insert("c".into(), (-2.0, 2.0));
+        t.ranges.insert("s".into(), (-3.0, 3.0));
+        t.ranges.insert("r".into(), (0.0, 2.55));
+        t.ranges.insert("y".into(), (-1.0, 1.0));
+        t
+    }
+
+    #[test]
+    fn relu_after_add_folds_into_the_add_output() {
+        let mut g = add_relu();
+        insert_qdq(&mut g, &add_relu_table(), &opts()).unwrap();
+        g.verify().unwrap();
+        let text = g.to_text();
+        // No Relu; the Add writes `r` (quantized with the Relu output's range: scale 0.01, zero
+        // point 0), and the second conv reads its DequantizeLinear. `s` is gone.
+        assert!(!text.contains("Relu"), "{text}");
+        assert!(!text.contains("%s"), "{text}");
+        for want in [
+            "%r_QuantizeLinear_Output = QuantizeLinear[axis=1 saturate=true out=None](%r, %r_scale, %r_zero_point) : u8[1,2,2,2] q(scale=1e-2,zp=0)",
+            "%r = Add(%c_DequantizeLinear_Output, %x_DequantizeLinear_Output)",
+            "(%r_DequantizeLinear_Output, %w2_DequantizeLinear_Output",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn relu_after_add_stays_when_not_subsumed() {
+        // The Relu output has no calibration range, or the Relu is kept fp32: it stays, after
+        // a quantized Add.
+        let mut g = add_relu();
+        let mut t = add_relu_table();
+        t.ranges.remove("r");
+        insert_qdq(&mut g, &t, &opts()).unwrap();
+        g.verify().unwrap();
+        let t = g.to_text();
+        assert!(
+            t.contains("Relu(") && t.contains("%s_QuantizeLinear"),
+            "{t}"
+        );
+        let mut g = add_relu();
+        let mut o = opts();
+        o.fp32.insert("relu".into(), "excluded by name".into());
+        insert_qdq(&mut g, &add_relu_table(), &o).unwrap();
+        g.verify().unwrap();
+        let t = g.to_text();
+        assert!(
+            t.contains("Relu(") && t.contains("%s_QuantizeLinear"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -89,6 +89,8 @@ macro_rules! dispatch_fused {
             x86::FAST_SAT0 => dispatch_fused!(@fast $f, rows, 4, $args),
             x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
             x86::FAST_RES0 => dispatch_fused!(@fast $fv, rows, 5, $args),
+            x86::FAST_RESN => dispatch_fused!(@fast $f, rows, 6, $args),
+            x86::FAST_RESN0 => dispatch_fused!(@fast $f, rows, 7, $args),
             _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
         }
     }};
@@ -402,6 +404,8 @@ mod x86 {
     pub(super) const FAST_SAT: u8 = 3;
     pub(super) const FAST_SAT0: u8 = 4;
     pub(super) const FAST_RES0: u8 = 5;
+    pub(super) const FAST_RESN: u8 = 6;
+    pub(super) const FAST_RESN0: u8 = 7;
 
     /// Which epilogue a tile takes. [`FAST`] ([`store_fast`]): 64 columns of u8 output,
     /// accumulators that start from the column terms, multipliers <= 0.99, no residual added
@@ -410,7 +414,8 @@ mod x86 {
     /// that with zero point 0 (ReLU outputs), nothing to add. [`FAST_RES`] ([`store_fast_res`]): the same with a residual add from
     /// registers whose operands are u8, followed by a byte table on a CPU with VBMI, and whose
     /// sums fit int32 (ResNet's blocks); [`FAST_RES0`]: that when the conv's zero point is the
-    /// add's (nothing to shift).
+    /// add's (nothing to shift). [`FAST_RESN`] / [`FAST_RESN0`]: the same two without a byte
+    /// table (an add whose Relu the quantizer folded into its output range), on any VNNI CPU.
     #[inline(always)]
     pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, rp: *const u8) -> u8 {
         if nc == super::NR {
@@ -443,14 +448,14 @@ mod x86 {
             Some(q)
                 if !q.signed
                     && (0..=255).contains(&q.c.1)
-                    && q.post.is_some()
-                    && crate::qadd::x86::has_vbmi()
+                    && (q.post.is_none() || crate::qadd::x86::has_vbmi())
                     && q.sum_fits_i32() =>
             {
-                if plan.zp == q.a.1 {
-                    FAST_RES0
-                } else {
-                    FAST_RES
+                match (q.post.is_some(), plan.zp == q.a.1) {
+                    (true, true) => FAST_RES0,
+                    (true, false) => FAST_RES,
+                    (false, true) => FAST_RESN0,
+                    (false, false) => FAST_RESN,
                 }
             }
             _ => GENERAL,
@@ -467,7 +472,7 @@ mod x86 {
     ///   can only turn a +0 into a -0, which the add with `yb` (never -0) makes +0 again);
     /// - the add's zero point goes onto the int16 packs with saturation (as in [`store_fast`]).
     #[inline(always)]
-    unsafe fn store_fast_res<const R: usize, const C: usize, const ZPD: bool>(
+    unsafe fn store_fast_res<const R: usize, const C: usize, const ZPD: bool, const TABLE: bool>(
         acc: &[[__m512i; C]; R],
         plan: &EpiPlan,
         j0: usize,
@@ -476,9 +481,7 @@ mod x86 {
         rp: *const u8,
     ) {
         const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let (OutPtr::U8(base), Some(q), Some(t)) =
-            (out, plan.res, plan.res.and_then(|q| q.post.as_ref()))
-        else {
+        let (OutPtr::U8(base), Some(q)) = (out, plan.res) else {
             unreachable!("fast_tile checked the output type and the residual")
         };
         let s = plan.scale.as_ptr().add(j0);
@@ -493,13 +496,19 @@ mod x86 {
         // The add's side (`xa64`, unsigned, sums fitting int32, VBMI table).
         let (bzp, bs) = (_mm512_set1_epi32(q.b.1), _mm512_set1_ps(q.b.0));
         let (cs, czp) = (_mm512_set1_ps(q.c.0), _mm512_set1_epi16(q.c.1 as i16));
-        let tp = t.as_ptr();
-        let table = [
-            _mm512_loadu_si512(tp as *const _),
-            _mm512_loadu_si512(tp.add(64) as *const _),
-            _mm512_loadu_si512(tp.add(128) as *const _),
-            _mm512_loadu_si512(tp.add(192) as *const _),
-        ];
+        // The byte table (`TABLE`, which `fast_tile` chose because the add has one).
+        let table = match q.post.as_ref() {
+            Some(t) if TABLE => {
+                let tp = t.as_ptr();
+                [
+                    _mm512_loadu_si512(tp as *const _),
+                    _mm512_loadu_si512(tp.add(64) as *const _),
+                    _mm512_loadu_si512(tp.add(128) as *const _),
+                    _mm512_loadu_si512(tp.add(192) as *const _),
+                ]
+            }
+            _ => [_mm512_setzero_si512(); 4],
+        };
         let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         unroll_rows!(r, {
             let brow = rp.add(r * ldc);
@@ -523,7 +532,10 @@ mod x86 {
                 _mm512_adds_epi16(_mm512_packs_epi32(qv[0], qv[1]), czp),
                 _mm512_adds_epi16(_mm512_packs_epi32(qv[2], qv[3]), czp),
             );
-            let v = crate::qadd::x86::table64(&table, _mm512_permutexvar_epi32(idx, packed));
+            let mut v = _mm512_permutexvar_epi32(idx, packed);
+            if TABLE {
+                v = crate::qadd::x86::table64(&table, v);
+            }
             _mm512_storeu_si512(base.add(r * ldc) as *mut _, v);
         });
     }
@@ -621,8 +633,10 @@ mod x86 {
             FAST => return store_fast::<R, C, true, true>(acc, plan, j0, out, ldc),
             FAST_SAT => return store_fast::<R, C, false, true>(acc, plan, j0, out, ldc),
             FAST_SAT0 => return store_fast::<R, C, false, false>(acc, plan, j0, out, ldc),
-            FAST_RES => return store_fast_res::<R, C, true>(acc, plan, j0, out, ldc, rp),
-            FAST_RES0 => return store_fast_res::<R, C, false>(acc, plan, j0, out, ldc, rp),
+            FAST_RES => return store_fast_res::<R, C, true, true>(acc, plan, j0, out, ldc, rp),
+            FAST_RES0 => return store_fast_res::<R, C, false, true>(acc, plan, j0, out, ldc, rp),
+            FAST_RESN => return store_fast_res::<R, C, true, false>(acc, plan, j0, out, ldc, rp),
+            FAST_RESN0 => return store_fast_res::<R, C, false, false>(acc, plan, j0, out, ldc, rp),
             _ => {}
         }
         if C == 4 && nc == 64 && matches!(out, OutPtr::U8(_) | OutPtr::I8(_)) {
