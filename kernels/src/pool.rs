@@ -77,6 +77,12 @@ impl PoolGeometry {
         }
     }
 
+    /// The in-range horizontal taps of output column `ox`.
+    #[inline(always)]
+    fn x_taps(&self, ox: usize) -> (usize, usize) {
+        Self::taps(ox, self.stride.1, self.dilation.1, self.pad.1, self.kernel.1, self.w)
+    }
+
     /// The in-range taps along one axis of output position `o`: (first input index, count);
     /// consecutive taps are `d` apart.
     fn taps(o: usize, s: usize, d: usize, p: usize, k: usize, lim: usize) -> (usize, usize) {
@@ -216,19 +222,17 @@ macro_rules! row_fn {
     ($name:ident, $t:ty, $avx512:ident, $avx2:ident) => {
         fn $name(isa: Isa, img: &[$t], yrow: &mut [$t], g: &PoolGeometry, oy: usize) {
             let ty = PoolGeometry::taps(oy, g.stride.0, g.dilation.0, g.pad.0, g.kernel.0, g.h);
-            for (ox, out) in yrow.chunks_exact_mut(g.c).enumerate() {
-                let tx = PoolGeometry::taps(ox, g.stride.1, g.dilation.1, g.pad.1, g.kernel.1, g.w);
-                let done = match isa {
-                    // SAFETY: the Kernel proves the ISA; every tap (iy, ix) is inside the image
-                    // (`taps` keeps only in-range ones) and `out` holds `c` elements.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 | Isa::Avx512Vnni => unsafe { x86::$avx512(img, out, g, ty, tx) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { x86::$avx2(img, out, g, ty, tx) },
-                    _ => 0,
-                };
-                if done < g.c {
-                    pixel_scalar(img, out, g, ty, tx, done);
+            match isa {
+                // SAFETY: the Kernel proves the ISA; every tap (iy, ix) is inside the image
+                // (`taps` keeps only in-range ones) and `yrow` holds `ow` pixels of `c`.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 | Isa::Avx512Vnni => unsafe { x86::$avx512::row(img, yrow, g, ty) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { x86::$avx2::row(img, yrow, g, ty) },
+                _ => {
+                    for (ox, out) in yrow.chunks_exact_mut(g.c).enumerate() {
+                        pixel_scalar(img, out, g, ty, PoolGeometry::x_taps(g, ox), 0);
+                    }
                 }
             }
         }
@@ -243,17 +247,39 @@ mod x86 {
     use super::PoolGeometry;
     use std::arch::x86_64::*;
 
-    /// Generates a function that pools one output pixel, `$vec` elements per vector, the running
-    /// maximum in a register across all taps: `$max(v, m)` is the rule's step. With a mask type
-    /// (AVX-512) the last partial vector is done with masked loads and a masked store and every
-    /// channel is done; without (AVX2) it returns how many channels it did.
+    /// Generates a module `$name` whose `row` pools one output row (every pixel in one call of
+    /// the ISA's function: a call per pixel cost more than its maxima), `$vec` elements per
+    /// vector, the running maximum in a register across all taps: `$max(v, m)` is the rule's
+    /// step. With a mask type (AVX-512) the last partial vector of a pixel is done with masked
+    /// loads and a masked store; without (AVX2) the scalar rule does the channels left.
     macro_rules! pixel {
         ($name:ident, $t:ty, $feat:literal, $vec:expr, $lowest:expr, $load:ident, $max:ident,
          $store:ident, $cast:ty $(, $mask:ty, $mload:ident, $mstore:ident)?) => {
-            /// SAFETY: the CPU has the features; the taps are inside `img` (an image of
-            /// `g.h x g.w x g.c`), `out` holds `g.c` elements.
+        pub(super) mod $name {
+            use super::*;
+
+            /// SAFETY: the CPU has the features; the vertical taps `ty` are inside `img` (an
+            /// image of `g.h x g.w x g.c`), `yrow` holds `g.ow * g.c` elements.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn $name(
+            pub(in super::super) unsafe fn row(
+                img: &[$t],
+                yrow: &mut [$t],
+                g: &PoolGeometry,
+                ty: (usize, usize),
+            ) {
+                for (ox, out) in yrow.chunks_exact_mut(g.c).enumerate() {
+                    let tx = g.x_taps(ox);
+                    let done = pixel(img, out, g, ty, tx);
+                    if done < g.c {
+                        super::super::pixel_scalar(img, out, g, ty, tx, done);
+                    }
+                }
+            }
+
+            /// One pixel; returns how many channels it did. Inlined into `row`, whose target
+            /// features it then has.
+            #[inline(always)]
+            unsafe fn pixel(
                 img: &[$t],
                 out: &mut [$t],
                 g: &PoolGeometry,
@@ -297,6 +323,7 @@ mod x86 {
                 )?
                 j
             }
+        }
         };
     }
 
