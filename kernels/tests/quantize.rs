@@ -33,6 +33,13 @@ fn gen_f32(rng: &mut Rng, n: usize, mode: u8, scale: f32) -> Vec<f32> {
                 1e30,
                 -1e30,
             ][rng.below(7) as usize],
+            // a few ulps either side of a tie (k + 0.5) * scale: where multiplying by the
+            // reciprocal could round the other way than the division
+            3 => {
+                let t = ((rng.below(600) as f32 - 300.0) + 0.5) * scale;
+                let ulps = rng.below(9) as i32 - 4;
+                f32::from_bits((t.to_bits() as i32 + ulps) as u32)
+            }
             _ => (rng.f32() - 0.5) * 2.0,
         })
         .collect()
@@ -43,7 +50,7 @@ fn quantize_dequantize_requantize_bit_exact() {
     let paths = PathsRan::new("quantize");
     let strat = (
         0usize..200,
-        0u8..4,
+        0u8..5,
         any::<u64>(),
         0i32..256,
         prop_oneof![Just(0.5f32), Just(0.1f32), 1e-3f32..10.0],
