@@ -89,8 +89,8 @@ macro_rules! dispatch_fused {
             x86::FAST_SAT0 => dispatch_fused!(@fast $f, rows, 4, $args),
             x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
             x86::FAST_RES0 => dispatch_fused!(@fast $fv, rows, 5, $args),
-            x86::FAST_RESN => dispatch_fused!(@fast $f, rows, 6, $args),
-            x86::FAST_RESN0 => dispatch_fused!(@fast $f, rows, 7, $args),
+            x86::FAST_RESN => dispatch_fused!(@fast $fv, rows, 6, $args),
+            x86::FAST_RESN0 => dispatch_fused!(@fast $fv, rows, 7, $args),
             _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
         }
     }};
@@ -415,7 +415,8 @@ mod x86 {
     /// registers whose operands are u8, followed by a byte table on a CPU with VBMI, and whose
     /// sums fit int32 (ResNet's blocks); [`FAST_RES0`]: that when the conv's zero point is the
     /// add's (nothing to shift). [`FAST_RESN`] / [`FAST_RESN0`]: the same two without a byte
-    /// table (an add whose Relu the quantizer folded into its output range), on any VNNI CPU.
+    /// table (an add whose Relu the quantizer folded into its output range). All four need
+    /// VBMI (`vpermb` widens the residual bytes).
     #[inline(always)]
     pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, rp: *const u8) -> u8 {
         if nc == super::NR {
@@ -448,7 +449,7 @@ mod x86 {
             Some(q)
                 if !q.signed
                     && (0..=255).contains(&q.c.1)
-                    && (q.post.is_none() || crate::qadd::x86::has_vbmi())
+                    && crate::qadd::x86::has_vbmi()
                     && q.sum_fits_i32() =>
             {
                 match (q.post.is_some(), plan.zp == q.a.1) {
@@ -496,6 +497,7 @@ mod x86 {
         // The add's side (`xa64`, unsigned, sums fitting int32, VBMI table).
         let (bzp, bs) = (_mm512_set1_epi32(q.b.1), _mm512_set1_ps(q.b.0));
         let (cs, czp) = (_mm512_set1_ps(q.c.0), _mm512_set1_epi16(q.c.1 as i16));
+        let czp_add = q.c.1 != 0;
         // The byte table (`TABLE`, which `fast_tile` chose because the add has one).
         let table = match q.post.as_ref() {
             Some(t) if TABLE => {
@@ -528,11 +530,15 @@ mod x86 {
                 let fo = _mm512_div_ps(_mm512_add_ps(xa, yb), cs);
                 *qc = _mm512_cvt_roundps_epi32::<RNE>(fo);
             }
-            let packed = _mm512_packus_epi16(
-                _mm512_adds_epi16(_mm512_packs_epi32(qv[0], qv[1]), czp),
-                _mm512_adds_epi16(_mm512_packs_epi32(qv[2], qv[3]), czp),
+            let (mut w0, mut w1) = (
+                _mm512_packs_epi32(qv[0], qv[1]),
+                _mm512_packs_epi32(qv[2], qv[3]),
             );
-            let mut v = _mm512_permutexvar_epi32(idx, packed);
+            if czp_add {
+                w0 = _mm512_adds_epi16(w0, czp);
+                w1 = _mm512_adds_epi16(w1, czp);
+            }
+            let mut v = _mm512_permutexvar_epi32(idx, _mm512_packus_epi16(w0, w1));
             if TABLE {
                 v = crate::qadd::x86::table64(&table, v);
             }
