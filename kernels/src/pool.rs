@@ -80,7 +80,14 @@ impl PoolGeometry {
     /// The in-range horizontal taps of output column `ox`.
     #[inline(always)]
     fn x_taps(&self, ox: usize) -> (usize, usize) {
-        Self::taps(ox, self.stride.1, self.dilation.1, self.pad.1, self.kernel.1, self.w)
+        Self::taps(
+            ox,
+            self.stride.1,
+            self.dilation.1,
+            self.pad.1,
+            self.kernel.1,
+            self.w,
+        )
     }
 
     /// The in-range taps along one axis of output position `o`: (first input index, count);

@@ -636,21 +636,51 @@ impl NativeOp {
                     (s[0], s[1], s[2] * s[3])
                 };
                 let signed = x.dtype() == DType::I8;
-                let val = |b: u8| if signed { b as i8 as i64 } else { b as i64 };
                 let xb = x.bytes();
-                let mut sums = vec![0i64; n * c];
-                for b in 0..n {
-                    if channels_last {
-                        for p in 0..count {
-                            let row = &xb[(b * count + p) * c..(b * count + p + 1) * c];
-                            for (acc, &v) in sums[b * c..(b + 1) * c].iter_mut().zip(row) {
-                                *acc += val(v);
+                // Integer sums (exact in any order): int32 lanes when `count` bytes cannot
+                // overflow them (2^23 * 255 < 2^31), one pass over NHWC rows that vectorizes.
+                let mut st = pool.tensor(DType::I64, &[n * c]);
+                let sums = st.view_mut::<i64>().map_err(|e| e.to_string())?;
+                if channels_last && count < 1 << 23 {
+                    let mut acc32 = pool.tensor(DType::I32, &[c]);
+                    let acc = acc32.view_mut::<i32>().map_err(|e| e.to_string())?;
+                    for b in 0..n {
+                        acc.fill(0);
+                        let img = &xb[b * count * c..(b + 1) * count * c];
+                        if signed {
+                            for row in img.chunks_exact(c) {
+                                for (a, &v) in acc.iter_mut().zip(row) {
+                                    *a += v as i8 as i32;
+                                }
+                            }
+                        } else {
+                            for row in img.chunks_exact(c) {
+                                for (a, &v) in acc.iter_mut().zip(row) {
+                                    *a += v as i32;
+                                }
                             }
                         }
-                    } else {
-                        for ch in 0..c {
-                            let plane = &xb[(b * c + ch) * count..(b * c + ch + 1) * count];
-                            sums[b * c + ch] = plane.iter().map(|&v| val(v)).sum();
+                        for (d, &a) in sums[b * c..(b + 1) * c].iter_mut().zip(acc.iter()) {
+                            *d = a as i64;
+                        }
+                    }
+                    pool.give(acc32);
+                } else {
+                    let val = |b: u8| if signed { b as i8 as i64 } else { b as i64 };
+                    sums.fill(0);
+                    for b in 0..n {
+                        if channels_last {
+                            for p in 0..count {
+                                let row = &xb[(b * count + p) * c..(b * count + p + 1) * c];
+                                for (acc, &v) in sums[b * c..(b + 1) * c].iter_mut().zip(row) {
+                                    *acc += val(v);
+                                }
+                            }
+                        } else {
+                            for ch in 0..c {
+                                let plane = &xb[(b * c + ch) * count..(b * c + ch + 1) * count];
+                                sums[b * c + ch] = plane.iter().map(|&v| val(v)).sum();
+                            }
                         }
                     }
                 }
@@ -660,11 +690,12 @@ impl NativeOp {
                     (0, 255)
                 };
                 let mut out = pool.tensor(*y_dtype, &[n, c, 1, 1]);
-                for (d, &acc) in out.bytes_mut().iter_mut().zip(&sums) {
+                for (d, &acc) in out.bytes_mut().iter_mut().zip(sums.iter()) {
                     let acc = acc - x_zp * count as i64;
                     let v = ((acc as f32 * mult).round_ties_even() as i64 + y_zp).clamp(lo, hi);
                     *d = v as u8;
                 }
+                pool.give(st);
                 one(out)
             }
             NativeOp::Relu
@@ -1532,6 +1563,67 @@ impl NativeOp {
                 Some((*scale, *zp))
             }
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_tensor(dtype: DType, shape: &[usize], b: Vec<u8>) -> Tensor {
+        if dtype == DType::I8 {
+            Tensor::from_vec(shape, b.into_iter().map(|v| v as i8).collect::<Vec<i8>>())
+        } else {
+            Tensor::from_vec(shape, b)
+        }
+    }
+
+    /// QLinearGlobalAveragePool on NHWC u8 and i8 (int32 lane sums) equals the i64 rule on the
+    /// same values read as NCHW planes (the other path), for several zero points.
+    #[test]
+    fn qgap_nhwc_sums_match_the_planar_path() {
+        let k = Kernel::best().unwrap();
+        let mut pool = Pool::default();
+        let (n, h, w, c) = (2usize, 3usize, 5usize, 37usize);
+        for (dtype, x_zp) in [
+            (DType::U8, 0i64),
+            (DType::U8, 200),
+            (DType::I8, -100),
+            (DType::I8, 3),
+        ] {
+            let bytes: Vec<u8> = (0..n * h * w * c).map(|i| (i * 151 % 256) as u8).collect();
+            let nhwc = bytes_tensor(dtype, &[n, h, w, c], bytes.clone());
+            // The same values as NCHW.
+            let mut planar = vec![0u8; bytes.len()];
+            for b in 0..n {
+                for p in 0..h * w {
+                    for ch in 0..c {
+                        planar[(b * c + ch) * h * w + p] = bytes[(b * h * w + p) * c + ch];
+                    }
+                }
+            }
+            let nchw = bytes_tensor(dtype, &[n, c, h, w], planar);
+            let op = NativeOp::QGap {
+                mult: 0.0173,
+                x_zp,
+                y_zp: if dtype == DType::U8 { 128 } else { 0 },
+                y_dtype: dtype,
+            };
+            let a = op
+                .run(&k, &[Some(&nhwc)], true, &mut pool)
+                .unwrap()
+                .remove(0);
+            let b = op
+                .run(&k, &[Some(&nchw)], false, &mut pool)
+                .unwrap()
+                .remove(0);
+            assert_eq!(a.bytes(), b.bytes(), "{dtype} zp {x_zp}");
+            assert!(
+                a.bytes().iter().any(|&v| v != a.bytes()[0]),
+                "{dtype}: constant output {:?}",
+                a.bytes()
+            );
         }
     }
 }
