@@ -217,6 +217,59 @@ pub(crate) unsafe fn run_fused_ind(
     );
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::PanelA;
+
+/// All row tiles of one whole 64-column panel in one call (`x86::panel_body`) when this call's
+/// epilogue for such tiles is a branch-free one; returns `false` (doing nothing) otherwise, and
+/// the caller then runs its per-tile loop. `a`: where A comes from; the other arguments as
+/// [`run_fused`] for row 0 of the panel, and `pf_next` / `pf_q` the next panel to prefetch
+/// (null: none) and a quarter of its size.
+///
+/// # Safety
+/// `isa` is supported; the per-tile contracts of `run_fused` / `run_fused_ind` for every tile
+/// of rows `[0, m)`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn run_fused_panel(
+    isa: Isa,
+    m: usize,
+    a: PanelA,
+    b: *const i8,
+    plan: &super::epilogue::EpiPlan,
+    rowterm: *const i32,
+    j0: usize,
+    nc: usize,
+    out: super::epilogue::OutPtr,
+    ldc: usize,
+    rp: *const u8,
+    pf_next: *const i8,
+    pf_q: usize,
+) -> bool {
+    if isa != Isa::Avx512Vnni || nc != NR {
+        return false;
+    }
+    let args = (m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q);
+    macro_rules! go {
+        ($f:ident, $m:literal) => {{
+            let (m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q) = args;
+            x86::$f::<$m>(m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q)
+        }};
+    }
+    match x86::fast_tile(plan, nc, rp) {
+        x86::FAST => go!(vnni_panel, 1),
+        x86::FAST_SAT => go!(vnni_panel, 3),
+        x86::FAST_SAT0 => go!(vnni_panel, 4),
+        x86::FAST_RES => go!(vnni_panel_vbmi, 2),
+        x86::FAST_RES0 => go!(vnni_panel_vbmi, 5),
+        x86::FAST_RESN => go!(vnni_panel_vbmi, 6),
+        x86::FAST_RESN0 => go!(vnni_panel_vbmi, 7),
+        _ => return false,
+    }
+    true
+}
+
 /// Portable exact kernel (same results as VNNI).
 unsafe fn scalar<const R: usize>(
     kg: usize,
@@ -787,6 +840,143 @@ mod x86 {
          rowterm: *const i32, j0: usize, nc: usize, out: OutPtr, ldc: usize, rp: *const u8,
          pf: *const i8)
     );
+
+    /// Where A comes from for [`panel_body`]: rows at a stride, or indirection pointers.
+    #[derive(Clone, Copy)]
+    pub(crate) enum PanelA {
+        /// Row `i` at `a + i * a_rs`, `kg` K-groups.
+        Rows {
+            a: *const u8,
+            a_rs: usize,
+            kg: usize,
+        },
+        /// Row `i`'s `taps` segments of `seg_kg` K-groups at `ptrs[i * taps ..]`.
+        Ind {
+            ptrs: *const *const u8,
+            taps: usize,
+            seg_kg: usize,
+        },
+    }
+
+    /// Every row tile of rows `[0, m)` of one whole 64-column panel, for a branch-free epilogue
+    /// `MODE`: the tile loop runs inside one target-feature call instead of one call per tile
+    /// (a call passed 14 arguments, most on the stack, and reloaded the epilogue's constants).
+    /// Tiles of 6 rows, then one of `m % 6`; the same tiles, so the same bytes, as the driver's
+    /// per-tile calls. Tile `t < 4` prefetches quarter `t` (`pf_q` bytes on) of `pf_next`, the
+    /// item's next panel, when there is one (as `prefetch_ptr`), else the current panel.
+    ///
+    /// SAFETY: as the per-tile kernels for each tile: row `i`'s A (see [`PanelA`]), output row
+    /// `out + i * ldc` and residual row `rp + i * ldc` (when `rp` is not null) for 64 columns.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panel_body<const MODE: u8>(
+        m: usize,
+        a: PanelA,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf_next: *const i8,
+        pf_q: usize,
+    ) {
+        macro_rules! tile {
+            ($r:literal, $i:expr, $t:expr) => {{
+                let (i, t) = ($i, $t);
+                let pf = if !pf_next.is_null() && t < 4 {
+                    pf_next.wrapping_add(t * pf_q)
+                } else {
+                    b
+                };
+                let rpi = if rp.is_null() { rp } else { rp.add(i * ldc) };
+                let (o, rt) = (out.add(i * ldc), rowterm.wrapping_add(i));
+                match a {
+                    PanelA::Rows { a, a_rs, kg } => vnni_fused_body::<$r, 4, MODE>(
+                        kg,
+                        a.add(i * a_rs),
+                        a_rs,
+                        b,
+                        plan,
+                        rt,
+                        j0,
+                        NR,
+                        o,
+                        ldc,
+                        rpi,
+                        pf,
+                    ),
+                    PanelA::Ind { ptrs, taps, seg_kg } => vnni_fused_ind_body::<$r, 4, MODE>(
+                        taps,
+                        seg_kg,
+                        ptrs.add(i * taps),
+                        b,
+                        plan,
+                        rt,
+                        j0,
+                        NR,
+                        o,
+                        ldc,
+                        rpi,
+                        pf,
+                    ),
+                }
+            }};
+        }
+        let (mut i, mut t) = (0, 0);
+        while i + 6 <= m {
+            tile!(6, i, t);
+            i += 6;
+            t += 1;
+        }
+        match m - i {
+            1 => tile!(1, i, t),
+            2 => tile!(2, i, t),
+            3 => tile!(3, i, t),
+            4 => tile!(4, i, t),
+            5 => tile!(5, i, t),
+            _ => {}
+        }
+    }
+
+    /// The target-feature entry points of [`panel_body`] (`_vbmi`: with AVX512-VBMI, for the
+    /// residual epilogues). SAFETY: the CPU has the features; `panel_body`'s contract.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_panel<const MODE: u8>(
+        m: usize,
+        a: PanelA,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf_next: *const i8,
+        pf_q: usize,
+    ) {
+        panel_body::<MODE>(m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn vnni_panel_vbmi<const MODE: u8>(
+        m: usize,
+        a: PanelA,
+        b: *const i8,
+        plan: &EpiPlan,
+        rowterm: *const i32,
+        j0: usize,
+        out: OutPtr,
+        ldc: usize,
+        rp: *const u8,
+        pf_next: *const i8,
+        pf_q: usize,
+    ) {
+        panel_body::<MODE>(m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q)
+    }
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
     /// chains hide the instruction latency; summed at the end (exact integer sums, same result).
