@@ -16,6 +16,8 @@
 pub(crate) mod epilogue;
 mod micro;
 mod pack;
+#[cfg(target_arch = "x86_64")]
+mod pack_u8_x86;
 
 pub(crate) use epilogue::{requant_one, row as epilogue_row, EpiPlan, OutPtr};
 pub use pack::{PackedB, WeightLayout, NR};

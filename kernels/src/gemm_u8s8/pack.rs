@@ -1,5 +1,5 @@
 //! Weight prepacking for the int8 GEMM: the layout every int8 micro-kernel reads.
-//! Owns `PackedB`; no SIMD code.
+//! Owns `PackedB`; no SIMD code (the run-time u8 operands' AVX-512 packer is `pack_u8_x86`).
 //!
 //! Layout: N is split into panels of [`NR`] = 64 columns (the last one zero-padded); K is padded
 //! with zeros to a multiple of 4 (`kp`). Panel `p` occupies `kp * 64` bytes, stored K-group-major:
@@ -175,6 +175,26 @@ impl PackedB {
                 b.len()
             )));
         }
+        #[cfg(target_arch = "x86_64")]
+        if layout == WeightLayout::KxN && super::pack_u8_x86::available() {
+            let kp = k.div_ceil(4) * 4;
+            self.data.reset_zeroed(n.div_ceil(NR) * kp * NR);
+            self.col_sums.clear();
+            self.col_sums.resize(n, 0);
+            // SAFETY: `available()`; `b.len() == k * n` (checked above); the buffers sized as
+            // the function requires.
+            unsafe {
+                super::pack_u8_x86::pack_kxn_u8(
+                    k,
+                    n,
+                    b,
+                    self.data.as_mut_slice(),
+                    &mut self.col_sums,
+                )
+            };
+            (self.k, self.n, self.kp, self.zero_point) = (k, n, kp, zero_point - 128);
+            return Ok(());
+        }
         self.pack(k, n, layout, zero_point - 128, |i| (b[i] ^ 0x80) as i8);
         Ok(())
     }
@@ -198,5 +218,52 @@ impl PackedB {
     /// Raw packed bytes of panel `p`.
     pub(crate) fn panel_ptr(&self, p: usize) -> *const i8 {
         self.data.as_slice()[p * self.kp * NR..].as_ptr() as *const i8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `from_u8` (the AVX-512 packer where the CPU has it) gives the same bytes and column sums
+    /// as the scalar packer on the shifted s8 values, for ragged K and N.
+    #[test]
+    fn u8_packing_matches_the_scalar_packer() {
+        #[cfg(target_arch = "x86_64")]
+        println!(
+            "[pack u8] AVX-512 packer ran: {}",
+            super::super::pack_u8_x86::available()
+        );
+        let mut seed = 0x9E37_79B9u32;
+        for (k, n) in [
+            (1, 1),
+            (3, 5),
+            (4, 64),
+            (7, 63),
+            (64, 128),
+            (128, 64),
+            (13, 100),
+            (9, 200),
+        ] {
+            let b: Vec<u8> = (0..k * n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect();
+            for zp in [0, 77, 255] {
+                let simd = PackedB::from_u8(k, n, &b, WeightLayout::KxN, zp).unwrap();
+                let s8: Vec<i8> = b.iter().map(|&v| (v ^ 0x80) as i8).collect();
+                let scalar = PackedB::new(k, n, &s8, WeightLayout::KxN, zp - 128).unwrap();
+                assert_eq!(simd.data.as_slice(), scalar.data.as_slice(), "{k}x{n}");
+                assert_eq!(simd.col_sums, scalar.col_sums, "{k}x{n}");
+                assert_eq!(
+                    (simd.k, simd.n, simd.kp, simd.zero_point),
+                    (scalar.k, scalar.n, scalar.kp, scalar.zero_point)
+                );
+            }
+        }
     }
 }
