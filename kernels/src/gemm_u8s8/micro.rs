@@ -315,6 +315,20 @@ mod x86 {
     /// VL and VNNI) and `$vbmi` (the same plus AVX512-VBMI, for the [`FAST_RES`] epilogue's byte
     /// table). SAFETY (both): the CPU has the features; the body's pointer contract.
     macro_rules! entry_points {
+        // For a body generic over the epilogue mode only (`panel_body`).
+        (@mode $body:ident => $plain:ident, $vbmi:ident, ($($arg:ident: $ty:ty),* $(,)?)) => {
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $plain<const MODE: u8>($($arg: $ty),*) {
+                $body::<MODE>($($arg),*)
+            }
+
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $vbmi<const MODE: u8>($($arg: $ty),*) {
+                $body::<MODE>($($arg),*)
+            }
+        };
         ($body:ident => $plain:ident, $vbmi:ident, ($($arg:ident: $ty:ty),* $(,)?)) => {
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
             #[allow(clippy::too_many_arguments)]
@@ -940,43 +954,13 @@ mod x86 {
         }
     }
 
-    /// The target-feature entry points of [`panel_body`] (`_vbmi`: with AVX512-VBMI, for the
-    /// residual epilogues). SAFETY: the CPU has the features; `panel_body`'s contract.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_panel<const MODE: u8>(
-        m: usize,
-        a: PanelA,
-        b: *const i8,
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-        pf_next: *const i8,
-        pf_q: usize,
-    ) {
-        panel_body::<MODE>(m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q)
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vnni_panel_vbmi<const MODE: u8>(
-        m: usize,
-        a: PanelA,
-        b: *const i8,
-        plan: &EpiPlan,
-        rowterm: *const i32,
-        j0: usize,
-        out: OutPtr,
-        ldc: usize,
-        rp: *const u8,
-        pf_next: *const i8,
-        pf_q: usize,
-    ) {
-        panel_body::<MODE>(m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q)
-    }
+    // The target-feature entry points of `panel_body` (`_vbmi`: with AVX512-VBMI, for the
+    // residual epilogues).
+    entry_points!(
+        @mode panel_body => vnni_panel, vnni_panel_vbmi,
+        (m: usize, a: PanelA, b: *const i8, plan: &EpiPlan, rowterm: *const i32, j0: usize,
+         out: OutPtr, ldc: usize, rp: *const u8, pf_next: *const i8, pf_q: usize)
+    );
 
     /// GEMV body (one row): two K-interleaved accumulator sets so 8 independent `vpdpbusd`
     /// chains hide the instruction latency; summed at the end (exact integer sums, same result).

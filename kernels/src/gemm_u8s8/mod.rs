@@ -503,24 +503,20 @@ pub(crate) fn gemm_u8s8_res_on(
             // SAFETY: as the per-tile calls below, for every tile of rows m0..m1 of the panel.
             #[cfg(target_arch = "x86_64")]
             if unsafe {
-                micro::run_fused_panel(
+                fused_panel(
                     isa,
-                    it.m1 - it.m0,
+                    it,
+                    p,
                     micro::PanelA::Rows {
                         a: abase,
                         a_rs,
                         kg: kp / 4,
                     },
-                    bp,
+                    (b, n),
                     &plan,
-                    rowterm_ptr(&rowterm, it.m0),
-                    j0,
-                    nc,
-                    outp.0.add(it.m0 * ldc + j0),
-                    ldc,
-                    inreg_ptr(isa, res, it.m0 * ldc + j0, nc),
-                    next_panel(b, p, it.p1),
-                    b.kp * NR / 4,
+                    &rowterm,
+                    (outp.0, ldc),
+                    res,
                 )
             } {
                 continue;
@@ -744,24 +740,20 @@ pub(crate) unsafe fn gemm_u8s8_indirect(
             // SAFETY: as the per-tile calls below, for every tile of rows m0..m1 of the panel.
             #[cfg(target_arch = "x86_64")]
             if unsafe {
-                micro::run_fused_panel(
+                fused_panel(
                     Isa::Avx512Vnni,
-                    it.m1 - it.m0,
+                    it,
+                    p,
                     micro::PanelA::Ind {
                         ptrs: ptrs.0[it.m0 * taps..].as_ptr(),
                         taps,
                         seg_kg,
                     },
-                    bp,
+                    (b, n),
                     &plan,
-                    rowterm_ptr(&rowterm, it.m0),
-                    j0,
-                    nc,
-                    outp.0.add(it.m0 * ldc + j0),
-                    ldc,
-                    inreg_ptr(Isa::Avx512Vnni, res, it.m0 * ldc + j0, nc),
-                    next_panel(b, p, it.p1),
-                    b.kp * NR / 4,
+                    &rowterm,
+                    (outp.0, ldc),
+                    res,
                 )
             } {
                 continue;
@@ -820,6 +812,44 @@ fn prefetch_ptr(b: &PackedB, p: usize, p1: usize, t: usize) -> *const i8 {
         n if !n.is_null() && t < 4 => n.wrapping_add(t * b.kp * NR / 4),
         _ => b.panel_ptr(p),
     }
+}
+
+/// Panel `p`'s rows `it.m0..it.m1` in one kernel call (`micro::run_fused_panel`) when this
+/// call's epilogue has a branch-free mode for whole panels; `false`: nothing was done and the
+/// driver runs its per-tile loop. `a` addresses row `it.m0`; `out` is the output's row 0.
+///
+/// # Safety
+/// As the drivers' per-tile kernel calls, for every tile of rows `it.m0..it.m1` of panel `p`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fused_panel(
+    isa: Isa,
+    it: &Item,
+    p: usize,
+    a: micro::PanelA,
+    (b, n): (&PackedB, usize),
+    plan: &epilogue::EpiPlan,
+    rowterm: &[i32],
+    (out, ldc): (OutPtr, usize),
+    res: Option<&Residual<'_>>,
+) -> bool {
+    let (j0, nc) = (p * NR, NR.min(n - p * NR));
+    let off = it.m0 * ldc + j0;
+    micro::run_fused_panel(
+        isa,
+        it.m1 - it.m0,
+        a,
+        b.panel_ptr(p),
+        plan,
+        rowterm_ptr(rowterm, it.m0),
+        j0,
+        nc,
+        out.add(off),
+        ldc,
+        inreg_ptr(isa, res, off, nc),
+        next_panel(b, p, it.p1),
+        b.kp * NR / 4,
+    )
 }
 
 /// The item's next panel after `p` (panels end at `p1`), or null.
