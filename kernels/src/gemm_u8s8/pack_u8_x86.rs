@@ -11,11 +11,10 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this CPU runs [`pack_kxn_u8`] (AVX-512 F/BW and VNNI).
+/// Whether [`pack_kxn_u8`] may run: the active ISA (the CPU's, capped by `OCTET_ISA`, so a
+/// capped run emulates an older CPU here too) is AVX512-VNNI.
 pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni")
+    crate::isa::Isa::active() == Ok(crate::isa::Isa::Avx512Vnni)
 }
 
 /// Packs `b` (`k x n` row-major u8) as s8 `b ^ 0x80` into `d` (`panels * kp * 64` bytes,
