@@ -434,13 +434,7 @@ pub(crate) fn gemm_u8s8_res_on(
     let colterm = colterm(kernel.isa(), b, ep, za);
     // Row terms exist only with a weight zero point; otherwise a shared zero row is used.
     let rowterm = if zb != 0 {
-        ScratchVec::from_fn(m, |i| {
-            let s: i32 = a.data[i * a.ld..i * a.ld + k]
-                .iter()
-                .map(|&x| x as i32)
-                .sum();
-            zb.wrapping_neg().wrapping_mul(s)
-        })
+        rowterm(kernel.isa(), a, m, k, zb)
     } else {
         ScratchVec::filled(0, 0)
     };
@@ -927,6 +921,42 @@ fn colterm_body(t: &mut [i32], sums: &[i32], bias: Option<&[i32]>, za: i32) {
             *d = d.wrapping_add(v);
         }
     }
+}
+
+/// `rowterm[i] = -zb * (sum of row i's first k bytes)` (wrapping) for the `m` rows of `a`.
+fn rowterm(isa: Isa, a: MatrixU8<'_>, m: usize, k: usize, zb: i32) -> ScratchVec<i32> {
+    let mut t = ScratchVec::filled(m, 0);
+    #[cfg(target_arch = "x86_64")]
+    if isa != Isa::Scalar {
+        // SAFETY: every non-scalar ISA has AVX2 (the Kernel proves the ISA).
+        unsafe { rowterm_avx2(&mut t, a, k, zb) };
+        return t;
+    }
+    let _ = isa;
+    rowterm_body(&mut t, a, k, zb);
+    t
+}
+
+/// [`rowterm`]'s loop: u8 row sums as whole-slice passes the compiler vectorizes (u32 sums,
+/// the same bits as the int32 wrapping sum).
+#[inline(always)]
+fn rowterm_body(t: &mut [i32], a: MatrixU8<'_>, k: usize, zb: i32) {
+    for (i, d) in t.iter_mut().enumerate() {
+        let s: u32 = a.data[i * a.ld..i * a.ld + k]
+            .iter()
+            .map(|&x| u32::from(x))
+            .sum();
+        *d = zb.wrapping_neg().wrapping_mul(s as i32);
+    }
+}
+
+/// [`rowterm_body`] with AVX2.
+///
+/// SAFETY: AVX2 supported.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rowterm_avx2(t: &mut [i32], a: MatrixU8<'_>, k: usize, zb: i32) {
+    rowterm_body(t, a, k, zb)
 }
 
 /// [`colterm_body`] with AVX2's 32-bit multiply.
