@@ -89,8 +89,8 @@ macro_rules! dispatch_fused {
             x86::FAST_SAT0 => dispatch_fused!(@fast $f, rows, 4, $args),
             x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
             x86::FAST_RES0 => dispatch_fused!(@fast $fv, rows, 5, $args),
-            x86::FAST_RESN => dispatch_fused!(@fast $fv, rows, 6, $args),
-            x86::FAST_RESN0 => dispatch_fused!(@fast $fv, rows, 7, $args),
+            x86::FAST_RESN => dispatch_fused!(@fast $f, rows, 6, $args),
+            x86::FAST_RESN0 => dispatch_fused!(@fast $f, rows, 7, $args),
             _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
         }
     }};
@@ -263,8 +263,8 @@ pub(crate) unsafe fn run_fused_panel(
         x86::FAST_SAT0 => go!(vnni_panel, 4),
         x86::FAST_RES => go!(vnni_panel_vbmi, 2),
         x86::FAST_RES0 => go!(vnni_panel_vbmi, 5),
-        x86::FAST_RESN => go!(vnni_panel_vbmi, 6),
-        x86::FAST_RESN0 => go!(vnni_panel_vbmi, 7),
+        x86::FAST_RESN => go!(vnni_panel, 6),
+        x86::FAST_RESN0 => go!(vnni_panel, 7),
         _ => return false,
     }
     true
@@ -482,8 +482,8 @@ mod x86 {
     /// registers whose operands are u8, followed by a byte table on a CPU with VBMI, and whose
     /// sums fit int32 (ResNet's blocks); [`FAST_RES0`]: that when the conv's zero point is the
     /// add's (nothing to shift). [`FAST_RESN`] / [`FAST_RESN0`]: the same two without a byte
-    /// table (an add whose Relu the quantizer folded into its output range). All four need
-    /// VBMI (`vpermb` widens the residual bytes).
+    /// table (an add whose Relu the quantizer folded into its output range), which need no
+    /// VBMI (the table's `vpermi2b` is the only VBMI instruction).
     #[inline(always)]
     pub(super) fn fast_tile(plan: &EpiPlan, nc: usize, rp: *const u8) -> u8 {
         if nc == super::NR {
@@ -516,7 +516,7 @@ mod x86 {
             Some(q)
                 if !q.signed
                     && (0..=255).contains(&q.c.1)
-                    && crate::qadd::x86::has_vbmi()
+                    && (q.post.is_none() || crate::qadd::x86::has_vbmi())
                     && q.sum_fits_i32() =>
             {
                 match (q.post.is_some(), plan.zp == q.a.1) {
