@@ -375,7 +375,14 @@ unsafe fn apply_residual(
         ldb: ldc,
         ldo: ldc,
     };
-    crate::qadd::qadd_rows(isa, m, rows, nc, r.add);
+    if ldc == nc {
+        // The tile's rows are one contiguous run (an output no wider than the panel): one row
+        // of rows * nc bytes, whole 64-byte vectors instead of one masked vector per short row
+        // (the add is element-wise, so the same bytes).
+        crate::qadd::qadd_rows(isa, m, 1, rows * nc, r.add);
+    } else {
+        crate::qadd::qadd_rows(isa, m, rows, nc, r.add);
+    }
 }
 
 /// The residual operand's address for a tile at output offset `off` when the fused VNNI kernel
