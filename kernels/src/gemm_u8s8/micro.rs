@@ -73,8 +73,28 @@ pub(crate) unsafe fn run(
     }
 }
 
+/// The one table of branch-free epilogue modes: for `$mode`, `$cb!($($pre)* ENTRY, MODE)` with
+/// ENTRY `$plain`, or `$vbmi` (the VBMI build) for the modes with a byte table, and MODE the
+/// mode's constant; `$general` for any other mode. Both dispatchers (per tile and per panel)
+/// expand it, so a mode cannot be added to one and not the other.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_fast_mode {
+    ($mode:expr, $cb:ident!($($pre:tt)*), $plain:ident, $vbmi:ident, $general:expr) => {
+        match $mode {
+            x86::FAST => $cb!($($pre)* $plain, { x86::FAST }),
+            x86::FAST_SAT => $cb!($($pre)* $plain, { x86::FAST_SAT }),
+            x86::FAST_SAT0 => $cb!($($pre)* $plain, { x86::FAST_SAT0 }),
+            x86::FAST_RES => $cb!($($pre)* $vbmi, { x86::FAST_RES }),
+            x86::FAST_RES0 => $cb!($($pre)* $vbmi, { x86::FAST_RES0 }),
+            x86::FAST_RESN => $cb!($($pre)* $plain, { x86::FAST_RESN }),
+            x86::FAST_RESN0 => $cb!($($pre)* $plain, { x86::FAST_RESN0 }),
+            _ => $general,
+        }
+    };
+}
+
 /// Calls the fused VNNI kernel `$f::<R, C, MODE>$args` (`$fv`, its VBMI build, for the
-/// [`x86::FAST_RES`] epilogue) instantiated for the tile: `R = rows`
+/// epilogues with a byte table) instantiated for the tile: `R = rows`
 /// (up to 6 with four 16-column vectors, up to 12 with at most two), `C` = the 16-column vectors
 /// a (possibly partial) panel needs, and the epilogue `$mode` (`x86::fast_tile`; the
 /// branch-free ones only for 64-column tiles, so at most 6 rows). `$args` is one parenthesised
@@ -83,18 +103,15 @@ pub(crate) unsafe fn run(
 macro_rules! dispatch_fused {
     ($f:ident, $fv:ident, $rows:expr, $nc:expr, $mode:expr, $args:tt) => {{
         let (rows, cv) = ($rows, $nc.div_ceil(16));
-        match $mode {
-            x86::FAST => dispatch_fused!(@fast $f, rows, 1, $args),
-            x86::FAST_SAT => dispatch_fused!(@fast $f, rows, 3, $args),
-            x86::FAST_SAT0 => dispatch_fused!(@fast $f, rows, 4, $args),
-            x86::FAST_RES => dispatch_fused!(@fast $fv, rows, 2, $args),
-            x86::FAST_RES0 => dispatch_fused!(@fast $fv, rows, 5, $args),
-            x86::FAST_RESN => dispatch_fused!(@fast $f, rows, 6, $args),
-            x86::FAST_RESN0 => dispatch_fused!(@fast $f, rows, 7, $args),
-            _ => dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6),
-        }
+        by_fast_mode!(
+            $mode,
+            dispatch_fused!(@fast rows, $args,),
+            $f,
+            $fv,
+            dispatch_fused!(@slow $f, rows, cv, $args, 1 2 3 4 5 6)
+        )
     }};
-    (@fast $f:ident, $rows:expr, $m:literal, $args:tt) => {
+    (@fast $rows:expr, $args:tt, $f:ident, $m:expr) => {
         match $rows {
             1 => $f::<1, 4, $m> $args,
             2 => $f::<2, 4, $m> $args,
@@ -250,23 +267,18 @@ pub(crate) unsafe fn run_fused_panel(
     if isa != Isa::Avx512Vnni || nc != NR {
         return false;
     }
-    let args = (m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q);
     macro_rules! go {
-        ($f:ident, $m:literal) => {{
-            let (m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q) = args;
+        ($f:ident, $m:expr) => {
             x86::$f::<$m>(m, a, b, plan, rowterm, j0, out, ldc, rp, pf_next, pf_q)
-        }};
+        };
     }
-    match x86::fast_tile(plan, nc, rp) {
-        x86::FAST => go!(vnni_panel, 1),
-        x86::FAST_SAT => go!(vnni_panel, 3),
-        x86::FAST_SAT0 => go!(vnni_panel, 4),
-        x86::FAST_RES => go!(vnni_panel_vbmi, 2),
-        x86::FAST_RES0 => go!(vnni_panel_vbmi, 5),
-        x86::FAST_RESN => go!(vnni_panel, 6),
-        x86::FAST_RESN0 => go!(vnni_panel, 7),
-        _ => return false,
-    }
+    by_fast_mode!(
+        x86::fast_tile(plan, nc, rp),
+        go!(),
+        vnni_panel,
+        vnni_panel_vbmi,
+        return false
+    );
     true
 }
 
